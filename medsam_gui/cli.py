@@ -1,0 +1,26 @@
+"""Console entry points. Each parses its own arguments in the module that owns the work."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+
+def gui_main(argv: Optional[List[str]] = None) -> int:
+    """medsam-gui [PATH] [--demo]: the annotator window."""
+    from medsam_gui.ui.app import main
+
+    return main(argv)
+
+
+def segment_main(argv: Optional[List[str]] = None) -> int:
+    """medsam-segment IMAGE --box AXIS SLICE X0 Y0 X1 Y1 ... --out LABELS.nii.gz (headless)."""
+    from medsam_gui.engine.segment_cli import main
+
+    return main(argv)
+
+
+def train_main(argv: Optional[List[str]] = None) -> int:
+    """medsam-train WORKSPACE... --mode decoder|full --epochs N --out models/NAME.pth."""
+    from medsam_gui.training.train_cli import main
+
+    return main(argv)

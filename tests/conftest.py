@@ -1,0 +1,40 @@
+"""Shared fixtures: the real data pack in ../shared/data beside the repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MEDSAM_TEST_DATA", REPO.parent / "shared" / "data"))
+
+BRATS = DATA / "brain_tumour_brats2015"
+PAT1 = BRATS / "brats_2013_pat0001_1"
+PAT2 = BRATS / "brats_2013_pat0002_1"
+ABDOMEN = DATA / "abdomen_totalsegmentator"
+MNI = DATA / "brain_template_mni152_nilearn"
+DICOM = DATA / "dicom"
+
+
+def pytest_collection_modifyitems(config, items):
+    if DATA.is_dir():
+        return
+    skip = pytest.mark.skip(reason=f"real test data not found at {DATA} (../shared/data)")
+    for item in items:
+        if "needs_data" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_data: reads the real data in ../shared/data")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"real test data not found at {DATA} (../shared/data)")
+    return DATA
