@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import List, Optional
 
+from medsam_gui.launch import prefer_fast_allocator
+
 
 def gui_main(argv: Optional[List[str]] = None) -> int:
     """medsam-gui [PATH] [--demo]: the annotator window."""
+    if argv is None:  # a real process start, not a call from a script or test
+        prefer_fast_allocator()
     from medsam_gui.ui.app import main
 
     return main(argv)
@@ -14,6 +18,8 @@ def gui_main(argv: Optional[List[str]] = None) -> int:
 
 def segment_main(argv: Optional[List[str]] = None) -> int:
     """medsam-segment IMAGE --box AXIS SLICE X0 Y0 X1 Y1 ... --out LABELS.nii.gz (headless)."""
+    if argv is None:  # a real process start, not a call from a script or test
+        prefer_fast_allocator()
     from medsam_gui.engine.segment_cli import main
 
     return main(argv)
@@ -21,6 +27,8 @@ def segment_main(argv: Optional[List[str]] = None) -> int:
 
 def train_main(argv: Optional[List[str]] = None) -> int:
     """medsam-train WORKSPACE... --mode decoder|full --epochs N --out models/NAME.pth."""
+    if argv is None:  # a real process start, not a call from a script or test
+        prefer_fast_allocator()
     from medsam_gui.training.train_cli import main
 
     return main(argv)
