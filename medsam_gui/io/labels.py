@@ -1,0 +1,133 @@
+"""Label maps out: a NIfTI on the exact grid of the source image, written atomically and verified.
+
+The label array is indexed like ``volume.data`` (the source voxel order), so it is written as
+it is, with the source affine in both sform and qform. Codes come from the source NIfTI header;
+a DICOM source gets 1/1 ("scanner"). A fresh header is built, so a float source's
+scl_slope/scl_inter can never leak into the labels.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+from typing import Tuple, Union
+
+import nibabel as nib
+import numpy as np
+
+from ..errors import MedsamError
+from ..volume import Volume
+from .atomic import atomic_path, write_synced
+
+AFFINE_TOLERANCE_MM = 1e-3  # qform is stored as float32 quaternions: allow their rounding
+NIFTI_INTENT_LABEL = 1002
+
+
+def _label_array(labels: np.ndarray, volume: Volume, path: Path) -> np.ndarray:
+    labels = np.asanyarray(labels)
+    if labels.shape != volume.shape:
+        raise MedsamError(
+            f"label map shape {labels.shape} does not match the volume's {volume.shape}", path
+        )
+    if labels.dtype == bool:
+        return labels.astype(np.uint8)
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.issubdtype(labels.dtype, np.floating) or not np.array_equal(
+            labels, np.round(labels)
+        ):
+            raise MedsamError(f"label values must be whole numbers (got {labels.dtype})", path)
+    lo = labels.min() if labels.size else 0
+    hi = labels.max() if labels.size else 0
+    if lo < 0 or hi > 65535:
+        raise MedsamError(f"label values must be within 0..65535 (found {lo}..{hi})", path)
+    return labels.astype(np.uint8 if hi < 256 else np.uint16, copy=False)
+
+
+def _codes(volume: Volume) -> Tuple[int, int, object]:
+    """(sform_code, qform_code, xyzt units) for the export."""
+    hdr = volume.source.nifti_header
+    if volume.source.kind == "nifti" and hdr is not None:
+        return int(hdr["sform_code"]), int(hdr["qform_code"]), hdr.get_xyzt_units()[0]
+    return 1, 1, "mm"
+
+
+def _qform_representable(affine: np.ndarray) -> bool:
+    """qform holds rotation + zooms only; a sheared affine (gantry tilt) does not fit."""
+    m = affine[:3, :3]
+    zooms = np.sqrt((m**2).sum(axis=0))
+    r = m / zooms
+    return bool(np.allclose(r.T @ r, np.eye(3), atol=1e-6))
+
+
+def build_label_image(labels: np.ndarray, volume: Volume, path: Path) -> nib.Nifti1Image:
+    arr = _label_array(labels, volume, path)
+    affine = volume.affine
+    sform_code, qform_code, units = _codes(volume)
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(arr.dtype)
+    img = nib.Nifti1Image(arr, affine, header=hdr)
+    img.set_sform(affine, code=sform_code)
+    if _qform_representable(affine):
+        img.set_qform(affine, code=qform_code)
+    else:
+        img.set_qform(affine, code=0)  # closest rigid; readers use the exact sform
+    img.header.set_slope_inter(1.0, 0.0)
+    img.header.set_xyzt_units(xyz=units if units != "unknown" else "mm")
+    img.header.set_intent(NIFTI_INTENT_LABEL)
+    img.header["descrip"] = b"medsam-gui label map"
+    img.header["cal_min"], img.header["cal_max"] = 0, float(arr.max()) if arr.size else 0
+    return img
+
+
+def _verify(raw: bytes, img: nib.Nifti1Image, path: Path) -> None:
+    """Re-read what was written and compare shape, affines and voxels."""
+    try:
+        back = nib.Nifti1Image.from_bytes(raw)
+        data = np.asanyarray(back.dataobj)
+    except Exception as exc:
+        raise MedsamError(f"written label map cannot be read back ({exc})", path) from None
+    want_arr = np.asanyarray(img.dataobj)
+    problems = []
+    if back.shape != want_arr.shape:
+        problems.append(f"shape {back.shape} != {want_arr.shape}")
+    elif data.dtype != want_arr.dtype or not np.array_equal(data, want_arr):
+        problems.append("voxels differ")
+    want = img.header.get_sform()
+    if not np.allclose(back.header.get_sform(), want, atol=AFFINE_TOLERANCE_MM):
+        problems.append("sform differs")
+    if int(img.header["qform_code"]) > 0 or _qform_representable(want):
+        if not np.allclose(back.header.get_qform(), want, atol=AFFINE_TOLERANCE_MM):
+            problems.append("qform differs")
+    if problems:
+        raise MedsamError("label map failed verification: " + ", ".join(problems), path)
+
+
+def save_label_map(
+    labels: np.ndarray, volume: Volume, path: Union[str, "os.PathLike[str]"]
+) -> Path:
+    """Write ``labels`` (on ``volume``'s grid) as NIfTI at ``path`` (.nii or .nii.gz).
+
+    uint8 when every label is < 256, else uint16. Written to a temporary file, read back
+    from disk and verified, then renamed into place; on any failure nothing is left behind and
+    an existing file at ``path`` is untouched.
+    """
+    path = Path(os.fspath(path)).expanduser()
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        raise MedsamError("label maps are saved as .nii or .nii.gz", path)
+    if path.is_dir():
+        raise MedsamError("this is a folder; give a file name ending in .nii.gz", path)
+    if not path.parent.is_dir():
+        raise MedsamError(f"the folder {path.parent} does not exist", path)
+    img = build_label_image(labels, volume, path)
+    raw = img.to_bytes()
+    compress = name.endswith(".gz")
+    try:
+        with atomic_path(path) as tmp:
+            write_synced(tmp, gzip.compress(raw, compresslevel=6, mtime=0) if compress else raw)
+            on_disk = tmp.read_bytes()
+            _verify(gzip.decompress(on_disk) if compress else on_disk, img, path)
+    except OSError as exc:
+        raise MedsamError(f"cannot write the label map ({exc.strerror or exc})", path) from None
+    return path
