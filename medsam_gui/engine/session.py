@@ -1,0 +1,157 @@
+"""Session: one volume + one backend + the embedding cache; box -> mask on cached slices.
+
+Threading: the image encoder runs under ``_encode_lock`` (one slice at a time, in whatever
+thread calls ``embed``/``precompute``); ``predict`` on a cached slice takes no lock at all and
+runs the prompt encoder + mask decoder in the caller's thread, concurrently with a running
+precompute, so a box never waits behind the queue of slices. ``previous_mask`` is accepted
+for API stability but ignored: LiteMedSAM and MedSAM were trained without mask prompts, and
+feeding a binary mask as SAM's low-res logit prompt degrades results.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, Set, Tuple
+
+import numpy as np
+import torch
+
+from medsam_gui.engine.backends import Backend
+from medsam_gui.engine.cache import CacheKey, EmbeddingCache, make_key
+from medsam_gui.engine.preprocess import normalisation_params, normalise_for_model
+
+
+@dataclass
+class Prediction:
+    mask: np.ndarray  # bool, display slice shape
+    iou: float
+    axis: str
+    index: int
+    box: Optional[Tuple[float, float, float, float]]
+    points: List[Tuple[float, float, int]] = field(default_factory=list)
+
+
+def outward_order(center: int, n: int) -> List[int]:
+    """center, center+1, center-1, center+2, center-2, ... clipped to 0..n-1."""
+    order = [center] if 0 <= center < n else []
+    for d in range(1, n):
+        for i in (center + d, center - d):
+            if 0 <= i < n:
+                order.append(i)
+    return order
+
+
+class Session:
+    def __init__(self, volume, backend: Backend, cache: Optional[EmbeddingCache] = None) -> None:
+        self.volume = volume
+        self.backend = backend
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self._norm_params = json.dumps(normalisation_params(volume), sort_keys=True)
+        self._normalised: Optional[np.ndarray] = None
+        self._norm_lock = threading.Lock()
+        self._encode_lock = threading.RLock()
+        self._hot: Tuple[Optional[CacheKey], Optional[torch.Tensor]] = (None, None)
+
+    # ------------------------------------------------------------------------ inputs
+    def set_backend(self, backend: Backend) -> None:
+        with self._encode_lock:
+            self.backend = backend
+            self._hot = (None, None)
+
+    def normalised(self) -> np.ndarray:
+        """The whole volume as the model sees it (uint8), computed once."""
+        if self._normalised is None:
+            with self._norm_lock:
+                if self._normalised is None:
+                    self._normalised = normalise_for_model(self.volume)
+        return self._normalised
+
+    def model_slice(self, axis: str, index: int) -> np.ndarray:
+        return np.ascontiguousarray(self.volume.geometry(axis).take(self.normalised(), index))
+
+    def key(self, axis: str, index: int) -> CacheKey:
+        return make_key(self.backend.cache_tag, self.volume.content_hash, self._norm_params,
+                        axis, index)
+
+    # ----------------------------------------------------------------------- embeddings
+    def is_cached(self, axis: str, index: int) -> bool:
+        return self.key(axis, index) in self.cache
+
+    def cached_indices(self, axis: str) -> Set[int]:
+        tag, vh = self.backend.cache_tag, self.volume.content_hash
+        found = {k[4] for k in self.cache.keys()
+                 if k[0] == tag and k[1] == vh and k[2] == self._norm_params and k[3] == axis}
+        if self.cache.disk_dir is not None:
+            n = self.volume.n_slices(axis)
+            found |= {i for i in range(n) if i not in found and self.is_cached(axis, i)}
+        return found
+
+    def embed(self, axis: str, index: int) -> torch.Tensor:
+        """(1, C, h, w) float32 embedding on the backend's device (cached, else encoded)."""
+        key = self.key(axis, index)
+        hot_key, hot = self._hot
+        if hot_key == key and hot is not None:
+            return hot
+        stored = self.cache.get(key)
+        if stored is None:
+            stored = self._encode(axis, index, key)
+        emb = stored.to(self.backend.device, torch.float32)
+        self._hot = (key, emb)
+        return emb
+
+    def _encode(self, axis: str, index: int, key: CacheKey) -> torch.Tensor:
+        n = self.volume.n_slices(axis)
+        if not 0 <= int(index) < n:
+            raise IndexError(f"{axis} slice {index} outside 0..{n - 1}")
+        with self._encode_lock:
+            stored = self.cache.get(key)  # another thread may have encoded it meanwhile
+            if stored is None:
+                emb = self.backend.encode([self.model_slice(axis, index)])
+                stored = self.cache.put(key, emb)
+        return stored
+
+    # ------------------------------------------------------------------------- predict
+    def predict(self, axis: str, index: int, box: Optional[Sequence[float]],
+                points: Optional[Sequence[Tuple[float, float, int]]] = None,
+                previous_mask: Optional[np.ndarray] = None) -> Prediction:
+        """Mask for ``box`` (x0, y0, x1, y1 display pixels) and optional points (x, y, 1|0)."""
+        emb = self.embed(axis, index)
+        shape = self.volume.geometry(axis).slice_shape
+        if box is not None:
+            x0, y0, x1, y1 = (float(v) for v in box)
+            box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+        mask, iou = self.backend.decode(emb, shape, box, points)
+        pts = [(float(x), float(y), int(lab)) for x, y, lab in (points or [])]
+        return Prediction(mask, iou, axis, int(index), box, pts)  # type: ignore[arg-type]
+
+    # ----------------------------------------------------------------------- precompute
+    def precompute(self, axis: str, center: int,
+                   progress: Optional[Callable[[int, int], None]] = None,
+                   cancel: Optional[Callable[[], bool]] = None,
+                   indices: Optional[List[int]] = None) -> int:
+        """Encode ``center`` first, then outward; returns how many slices were encoded.
+
+        ``indices`` restricts the set (still visited centre-out). Cancel is checked between
+        slices; each slice holds the encoder lock only while it is encoded.
+        """
+        n = self.volume.n_slices(axis)
+        order = outward_order(int(center), n)
+        if indices is not None:
+            wanted = set(int(i) for i in indices)
+            order = [i for i in order if i in wanted]
+        todo = [i for i in order if not self.is_cached(axis, i)]
+        total, done = len(todo), 0
+        if progress:
+            progress(0, total)
+        for i in todo:
+            if cancel is not None and cancel():
+                break
+            key = self.key(axis, i)
+            if not self.cache.in_memory(key):
+                self._encode(axis, i, key)
+            done += 1
+            if progress:
+                progress(done, total)
+        return done
