@@ -1,0 +1,371 @@
+"""Label map on the volume grid, its label table, per-slice provenance and compact diffs.
+
+Every edit of a ``LabelMap`` goes through ``paint`` (or the record / label-table methods) and
+returns a ``Change``: the bounding box of the changed voxels on the source grid with the
+before/after voxels (zlib-compressed) plus the provenance records and label table before/after.
+``LabelMap.apply(change, undo)`` replays it either way, which is all ``History`` needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from medsam_gui.volume import ViewGeometry
+
+Color = Tuple[int, int, int]
+RecordKey = Tuple[str, int, int]  # (axis, index, label value)
+STATUSES = ("model", "edited", "accepted")
+MODES = ("replace", "add", "erase")
+
+# Distinct colours for new labels (value 1 is red, like most annotation tools).
+PALETTE: Tuple[Color, ...] = (
+    (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+    (0, 128, 128), (220, 190, 255), (170, 110, 40), (128, 0, 0), (170, 255, 195),
+    (128, 128, 0), (255, 215, 180), (0, 0, 128),
+)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def mask_sha256(mask: np.ndarray) -> str:
+    """Hash of a binary mask (shape + packed bits): provenance of a raw model mask."""
+    m = np.ascontiguousarray(np.asarray(mask, dtype=bool))
+    h = hashlib.sha256(str(m.shape).encode())
+    h.update(np.packbits(m).tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class Label:
+    value: int
+    name: str
+    color: Color
+    visible: bool = True
+
+
+class LabelTable:
+    """Names, colours and visibility of label values (0 is background and never listed)."""
+
+    def __init__(self, labels: Optional[Sequence[Label]] = None):
+        self.labels: List[Label] = list(labels) if labels is not None else [
+            Label(1, "label 1", PALETTE[0])
+        ]
+
+    def add(self, name: Optional[str] = None, color: Optional[Color] = None) -> Label:
+        value = max((lab.value for lab in self.labels), default=0) + 1
+        if value > 65535:
+            raise ValueError("no free label value left (max 65535)")
+        label = Label(
+            value,
+            name or f"label {value}",
+            tuple(color) if color is not None else PALETTE[(value - 1) % len(PALETTE)],
+        )
+        self.labels.append(label)
+        return label
+
+    def get(self, value: int) -> Optional[Label]:
+        """The label with this value, or None (like ``dict.get``)."""
+        for lab in self.labels:
+            if lab.value == value:
+                return lab
+        return None
+
+    def _require(self, value: int) -> Label:
+        lab = self.get(value)
+        if lab is None:
+            raise KeyError(f"no label with value {value}")
+        return lab
+
+    def rename(self, value: int, name: str) -> None:
+        self._require(value).name = str(name)
+
+    def recolor(self, value: int, color: Color) -> None:
+        self._require(value).color = tuple(int(c) for c in color)  # type: ignore[assignment]
+
+    def remove(self, value: int) -> None:
+        """Drop the entry; ``LabelMap.remove_label`` also clears its voxels (undoable)."""
+        self.labels.remove(self._require(value))
+
+    def to_json(self) -> List[dict]:
+        return [
+            {"value": lab.value, "name": lab.name, "color": list(lab.color), "visible": lab.visible}
+            for lab in self.labels
+        ]
+
+    @classmethod
+    def from_json(cls, items: List[dict]) -> "LabelTable":
+        return cls([
+            Label(int(d["value"]), str(d["name"]), tuple(int(c) for c in d["color"]),  # type: ignore[arg-type]
+                  bool(d.get("visible", True)))
+            for d in items
+        ])
+
+
+@dataclass
+class SliceRecord:
+    """Provenance of one label on one slice: how the mask came to be and who checked it."""
+
+    axis: str
+    index: int
+    label: int
+    status: str = "model"  # "model" | "edited" | "accepted"
+    boxes: List[list] = field(default_factory=list)
+    points: List[list] = field(default_factory=list)
+    model: str = ""
+    weights_sha256: str = ""
+    model_mask_sha256: str = ""
+    iou: Optional[float] = None
+    time: str = field(default_factory=now_iso)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status {self.status!r} not one of {STATUSES}")
+        self.index = int(self.index)
+        self.label = int(self.label)
+
+    @property
+    def key(self) -> RecordKey:
+        return (self.axis, self.index, self.label)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["boxes"] = [[float(v) for v in b] for b in self.boxes]
+        d["points"] = [[float(v) for v in p] for p in self.points]
+        d["iou"] = None if self.iou is None else float(self.iou)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "SliceRecord":
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def copy(self, **changes: object) -> "SliceRecord":
+        d = asdict(self)
+        d.update(changes)
+        return SliceRecord(**d)
+
+
+class _Packed:
+    """An array stored zlib-compressed (label maps compress ~100x)."""
+
+    __slots__ = ("shape", "dtype", "blob")
+
+    def __init__(self, array: np.ndarray):
+        self.shape = array.shape
+        self.dtype = array.dtype
+        self.blob = zlib.compress(np.ascontiguousarray(array).tobytes(), 1)
+
+    def unpack(self) -> np.ndarray:
+        return np.frombuffer(zlib.decompress(self.blob), dtype=self.dtype).reshape(self.shape).copy()
+
+
+Region = Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]
+
+
+@dataclass
+class Change:
+    """One undoable edit: voxels in ``region`` (source grid, [start, stop) per axis) and
+    records / label table before and after. Records map key -> SliceRecord or None (absent)."""
+
+    region: Optional[Region] = None
+    _before: Optional[_Packed] = None
+    _after: Optional[_Packed] = None
+    records_before: Dict[RecordKey, Optional[SliceRecord]] = field(default_factory=dict)
+    records_after: Dict[RecordKey, Optional[SliceRecord]] = field(default_factory=dict)
+    table_before: Optional[List[dict]] = None
+    table_after: Optional[List[dict]] = None
+    description: str = ""
+
+    @property
+    def before(self) -> Optional[np.ndarray]:
+        return None if self._before is None else self._before.unpack()
+
+    @property
+    def after(self) -> Optional[np.ndarray]:
+        return None if self._after is None else self._after.unpack()
+
+    @property
+    def empty(self) -> bool:
+        return (self.region is None and self.records_before == self.records_after
+                and self.table_before == self.table_after)
+
+    @property
+    def n_changed_voxels(self) -> int:
+        if self.region is None:
+            return 0
+        return int(np.count_nonzero(self.before != self.after))
+
+    @property
+    def nbytes(self) -> int:
+        """Approximate memory held by this change."""
+        n = 512 + 256 * (len(self.records_before) + len(self.records_after))
+        for p in (self._before, self._after):
+            if p is not None:
+                n += len(p.blob)
+        return n
+
+
+def _slices(region: Region) -> Tuple[slice, slice, slice]:
+    return tuple(slice(a, b) for a, b in region)  # type: ignore[return-value]
+
+
+class LabelMap:
+    """Integer labels on the volume's source grid (uint16) with per-slice provenance."""
+
+    def __init__(self, shape3d: Tuple[int, int, int], table: Optional[LabelTable] = None,
+                 array: Optional[np.ndarray] = None):
+        self.shape = tuple(int(s) for s in shape3d)
+        if array is not None and tuple(array.shape) != self.shape:
+            raise ValueError(f"label array shape {array.shape} is not {self.shape}")
+        self.array = (np.zeros(self.shape, np.uint16) if array is None
+                      else np.ascontiguousarray(array, dtype=np.uint16))
+        self.table = table if table is not None else LabelTable()
+        self.records: Dict[RecordKey, SliceRecord] = {}
+
+    def slice(self, geom: ViewGeometry, index: int) -> np.ndarray:
+        """Writable display-oriented view of slice ``index`` (writes bypass undo)."""
+        return geom.take(self.array, index)
+
+    def _region_of(self, geom: ViewGeometry, index: int, changed2d: np.ndarray) -> Region:
+        rows = np.flatnonzero(changed2d.any(axis=1))
+        cols = np.flatnonzero(changed2d.any(axis=0))
+        r0, r1 = int(rows[0]), int(rows[-1]) + 1
+        c0, c1 = int(cols[0]), int(cols[-1]) + 1
+        n_rows, n_cols = geom.slice_shape
+        if geom.row_flip:
+            r0, r1 = n_rows - r1, n_rows - r0
+        if geom.col_flip:
+            c0, c1 = n_cols - c1, n_cols - c0
+        region = [(0, 0)] * 3
+        region[geom.slice_axis] = (int(index), int(index) + 1)
+        region[geom.row_axis] = (r0, r1)
+        region[geom.col_axis] = (c0, c1)
+        return tuple(region)  # type: ignore[return-value]
+
+    def paint(self, geom: ViewGeometry, index: int, mask2d: np.ndarray, value: int,
+              mode: str = "replace", record: Optional[SliceRecord] = None) -> Change:
+        """Paint ``mask2d`` (display orientation) with label ``value`` on slice ``index``.
+
+        replace: this label's pixels on the slice become exactly ``mask2d`` (other labels
+        outside stay, inside are overwritten); add: OR; erase: clear ``value``'s pixels under
+        the mask (value 0 clears every label there).
+        Provenance: ``record`` (e.g. a fresh model record) is stored for (view, index, value);
+        without one, a change to the pixels marks the slice "edited" by a person.
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} not one of {MODES}")
+        view = geom.take(self.array, index)
+        mask = np.asarray(mask2d, dtype=bool)
+        if mask.shape != view.shape:
+            raise ValueError(f"mask shape {mask.shape} is not the slice shape {view.shape}")
+        value = int(value)
+        new = view.copy()
+        if mode == "replace":
+            new[(view == value) & ~mask] = 0
+            new[mask] = value
+        elif mode == "add":
+            new[mask] = value
+        elif value == 0:
+            new[mask] = 0
+        else:
+            new[mask & (view == value)] = 0
+        changed = new != view
+        change = Change(description=f"{mode} label {value} on {geom.view} {index}")
+        if changed.any():
+            region = self._region_of(geom, index, changed)
+            sl = _slices(region)
+            change.region = region
+            change._before = _Packed(self.array[sl])
+            view[...] = new
+            change._after = _Packed(self.array[sl])
+        key = (geom.view, int(index), value)
+        if record is not None:
+            rec: Optional[SliceRecord] = record.copy(axis=geom.view, index=int(index), label=value)
+        elif change.region is not None and value != 0:
+            old = self.records.get(key)
+            rec = (old.copy(status="edited", time=now_iso()) if old is not None
+                   else SliceRecord(geom.view, int(index), value, status="edited"))
+        else:
+            rec = None
+        if rec is not None:
+            change.records_before[key] = self.records.get(key)
+            change.records_after[key] = rec
+            self.records[key] = rec
+        return change
+
+    def _set_record(self, key: RecordKey, rec: Optional[SliceRecord], what: str) -> Change:
+        change = Change(description=what)
+        change.records_before[key] = self.records.get(key)
+        change.records_after[key] = rec
+        self._put_records(change.records_after)
+        return change
+
+    def _put_records(self, records: Dict[RecordKey, Optional[SliceRecord]]) -> None:
+        for key, rec in records.items():
+            if rec is None:
+                self.records.pop(key, None)
+            else:
+                self.records[key] = rec
+
+    def record(self, rec: SliceRecord) -> Change:
+        """Store (replace) the provenance record of (rec.axis, rec.index, rec.label)."""
+        return self._set_record(rec.key, rec, f"record {rec.key}")
+
+    def _mark(self, axis: str, index: int, value: int, status: str) -> Change:
+        key = (axis, int(index), int(value))
+        old = self.records.get(key)
+        rec = (old.copy(status=status, time=now_iso()) if old is not None
+               else SliceRecord(axis, int(index), int(value), status=status))
+        return self._set_record(key, rec, f"{status} {key}")
+
+    def mark_accepted(self, axis: str, index: int, value: int) -> Change:
+        """A person verified the mask of ``value`` on this slice as it is."""
+        return self._mark(axis, index, value, "accepted")
+
+    def mark_edited(self, axis: str, index: int, value: int) -> Change:
+        return self._mark(axis, index, value, "edited")
+
+    def remove_label(self, value: int) -> Change:
+        """Delete a label: its voxels, its records and its table entry, as one undoable change."""
+        value = int(value)
+        change = Change(description=f"remove label {value}", table_before=self.table.to_json())
+        hit = self.array == value
+        if hit.any():
+            idx = [np.flatnonzero(hit.any(axis=tuple(a for a in range(3) if a != ax)))
+                   for ax in range(3)]
+            region = tuple((int(i[0]), int(i[-1]) + 1) for i in idx)
+            sl = _slices(region)  # type: ignore[arg-type]
+            change.region = region  # type: ignore[assignment]
+            change._before = _Packed(self.array[sl])
+            self.array[hit] = 0
+            change._after = _Packed(self.array[sl])
+        for key in [k for k in self.records if k[2] == value]:
+            change.records_before[key] = self.records.pop(key)
+            change.records_after[key] = None
+        if self.table.get(value) is not None:
+            self.table.remove(value)
+        change.table_after = self.table.to_json()
+        return change
+
+    def apply(self, change: Change, undo: bool) -> None:
+        """Put the voxels, records and label table to their state before (undo) or after."""
+        if change.region is not None:
+            data = change.before if undo else change.after
+            self.array[_slices(change.region)] = data
+        self._put_records(change.records_before if undo else change.records_after)
+        table = change.table_before if undo else change.table_after
+        if table is not None:
+            self.table.labels = LabelTable.from_json(table).labels
+
+    def records_for(self, status: Sequence[str] = STATUSES) -> List[SliceRecord]:
+        return sorted((r for r in self.records.values() if r.status in status),
+                      key=lambda r: (r.axis, r.index, r.label))
