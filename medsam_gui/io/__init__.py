@@ -2,6 +2,8 @@
 
 ``load_volume`` decides by what the path is: a ``.nii``/``.nii.gz`` file is NIfTI; a folder
 or any other file is treated as DICOM (a single file opens its whole series from its folder).
+``volume_index`` picks one volume of a 4D NIfTI or of a DICOM series that repeats its slice
+positions (several volumes); the default is the first, with a note in ``source.warnings``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import List, Optional, Union
 
 from ..errors import MedsamError
 from ..volume import Volume
+from .dicom import SeriesInfo, list_dicom_series, load_dicom
+from .labels import save_label_map
 from .nifti import is_nifti_path, load_nifti
 
 PathArg = Union[str, "os.PathLike[str]"]
@@ -36,14 +40,10 @@ def load_volume(
     if p.is_dir():
         if is_nifti_path(p):
             raise MedsamError("this is a folder, not a NIfTI file", p)
-        from .dicom import load_dicom
-
-        return load_dicom(p, series_uid=series_uid)
+        return load_dicom(p, series_uid=series_uid, volume_index=volume_index)
     if is_nifti_path(p):
         return load_nifti(p, volume_index=volume_index)
-    from .dicom import load_dicom
-
-    return load_dicom(p, series_uid=series_uid)
+    return load_dicom(p, series_uid=series_uid, volume_index=volume_index)
 
 
 def list_series(path: PathArg) -> List["SeriesInfo"]:
@@ -51,19 +51,5 @@ def list_series(path: PathArg) -> List["SeriesInfo"]:
     p = _existing(path)
     if p.is_file() and is_nifti_path(p):
         return []
-    from .dicom import list_dicom_series
-
     return list_dicom_series(p)
 
-
-def __getattr__(name: str):
-    # SeriesInfo and save_label_map live in modules that import pydicom/gzip; load lazily.
-    if name == "SeriesInfo":
-        from .dicom import SeriesInfo
-
-        return SeriesInfo
-    if name == "save_label_map":
-        from .labels import save_label_map
-
-        return save_label_map
-    raise AttributeError(name)

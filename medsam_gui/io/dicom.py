@@ -1,0 +1,366 @@
+"""DICOM series in: discovery from headers only, then pixels for the chosen series.
+
+Discovery reads every file with ``stop_before_pixels`` and groups images by SeriesInstanceUID
+and, inside a UID, by orientation (ImageOrientationPatient) and size (Rows × Columns). A UID
+that splits into several groups gets keys ``<uid>#1``, ``<uid>#2``… (largest first) so each
+can be chosen. Slices are sorted by ImagePositionPatient projected on the slice normal, never by
+file name or InstanceNumber; the slice step comes from the positions, not SliceThickness.
+
+Voxel order: ``data[i, j, k]`` = column i, row j of sorted slice k. The affine maps these indices
+to RAS+ millimetres (DICOM's LPS with x and y negated).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from ..errors import MedsamError
+from ..volume import SourceInfo, Volume
+from .nifti import check_array_size, ensure_finite
+
+MAX_FILES = 20000
+NON_IMAGE_MODALITIES = {"RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "DOC", "SEG",
+                        "RWV", "PLAN", "FID", "RAW"}
+NON_IMAGE_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.481.3", "1.2.840.10008.5.1.4.1.1.481.5",
+                          "1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.11.",
+                          "1.2.840.10008.5.1.4.1.1.66", "1.2.840.10008.1.3.10")
+HEADER_TAGS = ["SOPClassUID", "Modality", "SeriesInstanceUID", "SeriesDescription", "SeriesNumber",
+               "InstanceNumber", "Rows", "Columns", "PixelSpacing", "ImageOrientationPatient",
+               "ImagePositionPatient", "NumberOfFrames", "SamplesPerPixel", "RescaleSlope",
+               "RescaleIntercept", "WindowCenter", "WindowWidth", "PhotometricInterpretation"]
+
+
+@dataclass
+class SeriesInfo:
+    """One loadable series; pass ``uid`` back to ``load_volume(path, series_uid=uid)``."""
+
+    uid: str
+    description: str
+    modality: str
+    rows: int
+    cols: int
+    n_slices: int
+    files: List[str] = field(default_factory=list)
+
+
+@dataclass
+class _Slice:
+    path: str
+    header: Dataset
+    position: np.ndarray
+
+
+@dataclass
+class _Group:
+    series_uid: str
+    key: str
+    iop: np.ndarray
+    rows: int
+    cols: int
+    slices: List[_Slice] = field(default_factory=list)
+
+    def n_positions(self) -> int:
+        normal = np.cross(self.iop[:3], self.iop[3:])
+        return len({round(float(s.position @ normal), 2) for s in self.slices})
+
+    def info(self) -> SeriesInfo:
+        h = self.slices[0].header
+        return SeriesInfo(self.key, _description(h), _modality(h), self.rows, self.cols,
+                          self.n_positions(), sorted(s.path for s in self.slices))
+
+
+def _description(h: Dataset) -> str:
+    text = str(h.get("SeriesDescription", "") or "").strip()
+    return text or f"series {h.get('SeriesNumber', '?')}"
+
+
+def _modality(h: Dataset) -> str:
+    m = str(h.get("Modality", "") or "").upper()
+    return m if m in ("CT", "MR") else "OT"
+
+
+def _first(value) -> Optional[float]:
+    """First number of a possibly multi-valued DS element."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        value = value[0] if len(value) else None
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _read_header(path: Path) -> Dataset:
+    return pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=HEADER_TAGS)
+
+
+def _classify(ds: Dataset) -> Optional[str]:
+    """None for a usable slice of a volume, else the reason to skip it."""
+    modality = str(ds.get("Modality", "") or "").upper()
+    sop = str(ds.get("SOPClassUID", "") or "")
+    if not sop and hasattr(ds, "file_meta"):
+        sop = str(ds.file_meta.get("MediaStorageSOPClassUID", "") or "")
+    if modality in NON_IMAGE_MODALITIES or sop.startswith(NON_IMAGE_SOP_PREFIXES):
+        return f"non-image object ({modality or sop})"
+    if "Rows" not in ds or "Columns" not in ds:
+        return "no image (no Rows/Columns)"
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        return "multi-frame image (not supported)"
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        return "colour image (not supported)"
+    for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+        value = ds.get(tag)
+        if value is None or len(value) != (2 if tag == "PixelSpacing" else 3 if "Pos" in tag else 6):
+            return f"no usable {tag}"
+    return None
+
+
+def _files_under(folder: Path) -> List[Path]:
+    found: List[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                found.append(Path(root) / name)
+        if len(found) > MAX_FILES:
+            raise MedsamError(f"more than {MAX_FILES} files under this folder; "
+                              "open the folder of one series", folder)
+    return found
+
+
+def _scan(folder: Path) -> Tuple[List[_Group], Counter]:
+    """Group the image files under ``folder``; count what was skipped and why."""
+    skipped: Counter = Counter()
+    by_key: Dict[tuple, _Group] = {}
+    for f in _files_under(folder):
+        try:
+            ds = _read_header(f)
+        except Exception:
+            skipped["not DICOM"] += 1
+            continue
+        reason = _classify(ds)
+        if reason:
+            skipped[reason] += 1
+            continue
+        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+        uid = str(ds.get("SeriesInstanceUID", "") or "no-series-uid")
+        key = (uid, tuple(np.round(iop, 4)), int(ds.Rows), int(ds.Columns))
+        if key not in by_key:
+            by_key[key] = _Group(uid, uid, iop, int(ds.Rows), int(ds.Columns))
+        pos = np.array([float(v) for v in ds.ImagePositionPatient])
+        by_key[key].slices.append(_Slice(str(f), ds, pos))
+    groups = sorted(by_key.values(), key=lambda g: (-g.n_positions(), -g.rows * g.cols, g.key))
+    per_uid = Counter(g.series_uid for g in groups)
+    numbering: Counter = Counter()
+    for g in groups:
+        if per_uid[g.series_uid] > 1:
+            numbering[g.series_uid] += 1
+            g.key = f"{g.series_uid}#{numbering[g.series_uid]}"
+    return groups, skipped
+
+
+def _no_images(folder: Path, skipped: Counter) -> MedsamError:
+    detail = ", ".join(f"{n} {why}" for why, n in skipped.most_common()) or "the folder is empty"
+    return MedsamError(f"no DICOM image series found ({detail})", folder)
+
+
+def _check_single_file(path: Path) -> None:
+    """A file given directly must be a DICOM image with pixel data."""
+    if path.stat().st_size == 0:
+        raise MedsamError("the file is empty (0 bytes)", path)
+    try:
+        ds = pydicom.dcmread(str(path), defer_size=1024)
+    except Exception as exc:
+        raise MedsamError(f"not a NIfTI (.nii/.nii.gz) or DICOM file ({type(exc).__name__}: "
+                          f"{exc})", path) from None
+    reason = _classify(ds)
+    if reason:
+        raise MedsamError(f"this DICOM file cannot be opened as a volume: {reason}", path)
+    if not any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise MedsamError("this DICOM file has no pixel data", path)
+
+
+def _discover(path: Path) -> Tuple[Path, List[_Group], Counter, Optional[str]]:
+    """(folder, groups, skipped, file) for a folder or for one file of a series."""
+    if path.is_file():
+        _check_single_file(path)
+        folder, groups, skipped = path.parent, *_scan(path.parent)
+        return folder, groups, skipped, str(path)
+    groups, skipped = _scan(path)
+    return path, groups, skipped, None
+
+
+def list_dicom_series(path: Path) -> List[SeriesInfo]:
+    folder, groups, skipped, _ = _discover(path)
+    if not groups:
+        raise _no_images(folder, skipped)
+    return [g.info() for g in groups]
+
+
+def _choose(groups: List[_Group], folder: Path, series_uid: Optional[str],
+            file: Optional[str], warnings: List[str]) -> _Group:
+    listing = "; ".join(f"{g.key} ({_description(g.slices[0].header)}, {g.cols}×{g.rows}, "
+                        f"{g.n_positions()} slices)" for g in groups)
+    if series_uid:
+        exact = [g for g in groups if g.key == series_uid]
+        if exact:
+            return exact[0]
+        same_uid = [g for g in groups if g.series_uid == series_uid]
+        if same_uid:
+            raise MedsamError(f"series {series_uid} mixes image sizes or orientations; choose one "
+                              f"of its parts: {listing}", folder)
+        raise MedsamError(f"no series with UID {series_uid} here (found: {listing})", folder)
+    if file is not None:
+        target = os.path.realpath(file)
+        for g in groups:
+            if any(os.path.realpath(s.path) == target for s in g.slices):
+                return g
+        raise MedsamError("this file's series could not be assembled from its folder", file)
+    if len(groups) > 1:
+        warnings.append(f"{len(groups)} series in this folder; opened the largest, {groups[0].key}"
+                        f". Others: {listing}")
+    return groups[0]
+
+
+def _select_volume(group: _Group, normal: np.ndarray, volume_index: Optional[int],
+                   warnings: List[str]) -> List[_Slice]:
+    """Sort by position along the normal; split repeated positions into volumes."""
+    by_pos: Dict[float, List[_Slice]] = defaultdict(list)
+    for s in group.slices:
+        by_pos[round(float(s.position @ normal), 2)].append(s)
+    counts = {len(v) for v in by_pos.values()}
+    if len(counts) > 1:
+        raise MedsamError(f"series {group.key} repeats some slice positions but not others "
+                          f"({len(group.slices)} files at {len(by_pos)} positions)",
+                          Path(group.slices[0].path).parent)
+    n_vol = counts.pop()
+    index = 0 if volume_index is None else int(volume_index)
+    if not 0 <= index < n_vol:
+        raise MedsamError(f"volume index {index} is outside 0..{n_vol - 1} of series "
+                          f"{group.key}", Path(group.slices[0].path).parent)
+    if n_vol > 1:
+        warnings.append(f"series holds {n_vol} volumes at the same positions; showing volume "
+                        f"{index} (in InstanceNumber order)")
+    chosen = []
+    for d in sorted(by_pos):
+        at = sorted(by_pos[d], key=lambda s: (int(s.header.get("InstanceNumber", 0) or 0), s.path))
+        chosen.append(at[index])
+    return chosen
+
+
+def _pixels(s: _Slice, rows: int, cols: int) -> np.ndarray:
+    try:
+        ds = pydicom.dcmread(s.path)
+    except Exception as exc:
+        raise MedsamError(f"cannot read DICOM file ({type(exc).__name__}: {exc})", s.path) from None
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise MedsamError("DICOM file has no pixel data", s.path)
+    try:
+        px = ds.pixel_array
+    except Exception as exc:
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
+        raise MedsamError(f"cannot decode pixel data (transfer syntax {ts}): {exc}", s.path) from None
+    if px.shape != (rows, cols):
+        raise MedsamError(f"pixel array {px.shape} does not match Rows×Columns {rows}×{cols}",
+                          s.path)
+    return px
+
+
+def _rescaled(slices: List[_Slice], rows: int, cols: int, folder: Path) -> np.ndarray:
+    """Stack the slices as data[col, row, k] with RescaleSlope/Intercept applied."""
+    check_array_size((cols, rows, len(slices)), 4, folder)
+    raw = [_pixels(s, rows, cols) for s in slices]
+    scale = [(_first(s.header.get("RescaleSlope")) or 1.0, _first(s.header.get("RescaleIntercept"))
+              or 0.0) for s in slices]
+    integral = all(a == 1.0 and float(b).is_integer() for a, b in scale) and all(
+        np.issubdtype(p.dtype, np.integer) for p in raw)
+    if integral:
+        lo = min(int(p.min()) + int(b) for p, (_, b) in zip(raw, scale))
+        hi = max(int(p.max()) + int(b) for p, (_, b) in zip(raw, scale))
+        dtype = next(np.dtype(t) for t in (raw[0].dtype, np.int16, np.uint16, np.int32, np.int64)
+                     if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
+    else:
+        dtype = np.dtype(np.float32)
+    out = np.empty((cols, rows, len(slices)), dtype=dtype, order="F")
+    for k, (p, (a, b)) in enumerate(zip(raw, scale)):
+        if integral:
+            out[:, :, k] = (p.astype(np.int64) + int(b)).T if b else p.T
+        else:
+            out[:, :, k] = (p.astype(np.float64) * a + b).T
+    return out
+
+
+def _affine(group: _Group, slices: List[_Slice], normal: np.ndarray,
+            warnings: List[str]) -> np.ndarray:
+    """RAS affine from IOP, PixelSpacing and the first/last positions; geometry warnings."""
+    h = slices[0].header
+    row_sp, col_sp = (float(v) for v in h.PixelSpacing)
+    first, last = slices[0].position, slices[-1].position
+    step = (last - first) / (len(slices) - 1)
+    d = np.array([float(s.position @ normal) for s in slices])
+    gaps = np.diff(d)
+    med = float(np.median(gaps))
+    if med <= 1e-3:
+        raise MedsamError(f"slices of series {group.key} do not advance along the slice normal",
+                          Path(slices[0].path).parent)
+    big = np.nonzero(gaps > 1.5 * med)[0]
+    if big.size:
+        where = ", ".join(f"after slice {i} ({gaps[i]:.2f} mm)" for i in big[:5])
+        warnings.append(f"{big.size} gap(s) larger than 1.5× the median spacing {med:.3f} mm: "
+                        f"slices may be missing ({where}); the affine uses the mean spacing")
+    elif float(np.abs(gaps - med).max()) > max(0.01 * med, 0.01):
+        warnings.append(f"uneven slice spacing ({gaps.min():.3f}..{gaps.max():.3f} mm); "
+                        f"the affine uses the mean spacing {float(np.linalg.norm(step)):.3f} mm")
+    cos = abs(float(step @ normal)) / float(np.linalg.norm(step))
+    tilt = float(np.degrees(np.arccos(min(1.0, cos))))
+    if tilt > 0.1:
+        warnings.append(f"gantry tilt / sheared stack ({tilt:.1f}°): the affine keeps the shear; "
+                        "voxels are not resampled")
+    lps = np.eye(4)
+    lps[:3, 0] = group.iop[:3] * col_sp
+    lps[:3, 1] = group.iop[3:] * row_sp
+    lps[:3, 2] = step
+    lps[:3, 3] = first
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def load_dicom(path: Path, series_uid: Optional[str] = None,
+               volume_index: Optional[int] = None) -> Volume:
+    """Load one series from a folder, or the series of one file, as a Volume."""
+    folder, groups, skipped, file = _discover(path)
+    if not groups:
+        raise _no_images(folder, skipped)
+    warnings: List[str] = []
+    group = _choose(groups, folder, series_uid, file, warnings)
+    normal = np.cross(group.iop[:3], group.iop[3:])
+    slices = _select_volume(group, normal, volume_index, warnings)
+    if len(slices) < 2:
+        raise MedsamError(f"series {group.key} has a single slice (a 2D image); medsam-gui opens "
+                          "3D volumes", file or folder)
+    data = _rescaled(slices, group.rows, group.cols, folder)
+    ensure_finite(data, folder)
+    affine = _affine(group, slices, normal, warnings)
+    h = slices[0].header
+    center, width = _first(h.get("WindowCenter")), _first(h.get("WindowWidth"))
+    if str(h.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        warnings.append("MONOCHROME1: low values are meant to display bright")
+    source = SourceInfo(
+        path=str(folder if file is None else file),
+        kind="dicom",
+        series_uid=group.series_uid,
+        description=_description(h),
+        window_preset=(center, width) if center is not None and width else None,
+        warnings=warnings,
+        extra={"series_key": group.key, "files": [s.path for s in slices],
+               "dicom_modality": str(h.get("Modality", "")), "folder": str(folder)},
+    )
+    return Volume(data, affine, modality=_modality(h), source=source)
