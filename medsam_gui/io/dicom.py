@@ -257,13 +257,14 @@ def _select_volume(group: _Group, normal: np.ndarray, volume_index: Optional[int
     return chosen
 
 
-def _pixels(s: _Slice, rows: int, cols: int) -> np.ndarray:
+def _pixels(s: _Slice, rows: int, cols: int) -> Optional[np.ndarray]:
+    """The slice's stored pixels, or None when the file has no pixel data."""
     try:
         ds = pydicom.dcmread(s.path)
     except Exception as exc:
         raise MedsamError(f"cannot read DICOM file ({type(exc).__name__}: {exc})", s.path) from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise MedsamError("DICOM file has no pixel data", s.path)
+        return None
     try:
         px = ds.pixel_array
     except Exception as exc:
@@ -275,10 +276,30 @@ def _pixels(s: _Slice, rows: int, cols: int) -> np.ndarray:
     return px
 
 
-def _rescaled(slices: List[_Slice], rows: int, cols: int, folder: Path) -> np.ndarray:
+def _read_slices(slices: List[_Slice], rows: int, cols: int,
+                 warnings: List[str]) -> Tuple[List[_Slice], List[np.ndarray]]:
+    """Read pixels of the chosen slices; files without pixel data are left out with a note."""
+    check_array_size((cols, rows, len(slices)), 4, Path(slices[0].path).parent)
+    kept, arrays, missing = [], [], []
+    for s in slices:
+        px = _pixels(s, rows, cols)
+        if px is None:
+            missing.append(s.path)
+        else:
+            kept.append(s)
+            arrays.append(px)
+    if missing and len(kept) < 2:
+        raise MedsamError("DICOM file has no pixel data" + (
+            f" (nor do {len(missing) - 1} other files of its series)" if len(missing) > 1 else ""),
+            missing[0])
+    if missing:
+        names = ", ".join(Path(m).name for m in missing[:3])
+        warnings.append(f"{len(missing)} file(s) without pixel data left out: {names}")
+    return kept, arrays
+
+
+def _rescaled(slices: List[_Slice], raw: List[np.ndarray], rows: int, cols: int) -> np.ndarray:
     """Stack the slices as data[col, row, k] with RescaleSlope/Intercept applied."""
-    check_array_size((cols, rows, len(slices)), 4, folder)
-    raw = [_pixels(s, rows, cols) for s in slices]
     scale = [(_first(s.header.get("RescaleSlope")) or 1.0, _first(s.header.get("RescaleIntercept"))
               or 0.0) for s in slices]
     integral = all(a == 1.0 and float(b).is_integer() for a, b in scale) and all(
@@ -346,7 +367,8 @@ def load_dicom(path: Path, series_uid: Optional[str] = None,
     if len(slices) < 2:
         raise MedsamError(f"series {group.key} has a single slice (a 2D image); medsam-gui opens "
                           "3D volumes", file or folder)
-    data = _rescaled(slices, group.rows, group.cols, folder)
+    slices, raw = _read_slices(slices, group.rows, group.cols, warnings)
+    data = _rescaled(slices, raw, group.rows, group.cols)
     ensure_finite(data, folder)
     affine = _affine(group, slices, normal, warnings)
     h = slices[0].header
