@@ -1,0 +1,74 @@
+"""``medsam-gui [PATH] [--demo] [--model KIND] [--checkpoint PATH] [--workspace DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from medsam_gui.errors import MedsamError
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="medsam-gui",
+                                description="Annotate CT/MR volumes with box prompts.")
+    p.add_argument("path", nargs="?", help="NIfTI file or DICOM folder to open")
+    p.add_argument("--demo", action="store_true",
+                   help="open the bundled BRATS FLAIR sample with the bundled LiteMedSAM")
+    p.add_argument("--model", default="litemedsam",
+                   help="model kind: litemedsam, medsam_vit_b, sam_vit_b/l/h")
+    p.add_argument("--checkpoint", help="checkpoint file (required except for litemedsam)")
+    p.add_argument("--workspace", help="folder for the autosaved annotations "
+                                       "(default: beside the scan)")
+    p.add_argument("--no-background", action="store_true",
+                   help="do not encode neighbouring slices in the background")
+    return p.parse_args(argv)
+
+
+def style_sheet() -> str:
+    try:
+        from medsam_gui.resources import resource_path
+
+        return resource_path("style.qss").read_text(encoding="utf-8")
+    except (MedsamError, OSError):
+        return ""  # the default Qt look is fine
+
+
+def demo_workspace() -> str:
+    """The demo's annotations go to the user data dir, not into the installed package."""
+    import os
+
+    import platformdirs
+
+    return os.path.join(platformdirs.user_data_dir("medsam-gui"), "workspaces", "demo")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from PyQt5.QtCore import Qt
+    from PyQt5.QtWidgets import QApplication
+
+    QApplication.setAttribute(Qt.AA_EnableHighDpiScaling, True)
+    app = QApplication.instance() or QApplication(["medsam-gui"])
+    app.setApplicationName("medsam-gui")
+    app.setOrganizationName("medsam-gui")
+    app.setStyle("Fusion")
+    app.setStyleSheet(style_sheet())
+    from medsam_gui.ui.main_window import MainWindow
+
+    path, workspace = args.path, args.workspace
+    if args.demo:
+        from medsam_gui.resources import demo_volume_path
+
+        try:
+            path = str(demo_volume_path())
+        except MedsamError as exc:
+            print(f"medsam-gui: {exc}", file=sys.stderr)
+            return 2
+        workspace = workspace or demo_workspace()
+    window = MainWindow(background=not args.no_background, model_kind=args.model,
+                        checkpoint=args.checkpoint, workspace_dir=workspace)
+    window.show()
+    if path:
+        window.open_path(path)
+    return app.exec_()

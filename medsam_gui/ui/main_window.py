@@ -1,0 +1,447 @@
+"""The annotator window: slice canvas, slider + cache strip, labels panel, tools, menus.
+
+A box travels: ``SliceView.box_drawn`` -> ``MainWindow._on_box`` -> ``Session.predict`` (on
+this thread when the slice's embedding is cached, ~50 ms; else in a worker with a busy cursor)
+-> ``Annotator.apply_prediction`` (LabelMap.paint + History) -> ``_refresh_overlay``.
+Opening, saving and exporting live in ``window_io.FileActions``; the Model menu in
+``model_menu.ModelActions``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+from PyQt5.QtCore import QSettings, Qt, pyqtSignal
+from PyQt5.QtGui import QKeySequence
+from PyQt5.QtWidgets import (QAction, QActionGroup, QApplication, QComboBox, QDockWidget,
+                             QLabel, QMainWindow, QMessageBox, QProgressDialog, QSlider,
+                             QSpinBox, QVBoxLayout, QWidget)
+
+from medsam_gui.ui import render
+from medsam_gui.ui.cache_strip import CacheStrip
+from medsam_gui.ui.label_panel import LabelPanel
+from medsam_gui.ui.model_menu import ModelActions
+from medsam_gui.ui.slice_view import SliceView
+from medsam_gui.ui.tools import change_slice
+from medsam_gui.ui.window_io import FileActions
+from medsam_gui.ui.workers import Precomputer, error_text, run_task
+from medsam_gui.volume import VIEWS
+
+TOOL_KEYS = {"box": "B", "point": "P", "brush": "N", "eraser": "E", "pan": "H"}
+
+
+class MainWindow(FileActions, ModelActions, QMainWindow):
+    """``background=False`` keeps background encoding off (tests); ``cache`` shares an
+    EmbeddingCache; ``load_model=False`` skips loading the default backend at start."""
+
+    volume_loaded = pyqtSignal()
+    session_ready = pyqtSignal()
+    mask_applied = pyqtSignal()
+    busy_changed = pyqtSignal(bool)
+
+    def __init__(self, background: bool = True, model_kind: str = "litemedsam",
+                 checkpoint: Optional[str] = None, workspace_dir: Optional[str] = None,
+                 cache=None, settings: Optional[QSettings] = None, load_model: bool = True):
+        super().__init__()
+        self.setWindowTitle("medsam-gui")
+        self.settings = settings or QSettings("medsam-gui", "medsam-gui")
+        self.volume = self.session = self.backend = self.labelmap = self.annotator = None
+        self.workspace = None
+        self.workspace_dir = workspace_dir
+        self.cache = cache
+        self.view, self.index = "axial", 0
+        self._indices = {}
+        self.window_lw: Tuple[float, float] = (0.5, 1.0)
+        self._lut = np.zeros((1, 4), np.uint8)
+        self.precomputer = Precomputer(parent=self)
+        self.precomputer.enabled = background
+        self.precomputer.encoded.connect(self._update_strip_cache)
+        self.precomputer.failed.connect(lambda msg: self.show_error("Encoding failed", msg))
+        self._build_widgets()
+        self._build_actions()
+        self.init_file_actions()
+        self.init_model_actions(model_kind, checkpoint, load_model)
+        self.resize(1280, 860)
+
+    # ---- layout ------------------------------------------------------------------------
+    def _build_widgets(self) -> None:
+        self.slice_view = SliceView()
+        self.slice_view.box_drawn.connect(self._on_box)
+        self.slice_view.point_clicked.connect(self._on_point)
+        self.slice_view.stroke_finished.connect(self._on_stroke)
+        self.slice_view.hovered.connect(self._on_hover)
+        self.slice_view.slice_step.connect(lambda n: self.set_index(self.index + n))
+        self.slice_view.window_drag.connect(self._on_window_drag)
+        self.slice_view.files_dropped.connect(lambda paths: self.open_path(paths[0]))
+        self.slider = QSlider(Qt.Horizontal)
+        self.slider.setFocusPolicy(Qt.NoFocus)
+        self.slider.valueChanged.connect(self.set_index)
+        self.strip = CacheStrip()
+        central = QWidget()
+        lay = QVBoxLayout(central)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addWidget(self.slice_view, 1)
+        lay.addWidget(self.strip)
+        lay.addWidget(self.slider)
+        self.setCentralWidget(central)
+        self.labels = LabelPanel()
+        self.labels.table_changed.connect(self._on_table_changed)
+        self.labels.opacity_changed.connect(lambda _o: self._on_table_changed(save=False))
+        self.labels.active_changed.connect(lambda _v: self._on_label_selected())
+        self.labels.delete_requested.connect(self.delete_label)
+        dock = QDockWidget("Labels", self)
+        dock.setObjectName("labelsDock")
+        dock.setWidget(self.labels)
+        dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
+        self.addDockWidget(Qt.RightDockWidgetArea, dock)
+        self.pos_label, self.model_label = QLabel(), QLabel("model: loading…")
+        self.statusBar().addWidget(self.pos_label, 1)
+        self.statusBar().addPermanentWidget(self.model_label)
+
+    def _action(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+        act = QAction(text, self)
+        if shortcut:
+            act.setShortcut(QKeySequence(shortcut))
+        act.setStatusTip(tip)
+        act.triggered.connect(lambda _c=False: slot())
+        menu.addAction(act)
+        return act
+
+    def _build_actions(self) -> None:
+        bar = self.addToolBar("Tools")
+        bar.setObjectName("toolsBar")
+        edit = self.menuBar().addMenu("&Edit")
+        self.undo_action = self._action(edit, "Undo", self.undo, QKeySequence.Undo)
+        self.redo_action = self._action(edit, "Redo", self.redo, "Ctrl+Shift+Z")
+        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        edit.addSeparator()
+        group = QActionGroup(self)
+        self.tool_actions = {}
+        for tool, key in TOOL_KEYS.items():
+            act = self._action(edit, tool.capitalize() if tool != "point" else "Points",
+                               lambda t=tool: self.set_tool(t), key, f"{tool} tool")
+            act.setCheckable(True)
+            group.addAction(act)
+            bar.addAction(act)
+            self.tool_actions[tool] = act
+        self.tool_actions["box"].setChecked(True)
+        self.brush_size = QSpinBox()
+        self.brush_size.setRange(1, 60)
+        self.brush_size.setValue(5)
+        self.brush_size.setPrefix("brush ")
+        self.brush_size.setSuffix(" px")
+        self.brush_size.valueChanged.connect(lambda v: setattr(self.slice_view, "brush_radius", v))
+        bar.addWidget(self.brush_size)
+        bar.addSeparator()
+        edit.addSeparator()
+        for text, slot, key in (("Fill holes", self.fill_holes, "Shift+F"),
+                                ("Clear slice", self.clear_slice, "Shift+Del"),
+                                ("Accept slice", self.accept_slice, "Ctrl+Return")):
+            bar.addAction(self._action(edit, text, slot, key))
+        view = self.menuBar().addMenu("&View")
+        bar.addSeparator()
+        self.view_box = QComboBox()
+        self.view_box.addItems(list(VIEWS))
+        self.view_box.currentTextChanged.connect(self.set_view)
+        bar.addWidget(self.view_box)
+        for i, name in enumerate(VIEWS):
+            self._action(view, name.capitalize(), lambda n=name: self.set_view(n), f"Ctrl+{i + 1}")
+        self.preset_box = QComboBox()
+        self.preset_box.setToolTip("Display window (never changes the voxels); right-drag "
+                                   "on the image to adjust")
+        self.preset_box.activated.connect(lambda _i: self.apply_preset(self.preset_box.currentText()))
+        bar.addWidget(self.preset_box)
+        view.addSeparator()
+        self._action(view, "Fit to window", self.slice_view.fit, "Ctrl+0")
+        self._action(view, "Zoom in", lambda: self.slice_view.zoom(1.25), QKeySequence.ZoomIn)
+        self._action(view, "Zoom out", lambda: self.slice_view.zoom(0.8), QKeySequence.ZoomOut)
+        self.encode_action = self._action(view, "Encode whole volume…", self.encode_volume,
+                                          tip="Compute every slice's embedding now")
+
+    # ---- display -------------------------------------------------------------------------
+    def _presets(self) -> dict:
+        presets = {"Auto": render.auto_window(self.volume.data)}
+        if self.volume.source.window_preset:
+            presets["DICOM"] = tuple(self.volume.source.window_preset)
+        presets.update(render.PRESETS)
+        return presets
+
+    def apply_preset(self, name: str) -> None:
+        if self.volume is not None and name in self._presets():
+            self.window_lw = tuple(float(v) for v in self._presets()[name])
+            self._show_image()
+
+    def set_view(self, view: str) -> None:
+        if self.volume is None or view not in VIEWS:
+            return
+        self._indices[self.view] = self.index
+        self.view = view
+        self.view_box.blockSignals(True)
+        self.view_box.setCurrentText(view)
+        self.view_box.blockSignals(False)
+        n = self.volume.n_slices(view)
+        self.index = self._indices.get(view, n // 2)
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, n - 1)
+        self.slider.setValue(self.index)
+        self.slider.blockSignals(False)
+        self.slice_view.letters = self.volume.geometry(view).edge_letters
+        self.show_slice()
+        self._update_strip_cache()
+        self.slice_view.fit()
+
+    def set_index(self, index: int) -> None:
+        if self.volume is None:
+            return
+        index = int(min(max(index, 0), self.volume.n_slices(self.view) - 1))
+        if index == self.index and self.slider.value() == index:
+            return
+        self.index = index
+        self.slider.blockSignals(True)
+        self.slider.setValue(index)
+        self.slider.blockSignals(False)
+        self.show_slice()
+
+    def show_slice(self) -> None:
+        self._show_image()
+        self._refresh_overlay()
+        self.strip.set_current(self.index)
+        self.precomputer.follow(self.session, self.view, self.index)
+
+    def _show_image(self) -> None:
+        geom = self.volume.geometry(self.view)
+        sp = self.volume.spacing
+        image = render.gray_image(self.volume.slice(self.view, self.index), self.window_lw)
+        self.slice_view.info_text = (f"{self.view} {self.index + 1}/{geom.n_slices}   "
+                                     f"W {self.window_lw[1]:.4g} L {self.window_lw[0]:.4g}")
+        self.slice_view.set_image(image, (sp[geom.col_axis], sp[geom.row_axis]))
+
+    def _refresh_overlay(self) -> None:
+        if self.labelmap is None:
+            return
+        lab = self.labelmap.slice(self.volume.geometry(self.view), self.index)
+        self.slice_view.set_overlay(render.overlay_image(lab, self._lut))
+        boxes, points, active = self.annotator.prompts(self.view, self.index, self.active_label)
+        self.slice_view.set_prompts(boxes, points, active)
+
+    def _rebuild_lut(self) -> None:
+        table = self.labelmap.table.labels
+        self._lut = render.color_lut([(l.value, l.color, l.visible) for l in table],
+                                     self.labels.opacity_value)
+        self.slice_view.stroke_color = next((l.color for l in table
+                                             if l.value == self.active_label), (255, 0, 0))
+
+    def _on_window_drag(self, dx: float, dy: float) -> None:
+        c, w = self.window_lw
+        w = max(w * (1.0 + dx * 0.005), 1e-3)
+        c = c - dy * w * 0.005
+        self.window_lw = (c, w)
+        self._show_image()
+
+    def _on_hover(self, row: int, col: int) -> None:
+        if row < 0 or self.volume is None:
+            self.pos_label.setText(f"{self.view}  slice {self.index}" if self.volume else "")
+            return
+        i, j, k = self.volume.voxel_index(self.view, self.index, row, col)
+        value = self.volume.data[i, j, k]
+        lab = int(self.labelmap.array[i, j, k]) if self.labelmap is not None else 0
+        self.pos_label.setText(f"{self.view}  slice {self.index}   voxel ({i}, {j}, {k})   "
+                               f"value {float(value):.5g}   label {lab}")
+
+    def _update_strip_cache(self, *_args) -> None:
+        if self.volume is None:
+            return
+        cached = self.session.cached_indices(self.view) if self.session is not None else ()
+        self.strip.set_state(self.volume.n_slices(self.view), cached, self.index,
+                             self._labelled_slices())
+
+    def _labelled_slices(self):
+        if self.labelmap is None:
+            return ()
+        axis = self.volume.geometry(self.view).slice_axis
+        other = tuple(a for a in range(3) if a != axis)
+        return np.flatnonzero(self.labelmap.array.any(axis=other)).tolist()
+
+    # ---- segmenting ------------------------------------------------------------------------
+    @property
+    def active_label(self) -> int:
+        return self.labels.active_value
+
+    def set_tool(self, tool: str) -> None:
+        self.slice_view.set_tool(tool)
+        self.tool_actions[tool].setChecked(True)
+
+    def _on_box(self, box, additive: bool) -> None:
+        if not self._ready_to_segment():
+            return
+        key = (self.view, self.index, self.active_label)
+        slot = self.annotator.slot_for_box(key, box, additive)
+        self._predict(key, slot, box, [], additive)
+
+    def _on_point(self, x: float, y: float, label: int) -> None:
+        if not self._ready_to_segment():
+            return
+        key = (self.view, self.index, self.active_label)
+        target = self.annotator.point_target(key)
+        if target is None:
+            self.statusBar().showMessage("Draw a box first; points refine its mask.", 4000)
+            return
+        slot, obj = target
+        self._predict(key, slot, obj.box, list(obj.points) + [(x, y, label)], False)
+
+    def _ready_to_segment(self) -> bool:
+        if self.session is None or self.labelmap is None:
+            self.statusBar().showMessage("The model is still loading…", 3000)
+            return False
+        if not self.active_label:
+            self.statusBar().showMessage("Add a label first (Labels panel).", 3000)
+            return False
+        return True
+
+    def _predict(self, key, slot: int, box, points, additive: bool) -> None:
+        view, index, _ = key
+        session = self.session
+        if session.is_cached(view, index):
+            try:
+                pred = session.predict(view, index, box, points or None)
+            except Exception as exc:  # a failing model must not cost the window
+                self.show_error("Segmentation failed", error_text(exc))
+                return
+            self._apply(key, slot, pred, additive, session.backend)
+            return
+        self._set_busy(True)
+        run_task(lambda _t: session.predict(view, index, box, points or None),
+                 lambda pred: (self._set_busy(False),
+                               self._apply(key, slot, pred, additive, session.backend)),
+                 lambda exc: (self._set_busy(False),
+                              self.show_error("Segmentation failed", error_text(exc))),
+                 name="predict")
+
+    def _apply(self, key, slot: int, pred, additive: bool, backend) -> None:
+        if self.labelmap is None or self.session is None or self.session.volume is not self.volume:
+            return  # the volume was closed meanwhile
+        self.annotator.apply_prediction(key, slot, pred.box, pred.points, pred.mask, pred.iou,
+                                        backend.name, backend.weights_sha256, additive)
+        if key[0] == self.view and key[1] == self.index:
+            self._refresh_overlay()
+        self.changed()
+        self.mask_applied.emit()
+
+    def _set_busy(self, busy: bool) -> None:
+        if busy:
+            QApplication.setOverrideCursor(Qt.BusyCursor)
+        else:
+            QApplication.restoreOverrideCursor()
+        self.busy_changed.emit(busy)
+
+    # ---- corrections -------------------------------------------------------------------------
+    def _on_stroke(self, mask, erase: bool) -> None:
+        if self.annotator is None or not self.active_label:
+            return
+        self.annotator.stroke(self.view, self.index, self.active_label, mask, erase)
+        self._edited()
+
+    def fill_holes(self) -> None:
+        if self.annotator is not None and self.active_label:
+            self.annotator.fill_holes(self.view, self.index, self.active_label)
+            self._edited()
+
+    def clear_slice(self) -> None:
+        if self.annotator is not None and self.active_label:
+            self.annotator.clear_slice(self.view, self.index, self.active_label)
+            self._edited()
+
+    def accept_slice(self) -> None:
+        if self.annotator is not None:
+            self.annotator.accept(self.view, self.index)
+            self.changed()
+            self.statusBar().showMessage(f"{self.view} slice {self.index} accepted", 3000)
+
+    def _edited(self) -> None:
+        self._refresh_overlay()
+        self.changed()
+
+    def undo(self) -> None:
+        self._undo_redo(self.annotator.undo if self.annotator else None)
+
+    def redo(self) -> None:
+        self._undo_redo(self.annotator.redo if self.annotator else None)
+
+    def _undo_redo(self, fn) -> None:
+        change = fn() if fn is not None else None
+        if change is None:
+            return
+        if change.table_before is not None or change.table_after is not None:
+            self.labels.refresh()
+            self._rebuild_lut()
+        where = change_slice(change, self.volume)
+        if where is not None and where != (self.view, self.index):
+            if where[0] != self.view:
+                self._indices[where[0]] = where[1]
+                self.set_view(where[0])
+            self.set_index(where[1])
+        self._refresh_overlay()
+        self.changed()
+
+    def delete_label(self, value: int) -> None:
+        lab = self.labelmap.table.get(value) if self.labelmap else None
+        if lab is None:
+            return
+        answer = QMessageBox.question(self, "Delete label", f"Delete label {value} "
+                                      f"\u201c{lab.name}\u201d and all its voxels? (Undo restores it)")
+        if answer != QMessageBox.Yes:
+            return
+        self.annotator._push(self.labelmap.remove_label(value))
+        self.labels.refresh()
+        self._on_table_changed()
+
+    def _on_table_changed(self, save: bool = True) -> None:
+        if self.labelmap is None:
+            return
+        self._rebuild_lut()
+        self._refresh_overlay()
+        if save:
+            self.changed()
+
+    def _on_label_selected(self) -> None:
+        if self.labelmap is not None:
+            self._rebuild_lut()
+            self._refresh_overlay()
+
+    # ---- whole-volume encoding ------------------------------------------------------------
+    def encode_volume(self) -> None:
+        if self.session is None:
+            return
+        self.precomputer.stop()
+        session, view, center = self.session, self.view, self.index
+        dialog = QProgressDialog(f"Encoding every {view} slice…", "Cancel", 0, 1, self)
+        dialog.setWindowTitle("Encode whole volume")
+        dialog.setMinimumDuration(0)
+        task = run_task(lambda t: session.precompute(view, center, progress=t.report,
+                                                     cancel=t.is_cancelled),
+                        lambda n: self._encode_done(dialog, f"Encoded {n} slices."),
+                        lambda exc: self._encode_done(dialog, None, exc),
+                        name="encode volume",
+                        on_progress=lambda d, t: (dialog.setMaximum(max(t, 1)),
+                                                  dialog.setValue(d),
+                                                  self._update_strip_cache()))
+        dialog.canceled.connect(task.cancel)
+        self._encode_task = task
+
+    def _encode_done(self, dialog, message: Optional[str], exc=None) -> None:
+        dialog.reset()
+        dialog.close()
+        self._update_strip_cache()
+        if exc is not None:
+            self.show_error("Encoding failed", error_text(exc))
+        elif message:
+            self.statusBar().showMessage(message, 5000)
+        self.precomputer.follow(self.session, self.view, self.index)
+
+    def show_error(self, title: str, message: str) -> None:
+        QMessageBox.critical(self, title, message)
+
+
+__all__ = ["MainWindow"]

@@ -1,0 +1,146 @@
+"""Model menu of the main window: known models, "Load checkpoint…", "Train on annotations…".
+Backends are loaded in a worker; the session switches when the new one is ready. A mixin of
+``MainWindow``."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import List, Optional
+
+from PyQt5.QtWidgets import QActionGroup, QFileDialog, QInputDialog
+
+from medsam_gui.ui.workers import error_text, run_task
+
+
+def _known_models() -> List[object]:
+    """registry.list_models() when the registry is installed, else just the bundled model."""
+    try:
+        from medsam_gui.engine.registry import list_models
+
+        return list(list_models())
+    except ImportError:
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(kind="litemedsam", name="LiteMedSAM (bundled)", checkpoint=None)]
+
+
+def checkpoint_kind(path: str, default: str = "litemedsam") -> str:
+    """Kind of a checkpoint: from the registry, else NAME.json beside it, else ``default``."""
+    real = os.path.realpath(path)
+    for entry in _known_models():
+        if entry.checkpoint and os.path.realpath(entry.checkpoint) == real:
+            return entry.kind
+    meta = os.path.splitext(path)[0] + ".json"
+    try:
+        with open(meta, encoding="utf-8") as fh:
+            return str(json.load(fh).get("kind", default))
+    except (OSError, ValueError, AttributeError):
+        return default
+
+
+class ModelActions:
+    """Needs MainWindow attributes (backend, session, precomputer, model_label, …)."""
+
+    def init_model_actions(self, kind: str, checkpoint: Optional[str], load: bool) -> None:
+        self.model_menu = self.menuBar().addMenu("&Model")
+        self.model_menu.aboutToShow.connect(self._rebuild_model_menu)
+        self._model_group = QActionGroup(self)
+        self._loading_model = False
+        self._rebuild_model_menu()
+        if load:
+            self.switch_model(kind, checkpoint)
+
+    def _rebuild_model_menu(self) -> None:
+        menu = self.model_menu
+        menu.clear()
+        current = (getattr(self.backend, "kind", None), getattr(self.backend, "checkpoint", None))
+        try:
+            entries = _known_models()
+        except Exception as exc:  # an unreadable models folder must not break the menu
+            entries = []
+            self.statusBar().showMessage("Cannot list models: " + error_text(exc), 6000)
+        for entry in entries:
+            act = menu.addAction(entry.name)
+            act.setCheckable(True)
+            self._model_group.addAction(act)
+            ckpt = entry.checkpoint
+            act.setChecked(current[0] == entry.kind and (
+                ckpt is None or (current[1] and os.path.realpath(ckpt) == os.path.realpath(current[1]))))
+            act.triggered.connect(lambda _c=False, k=entry.kind, c=ckpt: self.switch_model(k, c))
+        menu.addSeparator()
+        self._action(menu, "Load checkpoint…", self.load_checkpoint_dialog)
+        self._action(menu, "Train on annotations…", self.open_training,
+                     tip="Fine-tune the model on the corrected slices of the workspace")
+
+    def load_checkpoint_dialog(self) -> None:
+        from medsam_gui.engine import KINDS
+
+        path, _f = QFileDialog.getOpenFileName(self, "Load a model checkpoint", "",
+                                               "PyTorch checkpoints (*.pth *.pt);;All files (*)")
+        if not path:
+            return
+        guess = checkpoint_kind(path, "medsam_vit_b")
+        kinds = list(KINDS)
+        kind, ok = QInputDialog.getItem(self, "Model kind", "Architecture of this checkpoint:",
+                                        kinds, kinds.index(guess) if guess in kinds else 0, False)
+        if ok:
+            self.switch_model(kind, path)
+
+    def switch_model(self, kind: str, checkpoint: Optional[str] = None) -> None:
+        """Load a backend in a worker, then point the session at it."""
+        from medsam_gui.engine import load_backend
+
+        self.precomputer.stop()
+        self.model_label.setText(f"model: loading {kind}…")
+        self._loading_model = True
+        session = self.session
+
+        def work(_task):
+            backend = load_backend(kind, checkpoint=checkpoint)
+            if session is not None:
+                session.set_backend(backend)
+            return backend
+
+        def done(backend) -> None:
+            self._loading_model = False
+            self.backend = backend
+            self.model_label.setText(f"model: {backend.name} · {backend.device} · "
+                                     f"{backend.precision}")
+            if self.session is None or self.session is not session:
+                self.make_session()
+            else:
+                self._update_strip_cache()
+                self.precomputer.follow(self.session, self.view, self.index, immediate=True)
+            self.statusBar().showMessage(f"Model ready: {backend.name}", 5000)
+
+        def failed(exc) -> None:
+            self._loading_model = False
+            old = self.backend
+            self.model_label.setText(f"model: {old.name} · {old.device}" if old
+                                     else "model: none")
+            self.show_error("Cannot load the model", error_text(exc))
+            if self.session is not None:
+                self.precomputer.follow(self.session, self.view, self.index)
+
+        run_task(work, done, failed, name="load model")
+
+    def open_training(self) -> None:
+        try:
+            from medsam_gui.ui.training_dialog import TrainingDialog
+        except ImportError as exc:
+            self.show_error("Training", f"The training dialog is not available ({exc}).")
+            return
+        if self.backend is None:
+            self.show_error("Training", "Wait until the model has loaded.")
+            return
+        self.flush_autosave() if self.labelmap is not None else None
+        dirs = [str(self.workspace.folder)] if self.workspace is not None else []
+        dialog = TrainingDialog(dirs, self.backend, parent=self)
+        dialog.model_ready.connect(self.use_trained_model)
+        dialog.show()
+        self._training_dialog = dialog
+
+    def use_trained_model(self, path: str) -> None:
+        kind = checkpoint_kind(path, getattr(self.backend, "kind", "litemedsam"))
+        self.switch_model(kind, path)

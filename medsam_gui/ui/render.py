@@ -1,0 +1,102 @@
+"""numpy slices -> QImages: display window/level and label-overlay colouring.
+
+Everything here works on one 2D slice at a time and never modifies the volume: window/level
+maps a *copy* of the slice to uint8 for display only. Kept free of widgets so it can be timed.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, Optional, Tuple
+
+import numpy as np
+import qimage2ndarray
+from PyQt5.QtGui import QImage
+
+Window = Tuple[float, float]  # (center, width)
+
+# Display presets in Hounsfield units (center, width); the usual radiology defaults.
+PRESETS: Dict[str, Window] = {
+    "Brain": (40.0, 80.0),
+    "CT soft tissue": (40.0, 400.0),
+    "Lung": (-600.0, 1500.0),
+    "Bone": (400.0, 1800.0),
+}
+
+
+def auto_window(data: np.ndarray, low: float = 0.5, high: float = 99.5) -> Window:
+    """A window spanning the low..high percentiles of the volume (non-zero voxels when the
+    background is exactly zero, as in skull-stripped MR), estimated on a subsample."""
+    flat = np.asarray(data).ravel()
+    step = max(1, flat.size // 2_000_000)
+    sample = flat[::step].astype(np.float32, copy=False)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return 0.5, 1.0
+    nonzero = sample[sample != 0]
+    if nonzero.size > 0.05 * sample.size and nonzero.size < 0.9 * sample.size:
+        sample = nonzero
+    lo, hi = np.percentile(sample, [low, high])
+    if hi <= lo:
+        hi = lo + 1.0
+    return float((lo + hi) / 2.0), float(hi - lo)
+
+
+def default_window(data: np.ndarray, modality: str,
+                   dicom_preset: Optional[Window] = None) -> Window:
+    """DICOM's own window if given, CT soft tissue for CT, else percentiles."""
+    if dicom_preset is not None and dicom_preset[1] > 0:
+        return float(dicom_preset[0]), float(dicom_preset[1])
+    if modality.upper() == "CT":
+        return PRESETS["CT soft tissue"]
+    return auto_window(data)
+
+
+def windowed_uint8(slice2d: np.ndarray, window: Window) -> np.ndarray:
+    """Slice mapped linearly to 0..255 through (center, width); values outside saturate."""
+    center, width = window
+    width = max(float(width), 1e-6)
+    lo = center - width / 2.0
+    out = np.subtract(slice2d, lo, dtype=np.float32)
+    out *= np.float32(255.0 / width)
+    np.clip(out, 0.0, 255.0, out=out)
+    return out.astype(np.uint8)
+
+
+def gray_image(slice2d: np.ndarray, window: Window) -> QImage:
+    """The slice as an 8-bit grey QImage (a copy; safe to keep)."""
+    return qimage2ndarray.gray2qimage(windowed_uint8(slice2d, window), normalize=False)
+
+
+def color_lut(labels: Iterable[Tuple[int, Tuple[int, int, int], bool]], opacity: float,
+              size: Optional[int] = None) -> np.ndarray:
+    """RGBA lookup table (value -> colour) for (value, rgb, visible) triples; 0 transparent."""
+    items = list(labels)
+    top = max([v for v, _, _ in items] + [0])
+    n = max(top + 1, size or 0, 1)
+    lut = np.zeros((n, 4), np.uint8)
+    alpha = int(round(255 * min(max(opacity, 0.0), 1.0)))
+    for value, rgb, visible in items:
+        if visible and 0 < value < n:
+            lut[value, :3] = rgb
+            lut[value, 3] = alpha
+    return lut
+
+
+def overlay_image(label2d: np.ndarray, lut: np.ndarray) -> Optional[QImage]:
+    """Label slice coloured through ``lut``; None when nothing on it is visible."""
+    if not label2d.any():
+        return None
+    if int(label2d.max()) >= len(lut):  # values missing from the table: show them grey
+        lut = np.vstack([lut, np.tile([[160, 160, 160, lut[:, 3].max() or 128]],
+                                      (int(label2d.max()) + 1 - len(lut), 1))]).astype(np.uint8)
+    rgba = lut[label2d]
+    if not rgba[..., 3].any():
+        return None
+    return qimage2ndarray.array2qimage(rgba, normalize=False)
+
+
+def mask_image(mask2d: np.ndarray, rgb: Tuple[int, int, int], alpha: int = 140) -> QImage:
+    """A binary mask in one colour (brush-stroke preview)."""
+    rgba = np.zeros(mask2d.shape + (4,), np.uint8)
+    rgba[mask2d] = (rgb[0], rgb[1], rgb[2], alpha)
+    return qimage2ndarray.array2qimage(rgba, normalize=False)

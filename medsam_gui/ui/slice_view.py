@@ -1,0 +1,336 @@
+"""The slice canvas: image + label overlay + prompt items, with zoom, pan and mouse tools.
+
+Coordinates: the image item is placed so that its local coordinates are display-slice pixel
+coordinates (x = column, y = row; pixel (c, r) covers [c, c+1) x [r, r+1)). Non-square pixels are
+shown with their physical aspect by scaling that item, so every mouse position is mapped back
+through it. The view only reports what the user did (signals); the main window decides what
+happens to the label map.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+from PyQt5.QtCore import QPoint, QPointF, QRectF, Qt, pyqtSignal
+from PyQt5.QtGui import QColor, QFont, QImage, QPainter, QPen, QPixmap, QTransform
+from PyQt5.QtWidgets import (QGraphicsEllipseItem, QGraphicsPixmapItem, QGraphicsRectItem,
+                             QGraphicsScene, QGraphicsView)
+
+from medsam_gui.ui.tools import TOOLS, stamp_line
+
+Box = Tuple[float, float, float, float]
+
+_BOX_PEN = QColor(255, 215, 0)
+_DRAG_PEN = QColor(0, 255, 255)
+
+
+class SliceView(QGraphicsView):
+    """Shows one slice; emits the user's boxes, points, strokes, hover and scroll requests."""
+
+    box_drawn = pyqtSignal(object, bool)  # (x0, y0, x1, y1) pixels, additive (Shift held)
+    point_clicked = pyqtSignal(float, float, int)  # x, y, 1 include / 0 exclude
+    stroke_finished = pyqtSignal(object, bool)  # bool mask of the slice, erase
+    hovered = pyqtSignal(int, int)  # row, col under the cursor, (-1, -1) outside the image
+    slice_step = pyqtSignal(int)
+    window_drag = pyqtSignal(float, float)  # right-drag dx, dy in screen pixels
+    files_dropped = pyqtSignal(list)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setScene(QGraphicsScene(self))
+        self.setBackgroundBrush(QColor(0, 0, 0))
+        self.setRenderHint(QPainter.SmoothPixmapTransform, False)
+        self.setTransformationAnchor(QGraphicsView.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.AnchorViewCenter)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setViewportUpdateMode(QGraphicsView.FullViewportUpdate)
+        self.setMouseTracking(True)
+        self.setFocusPolicy(Qt.StrongFocus)
+        self.setAcceptDrops(True)
+        self._image = QGraphicsPixmapItem()
+        self._image.setShapeMode(QGraphicsPixmapItem.BoundingRectShape)
+        self.scene().addItem(self._image)
+        self._overlay = QGraphicsPixmapItem(self._image)
+        self._stroke_item = QGraphicsPixmapItem(self._image)
+        self._cursor = QGraphicsEllipseItem(self._image)
+        self._cursor.setPen(self._pen(QColor(255, 255, 255), 1))
+        self._cursor.hide()
+        self._box_items: List[QGraphicsRectItem] = []
+        self._point_items: List[QGraphicsEllipseItem] = []
+        self._drag_rect = QGraphicsRectItem(self._image)
+        self._drag_rect.setPen(self._pen(_DRAG_PEN, 2, Qt.DashLine))
+        self._drag_rect.hide()
+        self._shape: Tuple[int, int] = (0, 0)
+        self._aspect: Tuple[float, float] = (1.0, 1.0)
+        self.letters: Tuple[str, str, str, str] = ("", "", "", "")
+        self.info_text = ""
+        self.tool = "box"
+        self.brush_radius = 5
+        self.stroke_color: Tuple[int, int, int] = (255, 0, 0)
+        self._auto_fit = True
+        self._mode: Optional[str] = None  # current drag: box / pan / window / stroke / point
+        self._press_img = QPointF()
+        self._last_pos = QPoint()
+        self._press_pos = QPoint()
+        self._moved = False
+        self._stroke: Optional[np.ndarray] = None
+        self._wheel_rest = 0
+
+    # ---- content -------------------------------------------------------------------------
+    @staticmethod
+    def _pen(color: QColor, width: float, style=Qt.SolidLine) -> QPen:
+        pen = QPen(color, width, style)
+        pen.setCosmetic(True)
+        return pen
+
+    @property
+    def slice_shape(self) -> Tuple[int, int]:
+        return self._shape
+
+    def set_image(self, image: QImage, aspect: Tuple[float, float] = (1.0, 1.0)) -> None:
+        """Show a slice image; ``aspect`` = (column spacing, row spacing) in mm."""
+        shape = (image.height(), image.width())
+        sx, sy = aspect
+        m = min(sx, sy) if min(sx, sy) > 0 else 1.0
+        aspect = (sx / m, sy / m) if m > 0 else (1.0, 1.0)
+        self._image.setPixmap(QPixmap.fromImage(image))
+        if shape != self._shape or aspect != self._aspect:
+            self._shape, self._aspect = shape, aspect
+            self._image.setTransform(QTransform.fromScale(*aspect))
+            r = self._image.sceneBoundingRect()
+            self.scene().setSceneRect(r.adjusted(-r.width(), -r.height(), r.width(), r.height()))
+            self._auto_fit = True
+        if self._auto_fit:
+            self.fit()
+        self.viewport().update()
+
+    def set_overlay(self, image: Optional[QImage]) -> None:
+        if image is None:
+            self._overlay.hide()
+        else:
+            self._overlay.setPixmap(QPixmap.fromImage(image))
+            self._overlay.show()
+
+    def set_prompts(self, boxes: Sequence[Box], points: Sequence[Tuple[float, float, int]],
+                    active: int = -1) -> None:
+        """Boxes (the active one brighter) and points (green include, red exclude)."""
+        for item in self._box_items + self._point_items:
+            self.scene().removeItem(item)
+        self._box_items, self._point_items = [], []
+        for i, (x0, y0, x1, y1) in enumerate(boxes):
+            item = QGraphicsRectItem(QRectF(x0, y0, x1 - x0, y1 - y0), self._image)
+            color = _BOX_PEN if i == active or active < 0 else _BOX_PEN.darker(160)
+            item.setPen(self._pen(color, 2 if i == active else 1))
+            self._box_items.append(item)
+        for x, y, lab in points:
+            r = 2.0
+            item = QGraphicsEllipseItem(QRectF(x - r, y - r, 2 * r, 2 * r), self._image)
+            color = QColor(0, 230, 0) if lab else QColor(255, 40, 40)
+            item.setPen(self._pen(QColor(255, 255, 255), 1))
+            item.setBrush(color)
+            self._point_items.append(item)
+
+    def clear(self) -> None:
+        self._image.setPixmap(QPixmap())
+        self.set_overlay(None)
+        self.set_prompts([], [])
+        self._shape = (0, 0)
+        self.info_text = ""
+        self.letters = ("", "", "", "")
+        self.viewport().update()
+
+    # ---- geometry helpers ------------------------------------------------------------------
+    def fit(self) -> None:
+        if self._shape != (0, 0):
+            self.fitInView(self._image.sceneBoundingRect(), Qt.KeepAspectRatio)
+        self._auto_fit = True
+
+    def zoom(self, factor: float) -> None:
+        self._auto_fit = False
+        self.scale(factor, factor)
+
+    def to_image(self, pos: QPoint) -> QPointF:
+        """Viewport position -> slice pixel coordinates (x = column, y = row)."""
+        return self._image.mapFromScene(self.mapToScene(pos))
+
+    def image_to_viewport(self, x: float, y: float) -> QPoint:
+        """Slice pixel coordinates -> viewport position (used by tests and benchmarks)."""
+        return self.mapFromScene(self._image.mapToScene(QPointF(x, y)))
+
+    def _inside(self, p: QPointF) -> bool:
+        return 0 <= p.x() < self._shape[1] and 0 <= p.y() < self._shape[0]
+
+    def _clamped(self, p: QPointF) -> Tuple[float, float]:
+        return (min(max(p.x(), 0.0), float(self._shape[1])),
+                min(max(p.y(), 0.0), float(self._shape[0])))
+
+    # ---- events ----------------------------------------------------------------------------
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self._auto_fit:
+            self.fit()
+
+    def wheelEvent(self, event) -> None:
+        delta = event.angleDelta().y()
+        if event.modifiers() & Qt.ControlModifier:
+            self.zoom(1.15 ** (delta / 120.0))
+            return
+        self._wheel_rest += delta
+        steps = int(self._wheel_rest / 120)
+        if steps:
+            self._wheel_rest -= steps * 120
+            self.slice_step.emit(steps)
+
+    def keyPressEvent(self, event) -> None:
+        key = event.key()
+        steps = {Qt.Key_Up: 1, Qt.Key_PageUp: 1, Qt.Key_Down: -1, Qt.Key_PageDown: -1}
+        if key in steps:
+            n = 10 if event.modifiers() & Qt.ShiftModifier else 1
+            self.slice_step.emit(steps[key] * n)
+        elif key in (Qt.Key_Plus, Qt.Key_Equal):
+            self.zoom(1.25)
+        elif key == Qt.Key_Minus:
+            self.zoom(0.8)
+        elif key == Qt.Key_F:
+            self.fit()
+        else:
+            super().keyPressEvent(event)
+
+    def mousePressEvent(self, event) -> None:
+        if self._shape == (0, 0):
+            return
+        self._press_pos = self._last_pos = event.pos()
+        self._press_img = self.to_image(event.pos())
+        self._moved = False
+        button = event.button()
+        if button == Qt.MiddleButton or (button == Qt.LeftButton and self.tool == "pan"):
+            self._mode = "pan"
+            self.viewport().setCursor(Qt.ClosedHandCursor)
+        elif button == Qt.RightButton:
+            self._mode = "window"
+        elif button == Qt.LeftButton and self.tool == "box":
+            self._mode = "box"
+            self._drag_rect.setRect(QRectF(self._press_img, self._press_img))
+            self._drag_rect.show()
+        elif button == Qt.LeftButton and self.tool == "point":
+            self._mode = "point"
+        elif button == Qt.LeftButton and self.tool in ("brush", "eraser"):
+            self._mode = "stroke"
+            self._stroke = np.zeros(self._shape, bool)
+            p = self._press_img
+            stamp_line(self._stroke, (p.x(), p.y()), (p.x(), p.y()), self.brush_radius)
+            self._show_stroke()
+        event.accept()
+
+    def mouseMoveEvent(self, event) -> None:
+        p = self.to_image(event.pos())
+        inside = self._shape != (0, 0) and self._inside(p)
+        self.hovered.emit(int(p.y()) if inside else -1, int(p.x()) if inside else -1)
+        if self.tool in ("brush", "eraser") and self._shape != (0, 0):
+            r = self.brush_radius
+            self._cursor.setRect(QRectF(p.x() - r, p.y() - r, 2 * r, 2 * r))
+            self._cursor.setVisible(inside)
+        delta = event.pos() - self._last_pos
+        if (event.pos() - self._press_pos).manhattanLength() > 3:
+            self._moved = True
+        if self._mode == "pan":
+            self._auto_fit = False
+            self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - delta.x())
+            self.verticalScrollBar().setValue(self.verticalScrollBar().value() - delta.y())
+        elif self._mode == "window" and self._moved:
+            self.window_drag.emit(float(delta.x()), float(delta.y()))
+        elif self._mode == "box":
+            self._drag_rect.setRect(QRectF(self._press_img, p).normalized())
+        elif self._mode == "stroke" and self._stroke is not None:
+            last = self.to_image(self._last_pos)
+            stamp_line(self._stroke, (last.x(), last.y()), (p.x(), p.y()), self.brush_radius)
+            self._show_stroke()
+        self._last_pos = event.pos()
+
+    def mouseReleaseEvent(self, event) -> None:
+        mode, self._mode = self._mode, None
+        p = self.to_image(event.pos())
+        if (event.pos() - self._press_pos).manhattanLength() > 3:
+            self._moved = True
+        if mode == "pan":
+            self.viewport().unsetCursor()
+        elif mode == "window" and not self._moved and self.tool == "point" and self._inside(p):
+            self.point_clicked.emit(p.x(), p.y(), 0)
+        elif mode == "box":
+            self._drag_rect.hide()
+            (x0, y0), (x1, y1) = self._clamped(self._press_img), self._clamped(p)
+            box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+            if box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
+                additive = bool(event.modifiers() & Qt.ShiftModifier)
+                self.box_drawn.emit(box, additive)
+        elif mode == "point" and self._inside(p):
+            self.point_clicked.emit(p.x(), p.y(), 1)
+        elif mode == "stroke" and self._stroke is not None:
+            last = self.to_image(self._last_pos)
+            stamp_line(self._stroke, (last.x(), last.y()), (p.x(), p.y()), self.brush_radius)
+            stroke, self._stroke = self._stroke, None
+            self._stroke_item.hide()
+            self.stroke_finished.emit(stroke, self.tool == "eraser")
+        event.accept()
+
+    def leaveEvent(self, event) -> None:
+        self._cursor.hide()
+        self.hovered.emit(-1, -1)
+        super().leaveEvent(event)
+
+    def _show_stroke(self) -> None:
+        from medsam_gui.ui.render import mask_image
+
+        color = (255, 255, 255) if self.tool == "eraser" else self.stroke_color
+        self._stroke_item.setPixmap(QPixmap.fromImage(mask_image(self._stroke, color)))
+        self._stroke_item.show()
+
+    def set_tool(self, tool: str) -> None:
+        if tool not in TOOLS:
+            raise ValueError(f"unknown tool {tool!r}")
+        self.tool = tool
+        self._cursor.hide()
+        self.viewport().setCursor(Qt.OpenHandCursor if tool == "pan" else Qt.CrossCursor)
+
+    # ---- drag and drop of files ------------------------------------------------------------
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.files_dropped.emit(paths)
+
+    # ---- letters and slice info on top -------------------------------------------------------
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+        if self._shape == (0, 0):
+            return
+        painter.save()
+        painter.resetTransform()
+        vp = self.viewport().rect()
+        font = QFont(self.font())
+        font.setPointSize(max(font.pointSize(), 10) + 2)
+        font.setBold(True)
+        painter.setFont(font)
+        painter.setPen(QColor(255, 200, 0))
+        top, bottom, left, right = self.letters
+        m = 6
+        painter.drawText(vp.adjusted(0, m, 0, 0), Qt.AlignHCenter | Qt.AlignTop, top)
+        painter.drawText(vp.adjusted(0, 0, 0, -m), Qt.AlignHCenter | Qt.AlignBottom, bottom)
+        painter.drawText(vp.adjusted(m, 0, 0, 0), Qt.AlignLeft | Qt.AlignVCenter, left)
+        painter.drawText(vp.adjusted(0, 0, -m, 0), Qt.AlignRight | Qt.AlignVCenter, right)
+        if self.info_text:
+            font.setBold(False)
+            font.setPointSize(font.pointSize() - 2)
+            painter.setFont(font)
+            painter.setPen(QColor(230, 230, 230))
+            painter.drawText(vp.adjusted(m, m, 0, 0), Qt.AlignLeft | Qt.AlignTop, self.info_text)
+        painter.restore()

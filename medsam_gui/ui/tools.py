@@ -1,0 +1,229 @@
+"""Tool logic behind the canvas: prompt objects per slice, brush stamping, corrections.
+
+``Annotator`` turns what the user did (a predicted mask for a box, a brush stroke, fill-hole,
+clear, accept) into one ``LabelMap`` change pushed on the ``History``. It knows nothing about
+widgets; the main window calls it and refreshes the overlay.
+
+Objects: on each (view, slice, label) the boxes drawn so far are kept as objects (box, points,
+model mask). A box without Shift that overlaps an object replaces that object's mask; Shift adds
+a new object; point clicks refine the active object. Undo/redo restore the object lists too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from medsam_gui.annotation import Change, History, LabelMap, SliceRecord
+from medsam_gui.annotation.labels import mask_sha256
+from medsam_gui.volume import Volume
+
+TOOLS = ("box", "point", "brush", "eraser", "pan")
+Box = Tuple[float, float, float, float]
+Key = Tuple[str, int, int]  # (view, index, label)
+
+
+def stamp_line(mask: np.ndarray, p0: Tuple[float, float], p1: Tuple[float, float],
+               radius: float) -> None:
+    """Set the pixels within ``radius`` of the segment p0-p1 (x, y pixel coords) in ``mask``."""
+    h, w = mask.shape
+    (x0, y0), (x1, y1) = p0, p1
+    r = max(float(radius), 0.5)
+    c0, c1 = int(max(np.floor(min(x0, x1) - r), 0)), int(min(np.ceil(max(x0, x1) + r) + 1, w))
+    r0, r1 = int(max(np.floor(min(y0, y1) - r), 0)), int(min(np.ceil(max(y0, y1) + r) + 1, h))
+    if c0 >= c1 or r0 >= r1:
+        return
+    yy, xx = np.mgrid[r0:r1, c0:c1]
+    px, py = xx + 0.5, yy + 0.5  # pixel centres
+    dx, dy = x1 - x0, y1 - y0
+    length2 = dx * dx + dy * dy
+    t = np.zeros_like(px) if length2 == 0 else np.clip(((px - x0) * dx + (py - y0) * dy) / length2, 0, 1)
+    d2 = (px - (x0 + t * dx)) ** 2 + (py - (y0 + t * dy)) ** 2
+    mask[r0:r1, c0:c1] |= d2 <= r * r
+
+
+def _overlap(a: Box, b: Box) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return max(w, 0.0) * max(h, 0.0)
+
+
+@dataclass
+class PromptObject:
+    box: Box
+    points: List[Tuple[float, float, int]] = field(default_factory=list)
+    mask: Optional[np.ndarray] = None
+    iou: Optional[float] = None
+
+
+class Annotator:
+    """Applies model masks and manual corrections to a LabelMap, one History step each."""
+
+    def __init__(self, volume: Volume, labelmap: LabelMap, history: History):
+        self.volume = volume
+        self.labelmap = labelmap
+        self.history = history
+        self.objects: Dict[Key, List[PromptObject]] = {}
+        self.active: Dict[Key, int] = {}
+        self._object_log: Dict[int, Tuple[Key, list, int, list, int]] = {}
+
+    # ---- prompts ---------------------------------------------------------------------------
+    def slot_for_box(self, key: Key, box: Box, additive: bool) -> int:
+        """Which object a new box replaces (index) or ``len(objects)`` for a new object."""
+        objs = self.objects.get(key, [])
+        if additive or not objs:
+            return len(objs)
+        overlaps = [_overlap(box, o.box) for o in objs]
+        best = int(np.argmax(overlaps))
+        return best if overlaps[best] > 0 else self.active.get(key, len(objs) - 1)
+
+    def point_target(self, key: Key) -> Optional[Tuple[int, PromptObject]]:
+        objs = self.objects.get(key, [])
+        if not objs:
+            return None
+        slot = min(self.active.get(key, len(objs) - 1), len(objs) - 1)
+        return slot, objs[slot]
+
+    def apply_prediction(self, key: Key, slot: int, box: Box,
+                         points: Sequence[Tuple[float, float, int]], mask: np.ndarray,
+                         iou: Optional[float], model: str, weights_sha256: str,
+                         additive: bool = False) -> Change:
+        """Write a model mask as object ``slot`` of ``key`` and record its provenance."""
+        view, index, value = key
+        geom = self.volume.geometry(view)
+        before = list(self.objects.get(key, []))
+        objs = list(before)
+        obj = PromptObject(tuple(float(v) for v in box), [tuple(p) for p in points],
+                           np.asarray(mask, bool), iou)
+        current = self.labelmap.slice(geom, index) == value
+        if slot < len(objs):  # replace that object's mask, keep the others and edits elsewhere
+            others = [o.mask for i, o in enumerate(objs) if i != slot and o.mask is not None]
+            old = objs[slot].mask
+            new = current & ~old if old is not None else current.copy()
+            for m in others:
+                new |= m
+            new |= obj.mask
+            objs[slot] = obj
+            mode, paint_mask = "replace", new
+        elif objs or additive:  # Shift: another object of the same label
+            objs.append(obj)
+            slot = len(objs) - 1
+            mode, paint_mask = "add", obj.mask
+        else:  # first box on this slice: the label becomes exactly this mask
+            objs = [obj]
+            slot = 0
+            mode, paint_mask = "replace", obj.mask
+        union = np.zeros_like(obj.mask)
+        for o in objs:
+            union |= o.mask
+        record = SliceRecord(
+            view, index, value, status="model",
+            boxes=[list(o.box) for o in objs],
+            points=[list(p) for o in objs for p in o.points],
+            model=model, weights_sha256=weights_sha256,
+            model_mask_sha256=mask_sha256(union), iou=None if iou is None else float(iou))
+        change = self.labelmap.paint(geom, index, paint_mask, value, mode=mode, record=record)
+        before_active = self.active.get(key, -1)
+        self.objects[key] = objs
+        self.active[key] = slot
+        self._push(change, key, before, before_active)
+        return change
+
+    # ---- manual corrections ----------------------------------------------------------------
+    def stroke(self, view: str, index: int, value: int, mask: np.ndarray, erase: bool) -> Change:
+        """Brush (add) or eraser (clear the active label) stroke; marks the slice edited."""
+        geom = self.volume.geometry(view)
+        change = self.labelmap.paint(geom, index, mask, value, mode="erase" if erase else "add")
+        self._push(change)
+        return change
+
+    def fill_holes(self, view: str, index: int, value: int) -> Change:
+        from scipy.ndimage import binary_fill_holes
+
+        geom = self.volume.geometry(view)
+        current = self.labelmap.slice(geom, index) == value
+        change = self.labelmap.paint(geom, index, binary_fill_holes(current), value, mode="add")
+        self._push(change)
+        return change
+
+    def clear_slice(self, view: str, index: int, value: int) -> Change:
+        """Remove the label from this slice, with its prompt objects."""
+        geom = self.volume.geometry(view)
+        key = (view, int(index), int(value))
+        current = self.labelmap.slice(geom, index) == value
+        change = self.labelmap.paint(geom, index, current, value, mode="erase")
+        before, before_active = list(self.objects.get(key, [])), self.active.get(key, -1)
+        self.objects.pop(key, None)
+        self.active.pop(key, None)
+        self._push(change, key, before, before_active)
+        return change
+
+    def accept(self, view: str, index: int) -> Change:
+        """Mark every label present on the slice as verified (one undo step)."""
+        geom = self.volume.geometry(view)
+        values = [int(v) for v in np.unique(self.labelmap.slice(geom, index)) if v]
+        merged = Change(description=f"accept {view} {index}")
+        for v in values:
+            c = self.labelmap.mark_accepted(view, index, v)
+            merged.records_before.update({k: r for k, r in c.records_before.items()
+                                          if k not in merged.records_before})
+            merged.records_after.update(c.records_after)
+        self._push(merged)
+        return merged
+
+    # ---- undo / redo -----------------------------------------------------------------------
+    def _push(self, change: Change, key: Optional[Key] = None, before: Optional[list] = None,
+              before_active: int = -1) -> None:
+        if not self.history.push(change):
+            return
+        if key is not None:
+            self._object_log[id(change)] = (key, before or [], before_active,
+                                            list(self.objects.get(key, [])),
+                                            self.active.get(key, -1))
+            if len(self._object_log) > 4 * self.history.max_steps:
+                for k in list(self._object_log)[: len(self._object_log) // 2]:
+                    del self._object_log[k]
+
+    def _restore_objects(self, change: Change, undo: bool) -> None:
+        entry = self._object_log.get(id(change))
+        if entry is None:
+            return
+        key, before, before_active, after, after_active = entry
+        objs, active = (before, before_active) if undo else (after, after_active)
+        if objs:
+            self.objects[key] = list(objs)
+            self.active[key] = active
+        else:
+            self.objects.pop(key, None)
+            self.active.pop(key, None)
+
+    def undo(self) -> Optional[Change]:
+        change = self.history.undo(self.labelmap)
+        if change is not None:
+            self._restore_objects(change, undo=True)
+        return change
+
+    def redo(self) -> Optional[Change]:
+        change = self.history.redo(self.labelmap)
+        if change is not None:
+            self._restore_objects(change, undo=False)
+        return change
+
+    def prompts(self, view: str, index: int, value: int) -> Tuple[List[Box], list, int]:
+        """Boxes and points to draw on the canvas for this slice and label."""
+        key = (view, int(index), int(value))
+        objs = self.objects.get(key, [])
+        return ([o.box for o in objs], [p for o in objs for p in o.points],
+                self.active.get(key, -1))
+
+
+def change_slice(change: Change, volume: Volume) -> Optional[Tuple[str, int]]:
+    """(view, index) a change was made on, when it names one (for jumping there on undo)."""
+    for key in list(change.records_after) + list(change.records_before):
+        return key[0], key[1]
+    return None
+
+
+__all__ = ["Annotator", "PromptObject", "TOOLS", "stamp_line", "change_slice"]

@@ -1,0 +1,352 @@
+"""File side of the main window: open (dialog, recent, drop), load in a worker, workspace
+autosave, export, and the question on close. A mixin of ``MainWindow``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+from PyQt5.QtCore import QTimer
+from PyQt5.QtWidgets import QApplication, QFileDialog, QMenu, QMessageBox
+
+from medsam_gui.annotation import History, LabelMap, LabelTable, Workspace
+from medsam_gui.errors import MedsamError
+from medsam_gui.ui.tools import Annotator
+from medsam_gui.ui.workers import Task, error_text, run_task
+
+MAX_RECENT = 10
+NIFTI_FILTER = "NIfTI (*.nii *.nii.gz);;DICOM (*.dcm *);;All files (*)"
+
+
+class FileActions:
+    """Needs the MainWindow attributes (volume, labelmap, settings, …)."""
+
+    confirm_close = True  # tests switch the question off
+    autosave_delay_ms = 400
+    use_disk_cache = True  # embeddings also kept on disk between sessions
+
+    def init_file_actions(self) -> None:
+        menu = QMenu("&File", self)
+        first = self.menuBar().actions()
+        if first:
+            self.menuBar().insertMenu(first[0], menu)
+        else:
+            self.menuBar().addMenu(menu)
+        self._action(menu, "Open file…", self.open_file_dialog, "Ctrl+O")
+        self._action(menu, "Open DICOM folder…", self.open_folder_dialog, "Ctrl+Shift+O")
+        self.recent_menu = menu.addMenu("Open recent")
+        menu.addSeparator()
+        self._action(menu, "Workspace folder…", self.choose_workspace,
+                     tip="Where annotations are saved automatically")
+        self.export_action = self._action(menu, "Export labels…", self.export_labels, "Ctrl+E")
+        self._action(menu, "Export label table (JSON)…", self.export_table)
+        menu.addSeparator()
+        self._action(menu, "Quit", self.close, "Ctrl+Q")
+        self._rebuild_recent()
+        self.setAcceptDrops(True)
+        self._autosave_timer = QTimer(self)
+        self._autosave_timer.setSingleShot(True)
+        self._autosave_timer.timeout.connect(self.autosave)
+        self._save_task: Optional[Task] = None
+        self._save_pending = False
+        self._save_error_shown = False
+        self.unexported = False
+        self._tasks = []
+        self.last_saved_folder: Optional[Path] = None
+
+    # ---- opening ------------------------------------------------------------------------
+    def open_file_dialog(self) -> None:
+        path, _f = QFileDialog.getOpenFileName(self, "Open a scan", self._last_dir(), NIFTI_FILTER)
+        if path:
+            self.open_path(path)
+
+    def open_folder_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open a DICOM folder", self._last_dir())
+        if path:
+            self.open_path(path)
+
+    def _last_dir(self) -> str:
+        recent = self._recent()
+        return os.path.dirname(recent[0]) if recent else os.getcwd()
+
+    def open_path(self, path: str, series_uid: Optional[str] = None) -> Optional[Task]:
+        """Load a NIfTI file or DICOM folder in a worker; errors end in a dialog."""
+        from medsam_gui.io import list_series, load_volume
+
+        path = os.fspath(path)
+        if os.path.isdir(path) and series_uid is None:
+            try:
+                series = list_series(path)
+            except MedsamError as exc:
+                self.show_error("Cannot open", error_text(exc))
+                return None
+            if len(series) > 1:
+                from medsam_gui.ui.series_dialog import choose_series
+
+                series_uid = choose_series(series, path, self)
+                if series_uid is None:
+                    return None
+        if not self.flush_autosave():
+            return None
+        ws_dir = self.workspace_dir
+
+        def work(_task):
+            volume = load_volume(path, series_uid=series_uid)
+            workspace = Workspace(ws_dir or Workspace.default_for(path))
+            try:
+                labelmap = workspace.load(volume)
+                note = None
+            except MedsamError as exc:  # keep the volume usable, start fresh
+                labelmap, note = None, error_text(exc)
+            return volume, labelmap, workspace, note
+
+        self.statusBar().showMessage(f"Opening {path} …")
+        self._set_busy(True)
+        return run_task(work, lambda r: (self._set_busy(False), self._on_loaded(path, *r)),
+                        lambda exc: (self._set_busy(False),
+                                     self.statusBar().clearMessage(),
+                                     self.show_error("Cannot open", error_text(exc))),
+                        name="load")
+
+    def _on_loaded(self, path: str, volume, labelmap, workspace, note) -> None:
+        self.precomputer.stop()
+        self.volume, self.workspace = volume, workspace
+        self.labelmap = labelmap or LabelMap(volume.shape, LabelTable())
+        self.history = History(max_steps=200)
+        self.annotator = Annotator(volume, self.labelmap, self.history)
+        self.session = None
+        self.unexported = False
+        self._indices = {}
+        presets = self._presets()
+        self.preset_box.clear()
+        self.preset_box.addItems(list(presets))
+        from medsam_gui.ui.render import default_window
+
+        self.window_lw = default_window(volume.data, volume.modality, volume.source.window_preset)
+        self.preset_box.setCurrentText("DICOM" if "DICOM" in presets else
+                                       "CT soft tissue" if volume.modality == "CT" else "Auto")
+        self.labels.set_table(self.labelmap.table)
+        self._rebuild_lut()
+        self.view = ""
+        self.set_view("axial")
+        self._add_recent(path)
+        name = os.path.basename(path.rstrip("/")) or path
+        self.setWindowTitle(f"{name} — medsam-gui")
+        msg = f"Opened {volume.shape[0]}×{volume.shape[1]}×{volume.shape[2]} {volume.modality}"
+        if labelmap is not None:
+            msg += f"; restored {len(labelmap.records)} annotated slices from {workspace.folder}"
+        self.statusBar().showMessage(msg, 8000)
+        for w in list(volume.source.warnings) + ([note] if note else []):
+            self.statusBar().showMessage(str(w), 8000)
+        if note:
+            self.show_error("Saved annotations not restored", note)
+        self.volume_loaded.emit()
+        self.make_session()
+
+    def make_session(self) -> None:
+        """Session for the current volume and backend, built in a worker (normalisation)."""
+        if self.volume is None or self.backend is None:
+            return
+        from medsam_gui.engine import EmbeddingCache, Session
+
+        if self.cache is None:
+            self.cache = (EmbeddingCache.with_user_disk_cache() if self.use_disk_cache
+                          else EmbeddingCache())
+        volume, backend, cache = self.volume, self.backend, self.cache
+
+        def work(_task):
+            session = Session(volume, backend, cache)
+            session.normalised()
+            return session
+
+        def done(session) -> None:
+            if session.volume is not self.volume:
+                return
+            self.session = session
+            self._update_strip_cache()
+            self.precomputer.follow(session, self.view, self.index, immediate=True)
+            self.session_ready.emit()
+
+        run_task(work, done, lambda exc: self.show_error("Model", error_text(exc)), "session")
+
+    # ---- recent files, drops -----------------------------------------------------------------
+    def _recent(self) -> list:
+        value = self.settings.value("recent", [])
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def _add_recent(self, path: str) -> None:
+        path = os.path.abspath(path)
+        recent = [path] + [p for p in self._recent() if p != path]
+        self.settings.setValue("recent", recent[:MAX_RECENT])
+        self._rebuild_recent()
+
+    def _rebuild_recent(self) -> None:
+        self.recent_menu.clear()
+        for p in self._recent():
+            act = self.recent_menu.addAction(p)
+            act.triggered.connect(lambda _c=False, p=p: self.open_path(p))
+        self.recent_menu.setEnabled(bool(self._recent()))
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.open_path(paths[0])
+
+    # ---- autosave ----------------------------------------------------------------------------
+    def changed(self) -> None:
+        """After every change of the labels: debounce an autosave, update actions."""
+        self.unexported = True
+        self.undo_action.setEnabled(self.history.can_undo)
+        self.redo_action.setEnabled(self.history.can_redo)
+        self._autosave_timer.start(self.autosave_delay_ms)
+
+    def _snapshot(self) -> LabelMap:
+        lm = self.labelmap
+        snap = LabelMap(lm.shape, LabelTable.from_json(lm.table.to_json()), lm.array.copy())
+        snap.records = dict(lm.records)
+        return snap
+
+    def autosave(self) -> None:
+        """Save a snapshot of the labels in a worker (one save at a time)."""
+        if self.labelmap is None or self.workspace is None:
+            return
+        self._update_strip_cache()
+        if self._save_task is not None:
+            self._save_pending = True
+            return
+        volume, workspace, snap = self.volume, self.workspace, self._snapshot()
+        self._save_pending = False
+        self._save_task = run_task(lambda _t: workspace.save(volume, snap), self._saved,
+                                   self._save_failed, name="autosave")
+
+    def _saved(self, folder) -> None:
+        self._save_task = None
+        self.last_saved_folder = Path(folder)
+        if self._save_pending:
+            self.autosave()
+
+    def _save_failed(self, exc) -> None:
+        self._save_task = None
+        self.statusBar().showMessage("Autosave failed: " + error_text(exc), 10000)
+        if not self._save_error_shown:  # once per session; the status bar repeats it
+            self._save_error_shown = True
+            self.show_error("Autosave failed", error_text(exc))
+
+    def flush_autosave(self) -> bool:
+        """Finish any pending save now (before closing or opening another scan)."""
+        if self._save_task is not None:
+            self._save_task.wait()
+            QApplication.processEvents()
+        if self._autosave_timer.isActive() or self._save_pending:
+            self._autosave_timer.stop()
+            self._save_pending = False
+            try:
+                self.workspace.save(self.volume, self.labelmap)
+            except Exception as exc:
+                self.show_error("Autosave failed", error_text(exc))
+                return False
+        return True
+
+    def choose_workspace(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Workspace folder", self.workspace_dir
+                                                  or os.getcwd())
+        if folder:
+            self.workspace_dir = folder
+            if self.volume is not None:
+                self.workspace = Workspace(folder)
+                self.changed()
+
+    # ---- export ------------------------------------------------------------------------------
+    def _default_export(self, suffix: str) -> str:
+        src = self.volume.source.path.rstrip("/")
+        base = os.path.basename(src)
+        for ext in (".nii.gz", ".nii"):
+            if base.lower().endswith(ext):
+                base = base[: -len(ext)]
+        folder = os.path.dirname(src) if os.access(os.path.dirname(src) or ".", os.W_OK) \
+            else os.path.expanduser("~")
+        return os.path.join(folder, base + suffix)
+
+    def export_labels(self, path: Optional[str] = None) -> Optional[Path]:
+        """NIfTI on the source grid plus the label table as JSON beside it."""
+        if self.labelmap is None:
+            return None
+        if path is None:
+            path, _f = QFileDialog.getSaveFileName(self, "Export labels",
+                                                   self._default_export("_labels.nii.gz"),
+                                                   "NIfTI (*.nii.gz *.nii)")
+            if not path:
+                return None
+        from medsam_gui.io import save_label_map
+
+        try:
+            out = save_label_map(self.labelmap.array, self.volume, path)
+            table = self.export_table(_table_path(out), quiet=True)
+        except Exception as exc:
+            self.show_error("Export failed", error_text(exc))
+            return None
+        self.unexported = False
+        QMessageBox.information(self, "Labels exported",
+                                f"Saved the label map to\n{out}\n\nand the label table to\n{table}")
+        return out
+
+    def export_table(self, path: Optional[str] = None, quiet: bool = False) -> Optional[Path]:
+        if self.labelmap is None:
+            return None
+        if path is None:
+            path, _f = QFileDialog.getSaveFileName(self, "Export label table",
+                                                   self._default_export("_labels.json"),
+                                                   "JSON (*.json)")
+            if not path:
+                return None
+        out = Path(path)
+        tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+        data = {"labels": self.labelmap.table.to_json(), "source": self.volume.source.path}
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        os.replace(tmp, out)
+        if not quiet:
+            QMessageBox.information(self, "Label table exported", f"Saved to\n{out}")
+        return out
+
+    # ---- closing -----------------------------------------------------------------------------
+    def closeEvent(self, event) -> None:
+        if self.unexported and self.confirm_close and self.labelmap is not None:
+            answer = QMessageBox.question(
+                self, "Export labels?",
+                "The labels changed since the last export. They are saved in the workspace "
+                f"({self.workspace.folder}) either way.\n\nExport them as NIfTI now?",
+                QMessageBox.Yes | QMessageBox.No | QMessageBox.Cancel, QMessageBox.Yes)
+            if answer == QMessageBox.Cancel:
+                event.ignore()
+                return
+            if answer == QMessageBox.Yes and self.export_labels() is None:
+                event.ignore()
+                return
+        self.shutdown()
+        event.accept()
+
+    def shutdown(self) -> None:
+        """Save what is pending and stop every worker (also used by tests)."""
+        self.precomputer.stop(wait=True)
+        task = getattr(self, "_encode_task", None)
+        if task is not None:
+            task.cancel()
+        if self.labelmap is not None and self.workspace is not None:
+            self.flush_autosave()
+        for t in list(Task._alive):
+            t.cancel()
+            t.wait()
+
+
+def _table_path(nifti: Path) -> Path:
+    name = nifti.name
+    for ext in (".nii.gz", ".nii"):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+    return nifti.with_name(name + ".json")
