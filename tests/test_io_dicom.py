@@ -12,7 +12,7 @@ import pytest
 
 from medsam_gui.errors import MedsamError
 from medsam_gui.io import list_series, load_volume
-from tests.conftest import DICOM
+from conftest import DICOM
 
 SAG = DICOM / "mr_brain_sag_t1_siemens_HFS"
 TOSHIBA = DICOM / "mr_brain_ax30_dwi_b0_toshiba"

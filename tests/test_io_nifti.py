@@ -9,7 +9,7 @@ import pytest
 from medsam_gui.errors import MedsamError
 from medsam_gui.io import list_series, load_volume
 from medsam_gui.io.nifti import guess_modality
-from tests.conftest import ABDOMEN, DATA, MNI, PAT1, PAT2
+from conftest import ABDOMEN, DATA, MNI, PAT1, PAT2
 
 NIFTIS = sorted(DATA.glob("**/*.nii.gz")) if DATA.is_dir() else []
 pytestmark = pytest.mark.needs_data

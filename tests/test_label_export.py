@@ -12,7 +12,7 @@ from medsam_gui.errors import MedsamError
 from medsam_gui.io import load_volume, save_label_map
 from medsam_gui.io.atomic import atomic_path, atomic_write_bytes
 from medsam_gui.volume import VIEWS, SourceInfo, Volume
-from tests.conftest import ABDOMEN, DATA, DICOM
+from conftest import ABDOMEN, DATA, DICOM
 
 NIFTIS = sorted(p for p in DATA.glob("**/*.nii.gz")) if DATA.is_dir() else []
 SERIES = [DICOM / "mr_brain_sag_t1_siemens_HFS", DICOM / "mr_brain_ax30_dwi_b0_toshiba",

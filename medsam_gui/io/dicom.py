@@ -179,9 +179,10 @@ def _check_single_file(path: Path) -> None:
         raise MedsamError("the file is empty (0 bytes)", path)
     try:
         ds = pydicom.dcmread(str(path), defer_size=1024)
+    except pydicom.errors.InvalidDicomError:
+        raise MedsamError("not a NIfTI (.nii/.nii.gz) or DICOM file", path) from None
     except Exception as exc:
-        raise MedsamError(f"not a NIfTI (.nii/.nii.gz) or DICOM file ({type(exc).__name__}: "
-                          f"{exc})", path) from None
+        raise MedsamError(f"unreadable DICOM file ({type(exc).__name__}: {exc})", path) from None
     reason = _classify(ds)
     if reason:
         raise MedsamError(f"this DICOM file cannot be opened as a volume: {reason}", path)

@@ -97,6 +97,8 @@ def _open(path: Path) -> nib.Nifti1Image:
         img = nib.load(str(path), mmap=False)
     except MemoryError:
         raise MedsamError("the header asks for more memory than is available", path) from None
+    except nib.filebasedimages.ImageFileError:
+        raise MedsamError("not a readable NIfTI file (no valid NIfTI header)", path) from None
     except Exception as exc:  # nibabel raises many types for garbage input
         raise MedsamError(f"not a readable NIfTI file ({type(exc).__name__}: {exc})", path) from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):

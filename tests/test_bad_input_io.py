@@ -1,0 +1,266 @@
+"""Bad input: every case raises MedsamError naming the file and the problem, nothing else.
+
+The bad files are made in tmp_path from copies of the real data (truncated, corrupted, or
+rewritten with pydicom with fields removed).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from medsam_gui.errors import MedsamError
+from medsam_gui.io import list_series, load_volume, save_label_map
+from conftest import ABDOMEN, DICOM, PAT1
+
+CT_NII = ABDOMEN / "example_ct_sm.nii.gz"
+TOSHIBA = DICOM / "mr_brain_ax30_dwi_b0_toshiba"
+pytestmark = pytest.mark.needs_data
+
+
+def _refused(path, match, **kw):
+    with pytest.raises(MedsamError, match=match) as info:
+        load_volume(path, **kw)
+    assert str(path) in str(info.value)
+    return info.value
+
+
+def _plain_nii(tmp_path):
+    path = tmp_path / "ct.nii"
+    nib.save(nib.load(str(CT_NII)), str(path))
+    return path
+
+
+def test_nonexistent_path(tmp_path):
+    _refused(tmp_path / "nothing.nii.gz", "no such file")
+    with pytest.raises(MedsamError, match="no such file"):
+        list_series(tmp_path / "nowhere")
+
+
+def test_empty_files(tmp_path):
+    for name in ("empty.nii.gz", "empty.nii", "empty_dicom"):
+        (tmp_path / name).write_bytes(b"")
+        _refused(tmp_path / name, "empty")
+
+
+def test_truncated_nifti_gz(tmp_path):
+    raw = CT_NII.read_bytes()
+    path = tmp_path / "cut.nii.gz"
+    path.write_bytes(raw[: len(raw) // 2])
+    _refused(path, "truncated or corrupt")
+
+
+def test_truncated_plain_nifti(tmp_path):
+    path = _plain_nii(tmp_path)
+    path.write_bytes(path.read_bytes()[:-5000])
+    _refused(path, "truncated: the header promises")
+
+
+def test_corrupt_gzip_stream(tmp_path):
+    raw = bytearray(CT_NII.read_bytes())
+    raw[len(raw) // 3: len(raw) // 3 + 2000] = os.urandom(2000)
+    path = tmp_path / "garbled.nii.gz"
+    path.write_bytes(bytes(raw))
+    _refused(path, "truncated or corrupt|not a readable NIfTI")
+
+
+def test_not_nifti_with_nifti_name(tmp_path):
+    path = tmp_path / "notes.nii"
+    path.write_text("this is a text file, not an image\n" * 40)
+    _refused(path, "not a readable NIfTI")
+    gz = tmp_path / "notes.nii.gz"
+    gz.write_bytes(gzip.compress(b"plain text " * 100))
+    _refused(gz, "not a readable NIfTI")
+
+
+def test_unknown_file_kind(tmp_path):
+    path = tmp_path / "readme"
+    path.write_text("hello\n" * 100)
+    _refused(path, "not a NIfTI .* or DICOM file")
+
+
+def test_folder_where_file_expected_and_file_where_folder_expected(tmp_path):
+    folder = tmp_path / "scan.nii.gz"
+    folder.mkdir()
+    _refused(folder, "folder, not a NIfTI file")
+    with pytest.raises(MedsamError, match="folder") as info:
+        save_label_map(np.zeros((2, 2, 2), np.uint8), load_volume(CT_NII), folder)
+    assert str(folder) in str(info.value)
+
+
+def test_folder_without_images(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _refused(empty, "no DICOM image series found .*empty")
+    with pytest.raises(MedsamError, match="no DICOM image series"):
+        list_series(empty)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.txt").write_text("x")
+    shutil.copy(CT_NII, junk / "b.nii.gz")
+    _refused(junk, r"no DICOM image series found \(2 not DICOM\)")
+
+
+def _rewritten(src, dst, fn):
+    ds = pydicom.dcmread(src)
+    fn(ds)
+    ds.save_as(dst)
+    return dst
+
+
+def _without_pixels(ds):
+    del ds.PixelData
+
+
+def test_dicom_without_pixel_data(tmp_path):
+    files = sorted(TOSHIBA.iterdir())
+    one = _rewritten(files[0], tmp_path / "nopix.dcm", _without_pixels)
+    _refused(one, "no pixel data")
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for f in files[:4]:
+        _rewritten(f, folder / f.name, _without_pixels)
+    with pytest.raises(MedsamError, match="no pixel data") as info:
+        load_volume(folder)
+    assert str(folder) in str(info.value)
+
+
+@pytest.mark.parametrize("modality,sop", [("RTSTRUCT", "1.2.840.10008.5.1.4.1.1.481.3"),
+                                          ("SR", "1.2.840.10008.5.1.4.1.1.88.11")])
+def test_non_image_objects(tmp_path, modality, sop):
+    def to_non_image(ds):
+        ds.Modality, ds.SOPClassUID = modality, sop
+        ds.file_meta.MediaStorageSOPClassUID = sop
+        for tag in ("PixelData", "Rows", "Columns", "ImagePositionPatient"):
+            delattr(ds, tag)
+
+    folder = tmp_path / "objects"
+    folder.mkdir()
+    for f in sorted(TOSHIBA.iterdir())[:3]:
+        _rewritten(f, folder / f.name, to_non_image)
+    _refused(folder, f"no DICOM image series found .*non-image object \\({modality}\\)")
+    _refused(folder / sorted(os.listdir(folder))[0], f"cannot be opened as a volume.*{modality}")
+    # beside a real series the objects are skipped
+    for f in TOSHIBA.iterdir():
+        shutil.copy(f, folder / ("img_" + f.name))
+    assert load_volume(folder).shape == (64, 64, 40)
+
+
+def _shrunk(ds):
+    small = ds.pixel_array[::2, ::2].copy()
+    ds.Rows, ds.Columns = small.shape
+    ds.PixelData = small.tobytes()
+
+
+def test_series_with_mixed_sizes(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    files = sorted(TOSHIBA.iterdir())
+    for n, f in enumerate(files):
+        if n % 8 == 3:
+            _rewritten(f, folder / f.name, _shrunk)
+        else:
+            shutil.copy(f, folder / f.name)
+    infos = list_series(folder)
+    assert [(i.rows, i.n_slices) for i in infos] == [(64, 35), (32, 5)]
+    uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+    assert [i.uid for i in infos] == [f"{uid}#1", f"{uid}#2"]
+    _refused(folder, "mixes image sizes or orientations", series_uid=uid)
+    vol = load_volume(folder, series_uid=f"{uid}#1")
+    assert vol.shape == (64, 64, 35)
+    assert any("missing" in w for w in vol.source.warnings)
+
+
+def test_single_image_series_is_2d(tmp_path):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    shutil.copy(sorted(TOSHIBA.iterdir())[5], folder / "only.dcm")
+    _refused(folder, "single slice")
+    _refused(folder / "only.dcm", "single slice")
+
+
+def test_truncated_dicom_pixels(tmp_path):
+    folder = tmp_path / "cut"
+    folder.mkdir()
+    files = sorted(TOSHIBA.iterdir())
+    for f in files:
+        shutil.copy(f, folder / f.name)
+    victim = folder / files[12].name
+    victim.write_bytes(victim.read_bytes()[:-3000])
+    with pytest.raises(MedsamError) as info:
+        load_volume(folder)
+    assert str(victim) in str(info.value)
+
+
+def test_non_finite_voxels(tmp_path):
+    img = nib.load(str(PAT1 / "Flair_subtrMeanDivStd.nii.gz"))
+    data = np.asanyarray(img.dataobj).copy()
+    data[10, 20, 30:35] = np.nan
+    data[100, 100, 100] = np.inf
+    data[101, 100, 100] = -np.inf
+    path = tmp_path / "nan.nii.gz"
+    nib.save(nib.Nifti1Image(data, img.affine), str(path))
+    _refused(path, "7 of 8928000 voxels are not finite")
+
+
+def test_2d_nifti(tmp_path):
+    img = nib.load(str(CT_NII))
+    plane = np.asanyarray(img.dataobj)[:, :, 10]
+    for name, arr in (("flat.nii.gz", plane), ("flat1.nii.gz", plane[:, :, None])):
+        nib.save(nib.Nifti1Image(arr, img.affine), str(tmp_path / name))
+        _refused(tmp_path / name, "a 2D image")
+
+
+def _with_header(tmp_path, name, header, payload=b"\0" * 4096):
+    path = tmp_path / name
+    with open(path, "wb") as f:
+        header.write_to(f)
+        f.write(b"\0" * (int(header.get_data_offset()) - f.tell()))
+        f.write(payload)
+    return path
+
+
+def test_absurd_header_dimensions(tmp_path):
+    hdr = nib.load(str(CT_NII)).header.copy()
+    hdr.set_data_shape((32767, 32767, 32767))
+    hdr.set_data_offset(352)
+    _refused(_with_header(tmp_path, "huge1.nii", hdr), "header dimensions 32767×32767×32767")
+    hdr2 = nib.Nifti2Header.from_header(nib.load(str(CT_NII)).header)
+    hdr2.set_data_shape((10**6, 10**6, 10**6))
+    hdr2.set_data_offset(544)
+    _refused(_with_header(tmp_path, "huge2.nii", hdr2), "header dimensions 1000000×")
+
+
+def test_zero_size_dimension(tmp_path):
+    hdr = nib.load(str(CT_NII)).header.copy()
+    hdr.set_data_offset(352)
+    hdr["dim"][3] = 0
+    _refused(_with_header(tmp_path, "zero.nii", hdr), "zero-size dimension")
+
+
+def test_bad_volume_index(tmp_path):
+    _refused(CT_NII, "file is 3D", volume_index=2)
+    _refused(TOSHIBA, "volume index 1 is outside 0..0", volume_index=1)
+
+
+def test_bad_label_exports_leave_no_file(tmp_path):
+    vol = load_volume(CT_NII)
+    good = np.zeros(vol.shape, np.uint8)
+    cases = [
+        (np.zeros((3, 3, 3), np.uint8), tmp_path / "shape.nii.gz", "does not match"),
+        (good - 1.0, tmp_path / "negative.nii.gz", "within 0..65535"),
+        (good + 0.5, tmp_path / "fraction.nii.gz", "whole numbers"),
+        (good, tmp_path / "labels.png", r"\.nii or \.nii\.gz"),
+        (good, tmp_path / "missing_dir" / "l.nii.gz", "does not exist"),
+    ]
+    for labels, path, match in cases:
+        with pytest.raises(MedsamError, match=match) as info:
+            save_label_map(labels, vol, path)
+        assert str(path) in str(info.value)
+    assert os.listdir(tmp_path) == []
