@@ -1,0 +1,291 @@
+"""The real window, driven with synthetic mouse events on real BRATS data (pytest-qt, offscreen).
+
+One LiteMedSAM backend and one embedding cache are shared by all tests, and background
+encoding is off, so only the tumour slice is ever encoded (a few CPU seconds in total).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PyQt5.QtCore import QSettings, Qt
+
+from tests.conftest import PAT1
+
+pytestmark = pytest.mark.needs_data
+
+FLAIR = PAT1 / "Flair_subtrMeanDivStd.nii.gz"
+TRUTH = PAT1 / "OTMultiClass.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def backend():
+    from medsam_gui.engine import load_backend
+
+    return load_backend("litemedsam")
+
+
+@pytest.fixture(scope="module")
+def cache():
+    from medsam_gui.engine import EmbeddingCache
+
+    return EmbeddingCache(max_bytes=256 << 20)
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path, request):
+    from medsam_gui.ui.main_window import MainWindow
+
+    windows = []
+
+    def make(workspace=None, with_model=True):
+        w = MainWindow(background=False, workspace_dir=str(workspace or tmp_path / "ws"),
+                       cache=request.getfixturevalue("cache"), load_model=False,
+                       settings=QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
+        w.confirm_close = False
+        w.use_disk_cache = False
+        if with_model:
+            w.backend = request.getfixturevalue("backend")
+        qtbot.addWidget(w)
+        w.resize(1100, 800)
+        w.show()
+        qtbot.waitExposed(w)
+        windows.append(w)
+        return w
+
+    yield make
+    for w in windows:
+        w.shutdown()
+
+
+def open_and_wait(qtbot, window, path, session=True):
+    with qtbot.waitSignal(window.volume_loaded, timeout=60000):
+        window.open_path(str(path))
+    if session:
+        qtbot.waitUntil(lambda: window.session is not None, timeout=60000)
+
+
+@pytest.fixture(scope="module")
+def tumour():
+    """Axial slice with the largest whole-tumour area and its ground truth (display order)."""
+    from medsam_gui.io import load_volume
+
+    vol = load_volume(FLAIR)
+    truth = np.asarray(nib.load(str(TRUTH)).dataobj) > 0
+    geom = vol.geometry("axial")
+    index = int(np.argmax([geom.take(truth, i).sum() for i in range(geom.n_slices)]))
+    return index, geom.take(truth, index).copy()
+
+
+def bbox(mask):
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
+
+
+def drag(qtbot, window, box, modifier=Qt.NoModifier, button=Qt.LeftButton):
+    view = window.slice_view
+    p0 = view.image_to_viewport(box[0], box[1])
+    p1 = view.image_to_viewport(box[2], box[3])
+    mid = (p0 + p1) / 2
+    qtbot.mousePress(view.viewport(), button, modifier, p0)
+    qtbot.mouseMove(view.viewport(), mid)
+    qtbot.mouseMove(view.viewport(), p1)
+    qtbot.mouseRelease(view.viewport(), button, modifier, p1)
+
+
+def label_slice(window, index, value=1):
+    return window.labelmap.slice(window.volume.geometry("axial"), index) == value
+
+
+def dice(a, b):
+    return 2.0 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1)
+
+
+def box_on_tumour(qtbot, window, tumour, modifier=Qt.NoModifier):
+    index, truth = tumour
+    window.set_index(index)
+    with qtbot.waitSignal(window.mask_applied, timeout=60000):
+        drag(qtbot, window, bbox(truth), modifier)
+
+
+def test_box_on_tumour_gives_ground_truth_like_mask(qtbot, make_window, tumour):
+    w = make_window()
+    open_and_wait(qtbot, w, FLAIR)
+    box_on_tumour(qtbot, w, tumour)
+    index, truth = tumour
+    assert dice(label_slice(w, index), truth) >= 0.7
+    rec = w.labelmap.records[("axial", index, 1)]
+    assert rec.status == "model" and len(rec.boxes) == 1
+    assert rec.model == w.backend.name and rec.weights_sha256 == w.backend.weights_sha256
+    assert rec.iou is not None and rec.model_mask_sha256
+    assert len(w.slice_view._box_items) == 1  # the box stays visible
+
+    # a second box on the same object replaces its mask; Shift adds another object
+    x0, y0, x1, y1 = bbox(truth)
+    with qtbot.waitSignal(w.mask_applied, timeout=60000):
+        drag(qtbot, w, (x0 + 3, y0 + 3, x1 - 3, y1 - 3))
+    assert len(w.labelmap.records[("axial", index, 1)].boxes) == 1
+    with qtbot.waitSignal(w.mask_applied, timeout=60000):
+        drag(qtbot, w, (20, 20, 60, 60), Qt.ShiftModifier)
+    assert len(w.labelmap.records[("axial", index, 1)].boxes) == 2
+    assert len(w.slice_view._box_items) == 2
+
+    # a point refines the active object through the same decoder
+    w.set_tool("point")
+    before = w.labelmap.array.copy()
+    p = w.slice_view.image_to_viewport((x0 + x1) / 2, (y0 + y1) / 2)
+    with qtbot.waitSignal(w.mask_applied, timeout=60000):
+        qtbot.mouseClick(w.slice_view.viewport(), Qt.LeftButton, pos=p)
+    assert len(w.labelmap.records[("axial", index, 1)].points) == 1
+    assert w.history.can_undo
+    w.undo()
+    assert np.array_equal(w.labelmap.array, before)
+
+
+def test_undo_redo_restore_exact_arrays(qtbot, make_window, tumour):
+    w = make_window()
+    open_and_wait(qtbot, w, FLAIR)
+    index, truth = tumour
+    states = [w.labelmap.array.copy()]
+    box_on_tumour(qtbot, w, tumour)
+    states.append(w.labelmap.array.copy())
+    w.set_tool("brush")
+    w.brush_size.setValue(4)
+    drag(qtbot, w, (30, 30, 60, 40))
+    states.append(w.labelmap.array.copy())
+    w.set_tool("eraser")
+    x0, y0, x1, y1 = bbox(truth)
+    drag(qtbot, w, (x0, (y0 + y1) / 2, x1, (y0 + y1) / 2 + 1))
+    states.append(w.labelmap.array.copy())
+    assert all(not np.array_equal(a, b) for a, b in zip(states, states[1:]))
+    for expected in reversed(states[:-1]):
+        w.undo()
+        assert np.array_equal(w.labelmap.array, expected)
+    assert not w.history.can_undo
+    for expected in states[1:]:
+        w.redo()
+        assert np.array_equal(w.labelmap.array, expected)
+    # >= 100 undo steps
+    for i in range(105):
+        w.annotator.stroke("axial", index, 1, _disc(truth.shape, 10 + i % 50, 10), i % 2 == 1)
+    for _ in range(105):
+        w.undo()
+    assert np.array_equal(w.labelmap.array, states[-1])
+
+
+def _disc(shape, x, y, r=3):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (xx - x) ** 2 + (yy - y) ** 2 <= r * r
+
+
+def test_brush_and_eraser_change_pixels_and_mark_edited(qtbot, make_window, tumour):
+    w = make_window(with_model=False)
+    open_and_wait(qtbot, w, FLAIR, session=False)
+    index, _truth = tumour
+    w.set_index(index)
+    w.set_tool("brush")
+    w.brush_size.setValue(3)
+    drag(qtbot, w, (100, 100, 140, 110))
+    painted = label_slice(w, index)
+    assert 100 < painted.sum() < 2000
+    assert painted[100, 100] and painted[110, 140] and not painted[50, 50]
+    assert w.labelmap.records[("axial", index, 1)].status == "edited"
+    w.set_tool("eraser")
+    drag(qtbot, w, (120, 98, 121, 112))
+    erased = label_slice(w, index)
+    assert erased.sum() < painted.sum() and not erased[105, 120]
+    # a ring, then fill-hole; clear slice empties it; accept marks the record
+    w.annotator.stroke("axial", index, 1, _disc(painted.shape, 60, 60, 8) & ~_disc(painted.shape, 60, 60, 5), False)
+    w.fill_holes()
+    assert label_slice(w, index)[60, 60]
+    w.accept_slice()
+    assert w.labelmap.records[("axial", index, 1)].status == "accepted"
+    w.clear_slice()
+    assert not label_slice(w, index).any()
+
+
+def test_export_matches_source_grid(qtbot, make_window, tumour, tmp_path, monkeypatch):
+    from PyQt5.QtWidgets import QMessageBox
+
+    shown = []
+    monkeypatch.setattr(QMessageBox, "information", lambda *a, **k: shown.append(a[2]))
+    w = make_window(with_model=False)
+    open_and_wait(qtbot, w, FLAIR, session=False)
+    index, truth = tumour
+    w.annotator.stroke("axial", index, 1, truth, False)
+    out = w.export_labels(str(tmp_path / "out_labels.nii.gz"))
+    assert out is not None and shown and str(out) in shown[0]
+    src, img = nib.load(str(FLAIR)), nib.load(str(out))
+    assert img.shape == src.shape
+    assert np.allclose(img.affine, src.affine)
+    data = np.asarray(img.dataobj)
+    gt = np.asarray(nib.load(str(TRUTH)).dataobj) > 0
+    geom = w.volume.geometry("axial")
+    assert np.array_equal(geom.take(data, index) > 0, geom.take(gt, index))
+    assert (tmp_path / "out_labels.json").exists()
+    assert not w.unexported
+
+
+def test_autosave_and_reopen_restore_labels(qtbot, make_window, tumour, tmp_path):
+    ws = tmp_path / "workspace"
+    w = make_window(workspace=ws, with_model=False)
+    open_and_wait(qtbot, w, FLAIR, session=False)
+    index, truth = tumour
+    w.labels.add_label("oedema")
+    w.annotator.stroke("axial", index, 2, truth, False)
+    w.changed()
+    qtbot.waitUntil(lambda: w.last_saved_folder is not None, timeout=30000)
+    saved = w.labelmap.array.copy()
+    w2 = make_window(workspace=ws, with_model=False)
+    open_and_wait(qtbot, w2, FLAIR, session=False)
+    assert np.array_equal(w2.labelmap.array, saved)
+    assert [l.name for l in w2.labelmap.table.labels] == ["label 1", "oedema"]
+    assert w2.labelmap.records[("axial", index, 2)].status == "edited"
+
+
+def test_corrupt_file_shows_error_and_window_still_works(qtbot, make_window, tmp_path,
+                                                         monkeypatch):
+    from PyQt5.QtWidgets import QMessageBox
+
+    errors = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda *a, **k: errors.append(a[2]))
+    bad = tmp_path / "truncated.nii.gz"
+    bad.write_bytes(FLAIR.read_bytes()[:20000])
+    w = make_window(with_model=False)
+    w.open_path(str(bad))
+    qtbot.waitUntil(lambda: bool(errors), timeout=30000)
+    assert "truncated.nii.gz" in errors[0]
+    assert w.volume is None
+    open_and_wait(qtbot, w, FLAIR, session=False)
+    assert w.volume.shape == (240, 240, 155)
+
+
+def test_folder_with_several_series_asks_which(qtbot, make_window, tmp_path, monkeypatch,
+                                               data_dir):
+    from medsam_gui.io import list_series
+    from medsam_gui.ui import series_dialog
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for sub in ("ct_abdomen_siemens_jpeg2000", "mr_brain_ax30_dwi_b0_toshiba"):
+        for f in (data_dir / "dicom" / sub).iterdir():
+            shutil.copy(f, folder / f"{sub[:2]}_{f.name}")
+    series = list_series(folder)
+    assert len(series) == 2
+    dialog = series_dialog.SeriesDialog(series, str(folder))
+    qtbot.addWidget(dialog)
+    assert dialog.table.rowCount() == 2
+    texts = {dialog.table.item(r, 3).text() for r in range(2)}
+    assert texts == {"20", "40"}
+    dialog.select(1)
+    assert dialog.selected_uid == series[1].uid
+    mr = next(s for s in series if s.modality == "MR")
+    asked = []
+    monkeypatch.setattr(series_dialog, "choose_series",
+                        lambda s, f, p=None: asked.append(len(s)) or mr.uid)
+    w = make_window(with_model=False)
+    open_and_wait(qtbot, w, folder, session=False)
+    assert asked == [2] and w.volume.modality == "MR" and w.volume.shape[2] == 40
