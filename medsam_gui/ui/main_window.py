@@ -3,8 +3,8 @@
 A box travels: ``SliceView.box_drawn`` -> ``MainWindow._on_box`` -> ``Session.predict`` (on
 this thread when the slice's embedding is cached, ~50 ms; else in a worker with a busy cursor)
 -> ``Annotator.apply_prediction`` (LabelMap.paint + History) -> ``_refresh_overlay``.
-Opening, saving and exporting live in ``window_io.FileActions``; the Model menu in
-``model_menu.ModelActions``.
+Corrections and undo live in ``edit_actions.EditActions``; opening, saving and exporting in
+``window_io.FileActions``; the Model menu and whole-volume encoding in ``model_menu``.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import numpy as np
 from PyQt5.QtCore import QSettings, Qt, pyqtSignal
 from PyQt5.QtGui import QKeySequence
 from PyQt5.QtWidgets import (QAction, QActionGroup, QApplication, QComboBox, QDockWidget,
-                             QLabel, QMainWindow, QMessageBox, QProgressDialog, QSlider,
-                             QSpinBox, QVBoxLayout, QWidget)
+                             QLabel, QMainWindow, QMessageBox, QSlider, QSpinBox, QVBoxLayout,
+                             QWidget)
 
 from medsam_gui.ui import render
 from medsam_gui.ui.cache_strip import CacheStrip
+from medsam_gui.ui.edit_actions import EditActions
 from medsam_gui.ui.label_panel import LabelPanel
 from medsam_gui.ui.model_menu import ModelActions
 from medsam_gui.ui.slice_view import SliceView
-from medsam_gui.ui.tools import change_slice
 from medsam_gui.ui.window_io import FileActions
 from medsam_gui.ui.workers import Precomputer, error_text, run_task
 from medsam_gui.volume import VIEWS
@@ -31,7 +31,7 @@ from medsam_gui.volume import VIEWS
 TOOL_KEYS = {"box": "B", "point": "P", "brush": "N", "eraser": "E", "pan": "H"}
 
 
-class MainWindow(FileActions, ModelActions, QMainWindow):
+class MainWindow(EditActions, FileActions, ModelActions, QMainWindow):
     """``background=False`` keeps background encoding off (tests); ``cache`` shares an
     EmbeddingCache; ``load_model=False`` skips loading the default backend at start."""
 
@@ -335,110 +335,6 @@ class MainWindow(FileActions, ModelActions, QMainWindow):
         else:
             QApplication.restoreOverrideCursor()
         self.busy_changed.emit(busy)
-
-    # ---- corrections -------------------------------------------------------------------------
-    def _on_stroke(self, mask, erase: bool) -> None:
-        if self.annotator is None or not self.active_label:
-            return
-        self.annotator.stroke(self.view, self.index, self.active_label, mask, erase)
-        self._edited()
-
-    def fill_holes(self) -> None:
-        if self.annotator is not None and self.active_label:
-            self.annotator.fill_holes(self.view, self.index, self.active_label)
-            self._edited()
-
-    def clear_slice(self) -> None:
-        if self.annotator is not None and self.active_label:
-            self.annotator.clear_slice(self.view, self.index, self.active_label)
-            self._edited()
-
-    def accept_slice(self) -> None:
-        if self.annotator is not None:
-            self.annotator.accept(self.view, self.index)
-            self.changed()
-            self.statusBar().showMessage(f"{self.view} slice {self.index} accepted", 3000)
-
-    def _edited(self) -> None:
-        self._refresh_overlay()
-        self.changed()
-
-    def undo(self) -> None:
-        self._undo_redo(self.annotator.undo if self.annotator else None)
-
-    def redo(self) -> None:
-        self._undo_redo(self.annotator.redo if self.annotator else None)
-
-    def _undo_redo(self, fn) -> None:
-        change = fn() if fn is not None else None
-        if change is None:
-            return
-        if change.table_before is not None or change.table_after is not None:
-            self.labels.refresh()
-            self._rebuild_lut()
-        where = change_slice(change, self.volume)
-        if where is not None and where != (self.view, self.index):
-            if where[0] != self.view:
-                self._indices[where[0]] = where[1]
-                self.set_view(where[0])
-            self.set_index(where[1])
-        self._refresh_overlay()
-        self.changed()
-
-    def delete_label(self, value: int) -> None:
-        lab = self.labelmap.table.get(value) if self.labelmap else None
-        if lab is None:
-            return
-        answer = QMessageBox.question(self, "Delete label", f"Delete label {value} "
-                                      f"\u201c{lab.name}\u201d and all its voxels? (Undo restores it)")
-        if answer != QMessageBox.Yes:
-            return
-        self.annotator._push(self.labelmap.remove_label(value))
-        self.labels.refresh()
-        self._on_table_changed()
-
-    def _on_table_changed(self, save: bool = True) -> None:
-        if self.labelmap is None:
-            return
-        self._rebuild_lut()
-        self._refresh_overlay()
-        if save:
-            self.changed()
-
-    def _on_label_selected(self) -> None:
-        if self.labelmap is not None:
-            self._rebuild_lut()
-            self._refresh_overlay()
-
-    # ---- whole-volume encoding ------------------------------------------------------------
-    def encode_volume(self) -> None:
-        if self.session is None:
-            return
-        self.precomputer.stop()
-        session, view, center = self.session, self.view, self.index
-        dialog = QProgressDialog(f"Encoding every {view} slice…", "Cancel", 0, 1, self)
-        dialog.setWindowTitle("Encode whole volume")
-        dialog.setMinimumDuration(0)
-        task = run_task(lambda t: session.precompute(view, center, progress=t.report,
-                                                     cancel=t.is_cancelled),
-                        lambda n: self._encode_done(dialog, f"Encoded {n} slices."),
-                        lambda exc: self._encode_done(dialog, None, exc),
-                        name="encode volume",
-                        on_progress=lambda d, t: (dialog.setMaximum(max(t, 1)),
-                                                  dialog.setValue(d),
-                                                  self._update_strip_cache()))
-        dialog.canceled.connect(task.cancel)
-        self._encode_task = task
-
-    def _encode_done(self, dialog, message: Optional[str], exc=None) -> None:
-        dialog.reset()
-        dialog.close()
-        self._update_strip_cache()
-        if exc is not None:
-            self.show_error("Encoding failed", error_text(exc))
-        elif message:
-            self.statusBar().showMessage(message, 5000)
-        self.precomputer.follow(self.session, self.view, self.index)
 
     def show_error(self, title: str, message: str) -> None:
         QMessageBox.critical(self, title, message)

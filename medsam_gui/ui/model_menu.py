@@ -8,7 +8,7 @@ import json
 import os
 from typing import List, Optional
 
-from PyQt5.QtWidgets import QActionGroup, QFileDialog, QInputDialog
+from PyQt5.QtWidgets import QActionGroup, QFileDialog, QInputDialog, QProgressDialog
 
 from medsam_gui.ui.workers import error_text, run_task
 
@@ -144,3 +144,33 @@ class ModelActions:
     def use_trained_model(self, path: str) -> None:
         kind = checkpoint_kind(path, getattr(self.backend, "kind", "litemedsam"))
         self.switch_model(kind, path)
+
+    # ---- whole-volume encoding ------------------------------------------------------------
+    def encode_volume(self) -> None:
+        if self.session is None:
+            return
+        self.precomputer.stop()
+        session, view, center = self.session, self.view, self.index
+        dialog = QProgressDialog(f"Encoding every {view} slice…", "Cancel", 0, 1, self)
+        dialog.setWindowTitle("Encode whole volume")
+        dialog.setMinimumDuration(0)
+        task = run_task(lambda t: session.precompute(view, center, progress=t.report,
+                                                     cancel=t.is_cancelled),
+                        lambda n: self._encode_done(dialog, f"Encoded {n} slices."),
+                        lambda exc: self._encode_done(dialog, None, exc),
+                        name="encode volume",
+                        on_progress=lambda d, t: (dialog.setMaximum(max(t, 1)),
+                                                  dialog.setValue(d),
+                                                  self._update_strip_cache()))
+        dialog.canceled.connect(task.cancel)
+        self._encode_task = task
+
+    def _encode_done(self, dialog, message: Optional[str], exc=None) -> None:
+        dialog.reset()
+        dialog.close()
+        self._update_strip_cache()
+        if exc is not None:
+            self.show_error("Encoding failed", error_text(exc))
+        elif message:
+            self.statusBar().showMessage(message, 5000)
+        self.precomputer.follow(self.session, self.view, self.index)

@@ -174,6 +174,10 @@ class Annotator:
         return merged
 
     # ---- undo / redo -----------------------------------------------------------------------
+    def push(self, change: Change) -> None:
+        """Record a change made directly on the label map (e.g. deleting a label)."""
+        self._push(change)
+
     def _push(self, change: Change, key: Optional[Key] = None, before: Optional[list] = None,
               before_active: int = -1) -> None:
         if not self.history.push(change):

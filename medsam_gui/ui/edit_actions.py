@@ -1,0 +1,86 @@
+"""Corrections of the main window: brush/eraser strokes, fill-hole, clear, accept, undo/redo,
+label table edits. Each goes through ``tools.Annotator`` (one History step) and then refreshes
+the overlay and schedules the autosave. A mixin of ``MainWindow``."""
+
+from __future__ import annotations
+
+from PyQt5.QtWidgets import QMessageBox
+
+from medsam_gui.ui.tools import change_slice
+
+
+class EditActions:
+    """Needs MainWindow attributes (annotator, labelmap, labels, view, index, …)."""
+
+    def _on_stroke(self, mask, erase: bool) -> None:
+        if self.annotator is None or not self.active_label:
+            return
+        self.annotator.stroke(self.view, self.index, self.active_label, mask, erase)
+        self._edited()
+
+    def fill_holes(self) -> None:
+        if self.annotator is not None and self.active_label:
+            self.annotator.fill_holes(self.view, self.index, self.active_label)
+            self._edited()
+
+    def clear_slice(self) -> None:
+        if self.annotator is not None and self.active_label:
+            self.annotator.clear_slice(self.view, self.index, self.active_label)
+            self._edited()
+
+    def accept_slice(self) -> None:
+        if self.annotator is not None:
+            self.annotator.accept(self.view, self.index)
+            self.changed()
+            self.statusBar().showMessage(f"{self.view} slice {self.index} accepted", 3000)
+
+    def _edited(self) -> None:
+        self._refresh_overlay()
+        self.changed()
+
+    def undo(self) -> None:
+        self._undo_redo(self.annotator.undo if self.annotator else None)
+
+    def redo(self) -> None:
+        self._undo_redo(self.annotator.redo if self.annotator else None)
+
+    def _undo_redo(self, fn) -> None:
+        change = fn() if fn is not None else None
+        if change is None:
+            return
+        if change.table_before is not None or change.table_after is not None:
+            self.labels.refresh()
+            self._rebuild_lut()
+        where = change_slice(change, self.volume)
+        if where is not None and where != (self.view, self.index):
+            if where[0] != self.view:
+                self._indices[where[0]] = where[1]
+                self.set_view(where[0])
+            self.set_index(where[1])
+        self._refresh_overlay()
+        self.changed()
+
+    def delete_label(self, value: int) -> None:
+        lab = self.labelmap.table.get(value) if self.labelmap else None
+        if lab is None:
+            return
+        answer = QMessageBox.question(self, "Delete label", f"Delete label {value} "
+                                      f"\u201c{lab.name}\u201d and all its voxels? (Undo restores it)")
+        if answer != QMessageBox.Yes:
+            return
+        self.annotator.push(self.labelmap.remove_label(value))
+        self.labels.refresh()
+        self._on_table_changed()
+
+    def _on_table_changed(self, save: bool = True) -> None:
+        if self.labelmap is None:
+            return
+        self._rebuild_lut()
+        self._refresh_overlay()
+        if save:
+            self.changed()
+
+    def _on_label_selected(self) -> None:
+        if self.labelmap is not None:
+            self._rebuild_lut()
+            self._refresh_overlay()
