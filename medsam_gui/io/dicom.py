@@ -36,6 +36,11 @@ HEADER_TAGS = ["SOPClassUID", "Modality", "SeriesInstanceUID", "SeriesDescriptio
                "InstanceNumber", "Rows", "Columns", "PixelSpacing", "ImageOrientationPatient",
                "ImagePositionPatient", "NumberOfFrames", "SamplesPerPixel", "RescaleSlope",
                "RescaleIntercept", "WindowCenter", "WindowWidth", "PhotometricInterpretation"]
+# what pydicom needs to decode pixels; reading only these skips big private headers
+PIXEL_TAGS = ["Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+              "SamplesPerPixel", "PhotometricInterpretation", "PlanarConfiguration",
+              "NumberOfFrames", "ExtendedOffsetTable", "ExtendedOffsetTableLengths",
+              "PixelData", "FloatPixelData", "DoubleFloatPixelData"]
 
 
 @dataclass
@@ -261,7 +266,7 @@ def _select_volume(group: _Group, normal: np.ndarray, volume_index: Optional[int
 def _pixels(s: _Slice, rows: int, cols: int) -> Optional[np.ndarray]:
     """The slice's stored pixels, or None when the file has no pixel data."""
     try:
-        ds = pydicom.dcmread(s.path)
+        ds = pydicom.dcmread(s.path, specific_tags=PIXEL_TAGS)
     except Exception as exc:
         raise MedsamError(f"cannot read DICOM file ({type(exc).__name__}: {exc})", s.path) from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:

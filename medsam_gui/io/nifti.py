@@ -94,7 +94,10 @@ def _open(path: Path) -> nib.Nifti1Image:
     if size == 0:
         raise MedsamError("the file is empty (0 bytes)", path)
     try:
-        img = nib.load(str(path), mmap=False)
+        # no memory map for .nii: the volume must not change if the file does; (.gz cannot
+        # be mapped anyway, and nibabel's default path reads it faster)
+        gz = path.name.lower().endswith(".gz")
+        img = nib.load(str(path)) if gz else nib.load(str(path), mmap=False)
     except MemoryError:
         raise MedsamError("the header asks for more memory than is available", path) from None
     except nib.filebasedimages.ImageFileError:
