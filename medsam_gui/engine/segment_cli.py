@@ -1,0 +1,156 @@
+"""medsam-segment: box prompts on a scan -> NIfTI label map on the source grid, headless."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from medsam_gui.errors import MedsamError
+
+DESCRIPTION = """\
+Segment structures in a CT/MR volume from box prompts and write a label map (NIfTI) with the
+source image's shape, voxel order and affine.
+
+Coordinates are plain voxel indices of the source array (for a DICOM series: the array the
+exported NIfTI holds), so no display convention is involved:
+  --box AXIS SLICE X0 Y0 X1 Y1   AXIS is 0, 1 or 2; SLICE an index along it; X0..X1
+                                 (inclusive) along the first remaining axis, Y0..Y1 along the
+                                 second. "--box 2 K X0 Y0 X1 Y1" is data[X0:X1+1, Y0:Y1+1, K].
+  --boxes FILE.json              a JSON list of such boxes:
+                                 [{"axis": 2, "slice": 70, "box": [x0, y0, x1, y1],
+                                   "label": 1}, ...]   ("label" optional, default --label)
+Boxes are applied in order (--box first, then --boxes); a later mask overwrites an earlier
+one where they overlap. Exit code 0 on success, 2 on any error (nothing is written then).
+"""
+
+
+@dataclass
+class BoxPrompt:
+    axis: int
+    slice: int
+    box: Sequence[int]  # x0, y0, x1, y1 in source voxel indices
+    label: int
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medsam-segment", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("image", help="NIfTI file or DICOM folder / file of a series")
+    p.add_argument("--box", nargs=6, type=int, action="append", default=[],
+                   metavar=("AXIS", "SLICE", "X0", "Y0", "X1", "Y1"), help="a box prompt")
+    p.add_argument("--label", type=int, default=1, help="label value for --box masks (1)")
+    p.add_argument("--boxes", metavar="FILE.json", help="many boxes as JSON (see above)")
+    p.add_argument("--model", default="litemedsam",
+                   help="litemedsam (bundled, default) | medsam_vit_b | sam_vit_b|l|h")
+    p.add_argument("--checkpoint", help="checkpoint file (needed except for litemedsam)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32"),
+                   help="encoder precision (auto: fastest variant with unchanged masks)")
+    p.add_argument("--device", help="cpu, cuda, mps (default: best available)")
+    p.add_argument("--out", required=True, metavar="LABELS.nii.gz", help="output label map")
+    return p
+
+
+def read_boxes_json(path: str, default_label: int) -> List[BoxPrompt]:
+    try:
+        items = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise MedsamError(f"cannot read the boxes file ({exc.strerror or exc})", path) from None
+    except ValueError as exc:
+        raise MedsamError(f"the boxes file is not valid JSON ({exc})", path) from None
+    if not isinstance(items, list):
+        raise MedsamError("the boxes file must hold a JSON list of boxes", path)
+    out = []
+    for n, item in enumerate(items):
+        try:
+            box = [int(v) for v in item["box"]]
+            if len(box) != 4:
+                raise ValueError("box needs 4 numbers")
+            out.append(BoxPrompt(int(item["axis"]), int(item["slice"]), box,
+                                 int(item.get("label", default_label))))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MedsamError(f"box #{n} is malformed ({exc}); expected "
+                              '{"axis", "slice", "box": [x0, y0, x1, y1], "label"}', path) from None
+    return out
+
+
+def display_box(volume, prompt: BoxPrompt, image: str):
+    """(view geometry, display slice index, display box x0 y0 x1 y1) for a voxel-index box."""
+    from medsam_gui.volume import view_for_axis
+
+    shape = volume.shape
+    if prompt.axis not in (0, 1, 2):
+        raise MedsamError(f"box axis must be 0, 1 or 2 (got {prompt.axis})", image)
+    rest = [a for a in range(3) if a != prompt.axis]
+    x0, y0, x1, y1 = prompt.box
+    checks = [(prompt.slice, prompt.axis, "slice"), (x0, rest[0], "X0"), (x1, rest[0], "X1"),
+              (y0, rest[1], "Y0"), (y1, rest[1], "Y1")]
+    for value, ax, what in checks:
+        if not 0 <= value < shape[ax]:
+            raise MedsamError(f"box {what}={value} is outside 0..{shape[ax] - 1} along voxel "
+                              f"axis {ax} (image shape {shape})", image)
+    if x1 < x0 or y1 < y0:
+        raise MedsamError(f"box corners must satisfy X0<=X1 and Y0<=Y1 (got {prompt.box})", image)
+    geom = view_for_axis(volume.affine, shape, prompt.axis)
+    corners = []
+    for x, y in ((x0, y0), (x1, y1)):
+        vox = [0, 0, 0]
+        vox[prompt.axis], vox[rest[0]], vox[rest[1]] = prompt.slice, x, y
+        corners.append(geom.display_pixel(tuple(vox)))
+    rows = [c[1] for c in corners]
+    cols = [c[2] for c in corners]
+    return geom, corners[0][0], (min(cols), min(rows), max(cols), max(rows))
+
+
+def run(args: argparse.Namespace) -> Path:
+    from tqdm import tqdm
+
+    from medsam_gui.engine.backends import load_backend
+    from medsam_gui.engine.session import Session
+    from medsam_gui.io import load_volume, save_label_map
+
+    prompts = [BoxPrompt(b[0], b[1], b[2:], args.label) for b in args.box]
+    if args.boxes:
+        prompts += read_boxes_json(args.boxes, args.label)
+    if not prompts:
+        raise MedsamError("no boxes given: use --box AXIS SLICE X0 Y0 X1 Y1 or --boxes FILE.json")
+    for p in prompts:
+        if not 0 < p.label < 65536:
+            raise MedsamError(f"label must be within 1..65535 (got {p.label})")
+    volume = load_volume(args.image)
+    placed = [display_box(volume, p, args.image) for p in prompts]  # validate all first
+    backend = load_backend(args.model, args.checkpoint, args.device, args.precision)
+    session = Session(volume, backend)
+    labels = np.zeros(volume.shape, np.uint16)
+    for prompt, (geom, k, box) in tqdm(list(zip(prompts, placed)), desc="segmenting",
+                                       unit="box", file=sys.stderr):
+        pred = session.predict(geom.view, k, box)
+        geom.take(labels, k)[pred.mask] = prompt.label
+    return save_label_map(labels, volume, args.out)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    try:
+        out = run(args)
+    except MedsamError as exc:
+        print(f"medsam-segment: error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, MemoryError) as exc:
+        print(f"medsam-segment: error: {args.image}: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
