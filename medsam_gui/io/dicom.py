@@ -1,41 +1,29 @@
-"""DICOM series in: discovery from headers only, then pixels for the chosen series.
+"""DICOM series in: the chosen series' pixels, sorted, rescaled, with a RAS affine.
 
-Discovery reads every file with ``stop_before_pixels`` and groups images by SeriesInstanceUID
-and, inside a UID, by orientation (ImageOrientationPatient) and size (Rows × Columns). A UID
-that splits into several groups gets keys ``<uid>#1``, ``<uid>#2``… (largest first) so each
-can be chosen. Slices are sorted by ImagePositionPatient projected on the slice normal, never by
-file name or InstanceNumber; the slice step comes from the positions, not SliceThickness.
-
-Voxel order: ``data[i, j, k]`` = column i, row j of sorted slice k. The affine maps these indices
-to RAS+ millimetres (DICOM's LPS with x and y negated).
+Slices are sorted by ImagePositionPatient projected on the slice normal, never by file name or
+InstanceNumber; the slice step comes from the positions, not SliceThickness. Voxel order:
+``data[i, j, k]`` = column i, row j of sorted slice k. The affine maps these indices to RAS+
+millimetres (DICOM's LPS with x and y negated). Discovery is in ``dicom_scan``.
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
 
 from ..errors import MedsamError
 from ..volume import SourceInfo, Volume
+from .dicom_scan import (NO_UID, DicomSlice, SeriesGroup, SeriesInfo, description, discover,
+                         first_number, list_dicom_series, modality_of, no_images_error)
 from .nifti import check_array_size, ensure_finite
 
-MAX_FILES = 20000
-NON_IMAGE_MODALITIES = {"RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "DOC", "SEG",
-                        "RWV", "PLAN", "FID", "RAW"}
-NON_IMAGE_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.481.3", "1.2.840.10008.5.1.4.1.1.481.5",
-                          "1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.11.",
-                          "1.2.840.10008.5.1.4.1.1.66", "1.2.840.10008.1.3.10")
-HEADER_TAGS = ["SOPClassUID", "Modality", "SeriesInstanceUID", "SeriesDescription", "SeriesNumber",
-               "InstanceNumber", "Rows", "Columns", "PixelSpacing", "ImageOrientationPatient",
-               "ImagePositionPatient", "NumberOfFrames", "SamplesPerPixel", "RescaleSlope",
-               "RescaleIntercept", "WindowCenter", "WindowWidth", "PhotometricInterpretation"]
+__all__ = ["load_dicom", "list_dicom_series", "SeriesInfo"]
+
 # what pydicom needs to decode pixels; reading only these skips big private headers
 PIXEL_TAGS = ["Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
               "SamplesPerPixel", "PhotometricInterpretation", "PlanarConfiguration",
@@ -43,178 +31,9 @@ PIXEL_TAGS = ["Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "Pixe
               "PixelData", "FloatPixelData", "DoubleFloatPixelData"]
 
 
-@dataclass
-class SeriesInfo:
-    """One loadable series; pass ``uid`` back to ``load_volume(path, series_uid=uid)``."""
-
-    uid: str
-    description: str
-    modality: str
-    rows: int
-    cols: int
-    n_slices: int
-    files: List[str] = field(default_factory=list)
-
-
-@dataclass
-class _Slice:
-    path: str
-    header: Dataset
-    position: np.ndarray
-
-
-@dataclass
-class _Group:
-    series_uid: str
-    key: str
-    iop: np.ndarray
-    rows: int
-    cols: int
-    slices: List[_Slice] = field(default_factory=list)
-
-    def n_positions(self) -> int:
-        normal = np.cross(self.iop[:3], self.iop[3:])
-        return len({round(float(s.position @ normal), 2) for s in self.slices})
-
-    def info(self) -> SeriesInfo:
-        h = self.slices[0].header
-        return SeriesInfo(self.key, _description(h), _modality(h), self.rows, self.cols,
-                          self.n_positions(), sorted(s.path for s in self.slices))
-
-
-def _description(h: Dataset) -> str:
-    text = str(h.get("SeriesDescription", "") or "").strip()
-    return text or f"series {h.get('SeriesNumber', '?')}"
-
-
-def _modality(h: Dataset) -> str:
-    m = str(h.get("Modality", "") or "").upper()
-    return m if m in ("CT", "MR") else "OT"
-
-
-def _first(value) -> Optional[float]:
-    """First number of a possibly multi-valued DS element."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
-        value = value[0] if len(value) else None
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _read_header(path: Path) -> Dataset:
-    return pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=HEADER_TAGS)
-
-
-def _classify(ds: Dataset) -> Optional[str]:
-    """None for a usable slice of a volume, else the reason to skip it."""
-    modality = str(ds.get("Modality", "") or "").upper()
-    sop = str(ds.get("SOPClassUID", "") or "")
-    if not sop and hasattr(ds, "file_meta"):
-        sop = str(ds.file_meta.get("MediaStorageSOPClassUID", "") or "")
-    if modality in NON_IMAGE_MODALITIES or sop.startswith(NON_IMAGE_SOP_PREFIXES):
-        return f"non-image object ({modality or sop})"
-    if "Rows" not in ds or "Columns" not in ds:
-        return "no image (no Rows/Columns)"
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        return "multi-frame image (not supported)"
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        return "colour image (not supported)"
-    for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
-        value = ds.get(tag)
-        if value is None or len(value) != (2 if tag == "PixelSpacing" else 3 if "Pos" in tag else 6):
-            return f"no usable {tag}"
-    return None
-
-
-def _files_under(folder: Path) -> List[Path]:
-    found: List[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith("."):
-                found.append(Path(root) / name)
-        if len(found) > MAX_FILES:
-            raise MedsamError(f"more than {MAX_FILES} files under this folder; "
-                              "open the folder of one series", folder)
-    return found
-
-
-def _scan(folder: Path) -> Tuple[List[_Group], Counter]:
-    """Group the image files under ``folder``; count what was skipped and why."""
-    skipped: Counter = Counter()
-    by_key: Dict[tuple, _Group] = {}
-    for f in _files_under(folder):
-        try:
-            ds = _read_header(f)
-        except Exception:
-            skipped["not DICOM"] += 1
-            continue
-        reason = _classify(ds)
-        if reason:
-            skipped[reason] += 1
-            continue
-        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
-        uid = str(ds.get("SeriesInstanceUID", "") or "no-series-uid")
-        key = (uid, tuple(np.round(iop, 4)), int(ds.Rows), int(ds.Columns))
-        if key not in by_key:
-            by_key[key] = _Group(uid, uid, iop, int(ds.Rows), int(ds.Columns))
-        pos = np.array([float(v) for v in ds.ImagePositionPatient])
-        by_key[key].slices.append(_Slice(str(f), ds, pos))
-    groups = sorted(by_key.values(), key=lambda g: (-g.n_positions(), -g.rows * g.cols, g.key))
-    per_uid = Counter(g.series_uid for g in groups)
-    numbering: Counter = Counter()
-    for g in groups:
-        if per_uid[g.series_uid] > 1:
-            numbering[g.series_uid] += 1
-            g.key = f"{g.series_uid}#{numbering[g.series_uid]}"
-    return groups, skipped
-
-
-def _no_images(folder: Path, skipped: Counter) -> MedsamError:
-    detail = ", ".join(f"{n} {why}" for why, n in skipped.most_common()) or "the folder is empty"
-    return MedsamError(f"no DICOM image series found ({detail})", folder)
-
-
-def _check_single_file(path: Path) -> None:
-    """A file given directly must be a DICOM image with pixel data."""
-    if path.stat().st_size == 0:
-        raise MedsamError("the file is empty (0 bytes)", path)
-    try:
-        ds = pydicom.dcmread(str(path), defer_size=1024)
-    except pydicom.errors.InvalidDicomError:
-        raise MedsamError("not a NIfTI (.nii/.nii.gz) or DICOM file", path) from None
-    except Exception as exc:
-        raise MedsamError(f"unreadable DICOM file ({type(exc).__name__}: {exc})", path) from None
-    reason = _classify(ds)
-    if reason:
-        raise MedsamError(f"this DICOM file cannot be opened as a volume: {reason}", path)
-    if not any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise MedsamError("this DICOM file has no pixel data", path)
-
-
-def _discover(path: Path) -> Tuple[Path, List[_Group], Counter, Optional[str]]:
-    """(folder, groups, skipped, file) for a folder or for one file of a series."""
-    if path.is_file():
-        _check_single_file(path)
-        folder, groups, skipped = path.parent, *_scan(path.parent)
-        return folder, groups, skipped, str(path)
-    groups, skipped = _scan(path)
-    return path, groups, skipped, None
-
-
-def list_dicom_series(path: Path) -> List[SeriesInfo]:
-    folder, groups, skipped, _ = _discover(path)
-    if not groups:
-        raise _no_images(folder, skipped)
-    return [g.info() for g in groups]
-
-
-def _choose(groups: List[_Group], folder: Path, series_uid: Optional[str],
-            file: Optional[str], warnings: List[str]) -> _Group:
-    listing = "; ".join(f"{g.key} ({_description(g.slices[0].header)}, {g.cols}×{g.rows}, "
+def _choose(groups: List[SeriesGroup], folder: Path, series_uid: Optional[str],
+            file: Optional[str], warnings: List[str]) -> SeriesGroup:
+    listing = "; ".join(f"{g.key} ({description(g.slices[0].header)}, {g.cols}×{g.rows}, "
                         f"{g.n_positions()} slices)" for g in groups)
     if series_uid:
         exact = [g for g in groups if g.key == series_uid]
@@ -237,10 +56,10 @@ def _choose(groups: List[_Group], folder: Path, series_uid: Optional[str],
     return groups[0]
 
 
-def _select_volume(group: _Group, normal: np.ndarray, volume_index: Optional[int],
-                   warnings: List[str]) -> List[_Slice]:
+def _select_volume(group: SeriesGroup, normal: np.ndarray, volume_index: Optional[int],
+                   warnings: List[str]) -> List[DicomSlice]:
     """Sort by position along the normal; split repeated positions into volumes."""
-    by_pos: Dict[float, List[_Slice]] = defaultdict(list)
+    by_pos: Dict[float, List[DicomSlice]] = defaultdict(list)
     for s in group.slices:
         by_pos[round(float(s.position @ normal), 2)].append(s)
     counts = {len(v) for v in by_pos.values()}
@@ -263,7 +82,7 @@ def _select_volume(group: _Group, normal: np.ndarray, volume_index: Optional[int
     return chosen
 
 
-def _pixels(s: _Slice, rows: int, cols: int) -> Optional[np.ndarray]:
+def _pixels(s: DicomSlice, rows: int, cols: int) -> Optional[np.ndarray]:
     """The slice's stored pixels, or None when the file has no pixel data."""
     try:
         ds = pydicom.dcmread(s.path, specific_tags=PIXEL_TAGS)
@@ -282,8 +101,8 @@ def _pixels(s: _Slice, rows: int, cols: int) -> Optional[np.ndarray]:
     return px
 
 
-def _read_slices(slices: List[_Slice], rows: int, cols: int,
-                 warnings: List[str]) -> Tuple[List[_Slice], List[np.ndarray]]:
+def _read_slices(slices: List[DicomSlice], rows: int, cols: int,
+                 warnings: List[str]) -> Tuple[List[DicomSlice], List[np.ndarray]]:
     """Read pixels of the chosen slices; files without pixel data are left out with a note."""
     check_array_size((cols, rows, len(slices)), 4, Path(slices[0].path).parent)
     kept, arrays, missing = [], [], []
@@ -304,9 +123,9 @@ def _read_slices(slices: List[_Slice], rows: int, cols: int,
     return kept, arrays
 
 
-def _rescaled(slices: List[_Slice], raw: List[np.ndarray], rows: int, cols: int) -> np.ndarray:
+def _rescaled(slices: List[DicomSlice], raw: List[np.ndarray], rows: int, cols: int) -> np.ndarray:
     """Stack the slices as data[col, row, k] with RescaleSlope/Intercept applied."""
-    scale = [(_first(s.header.get("RescaleSlope")) or 1.0, _first(s.header.get("RescaleIntercept"))
+    scale = [(first_number(s.header.get("RescaleSlope")) or 1.0, first_number(s.header.get("RescaleIntercept"))
               or 0.0) for s in slices]
     integral = all(a == 1.0 and float(b).is_integer() for a, b in scale) and all(
         np.issubdtype(p.dtype, np.integer) for p in raw)
@@ -326,7 +145,7 @@ def _rescaled(slices: List[_Slice], raw: List[np.ndarray], rows: int, cols: int)
     return out
 
 
-def _affine(group: _Group, slices: List[_Slice], normal: np.ndarray,
+def _affine(group: SeriesGroup, slices: List[DicomSlice], normal: np.ndarray,
             warnings: List[str]) -> np.ndarray:
     """RAS affine from IOP, PixelSpacing and the first/last positions; geometry warnings."""
     h = slices[0].header
@@ -363,9 +182,9 @@ def _affine(group: _Group, slices: List[_Slice], normal: np.ndarray,
 def load_dicom(path: Path, series_uid: Optional[str] = None,
                volume_index: Optional[int] = None) -> Volume:
     """Load one series from a folder, or the series of one file, as a Volume."""
-    folder, groups, skipped, file = _discover(path)
+    folder, groups, skipped, file = discover(path)
     if not groups:
-        raise _no_images(folder, skipped)
+        raise no_images_error(folder, skipped)
     warnings: List[str] = []
     group = _choose(groups, folder, series_uid, file, warnings)
     normal = np.cross(group.iop[:3], group.iop[3:])
@@ -378,17 +197,17 @@ def load_dicom(path: Path, series_uid: Optional[str] = None,
     ensure_finite(data, folder)
     affine = _affine(group, slices, normal, warnings)
     h = slices[0].header
-    center, width = _first(h.get("WindowCenter")), _first(h.get("WindowWidth"))
+    center, width = first_number(h.get("WindowCenter")), first_number(h.get("WindowWidth"))
     if str(h.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         warnings.append("MONOCHROME1: low values are meant to display bright")
     source = SourceInfo(
         path=str(folder if file is None else file),
         kind="dicom",
-        series_uid=group.series_uid,
-        description=_description(h),
+        series_uid=None if group.series_uid == NO_UID else group.series_uid,
+        description=description(h),
         window_preset=(center, width) if center is not None and width else None,
         warnings=warnings,
         extra={"series_key": group.key, "files": [s.path for s in slices],
                "dicom_modality": str(h.get("Modality", "")), "folder": str(folder)},
     )
-    return Volume(data, affine, modality=_modality(h), source=source)
+    return Volume(data, affine, modality=modality_of(h), source=source)

@@ -1,0 +1,203 @@
+"""DICOM discovery: which image series are in a folder, from headers only.
+
+Every file is read with ``stop_before_pixels`` (and only the tags needed here). Images are grouped
+by SeriesInstanceUID and, inside a UID, by orientation (ImageOrientationPatient) and size
+(Rows × Columns). A UID that splits into several groups gets keys ``<uid>#1``, ``<uid>#2``…
+(largest first) so each can be chosen. Non-image objects (RTSTRUCT, SR, presentation states…),
+multi-frame and colour images and files that are not DICOM are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from ..errors import MedsamError
+
+MAX_FILES = 20000
+NO_UID = "no-series-uid"  # key of images without a SeriesInstanceUID
+NON_IMAGE_MODALITIES = {"RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "DOC", "SEG",
+                        "RWV", "PLAN", "FID", "RAW"}
+NON_IMAGE_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.481.3", "1.2.840.10008.5.1.4.1.1.481.5",
+                          "1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.11.",
+                          "1.2.840.10008.5.1.4.1.1.66", "1.2.840.10008.1.3.10")
+HEADER_TAGS = ["SOPClassUID", "Modality", "SeriesInstanceUID", "SeriesDescription", "SeriesNumber",
+               "InstanceNumber", "Rows", "Columns", "PixelSpacing", "ImageOrientationPatient",
+               "ImagePositionPatient", "NumberOfFrames", "SamplesPerPixel", "RescaleSlope",
+               "RescaleIntercept", "WindowCenter", "WindowWidth", "PhotometricInterpretation"]
+
+
+@dataclass
+class SeriesInfo:
+    """One loadable series; pass ``uid`` back to ``load_volume(path, series_uid=uid)``."""
+
+    uid: str
+    description: str
+    modality: str
+    rows: int
+    cols: int
+    n_slices: int
+    files: List[str] = field(default_factory=list)
+
+
+@dataclass
+class DicomSlice:
+    path: str
+    header: Dataset
+    position: np.ndarray
+
+
+@dataclass
+class SeriesGroup:
+    series_uid: str
+    key: str
+    iop: np.ndarray
+    rows: int
+    cols: int
+    slices: List[DicomSlice] = field(default_factory=list)
+
+    def n_positions(self) -> int:
+        normal = np.cross(self.iop[:3], self.iop[3:])
+        return len({round(float(s.position @ normal), 2) for s in self.slices})
+
+    def info(self) -> SeriesInfo:
+        h = self.slices[0].header
+        return SeriesInfo(self.key, description(h), modality_of(h), self.rows, self.cols,
+                          self.n_positions(), sorted(s.path for s in self.slices))
+
+
+def description(h: Dataset) -> str:
+    text = str(h.get("SeriesDescription", "") or "").strip()
+    return text or f"series {h.get('SeriesNumber', '?')}"
+
+
+def modality_of(h: Dataset) -> str:
+    m = str(h.get("Modality", "") or "").upper()
+    return m if m in ("CT", "MR") else "OT"
+
+
+def first_number(value) -> Optional[float]:
+    """First number of a possibly multi-valued DS element."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        value = value[0] if len(value) else None
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _read_header(path: Path) -> Dataset:
+    return pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=HEADER_TAGS)
+
+
+def _classify(ds: Dataset) -> Optional[str]:
+    """None for a usable slice of a volume, else the reason to skip it."""
+    modality = str(ds.get("Modality", "") or "").upper()
+    sop = str(ds.get("SOPClassUID", "") or "")
+    if not sop and hasattr(ds, "file_meta"):
+        sop = str(ds.file_meta.get("MediaStorageSOPClassUID", "") or "")
+    if modality in NON_IMAGE_MODALITIES or sop.startswith(NON_IMAGE_SOP_PREFIXES):
+        return f"non-image object ({modality or sop})"
+    if "Rows" not in ds or "Columns" not in ds:
+        return "no image (no Rows/Columns)"
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        return "multi-frame image (not supported)"
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        return "colour image (not supported)"
+    for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+        value = ds.get(tag)
+        if value is None or len(value) != (2 if tag == "PixelSpacing" else 3 if "Pos" in tag else 6):
+            return f"no usable {tag}"
+    return None
+
+
+def _files_under(folder: Path) -> List[Path]:
+    found: List[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                found.append(Path(root) / name)
+        if len(found) > MAX_FILES:
+            raise MedsamError(f"more than {MAX_FILES} files under this folder; "
+                              "open the folder of one series", folder)
+    return found
+
+
+def _scan(folder: Path) -> Tuple[List[SeriesGroup], Counter]:
+    """Group the image files under ``folder``; count what was skipped and why."""
+    skipped: Counter = Counter()
+    by_key: Dict[tuple, SeriesGroup] = {}
+    for f in _files_under(folder):
+        try:
+            ds = _read_header(f)
+        except Exception:
+            skipped["not DICOM"] += 1
+            continue
+        reason = _classify(ds)
+        if reason:
+            skipped[reason] += 1
+            continue
+        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+        uid = str(ds.get("SeriesInstanceUID", "") or NO_UID)
+        key = (uid, tuple(np.round(iop, 4)), int(ds.Rows), int(ds.Columns))
+        if key not in by_key:
+            by_key[key] = SeriesGroup(uid, uid, iop, int(ds.Rows), int(ds.Columns))
+        pos = np.array([float(v) for v in ds.ImagePositionPatient])
+        by_key[key].slices.append(DicomSlice(str(f), ds, pos))
+    groups = sorted(by_key.values(), key=lambda g: (-g.n_positions(), -g.rows * g.cols, g.key))
+    per_uid = Counter(g.series_uid for g in groups)
+    numbering: Counter = Counter()
+    for g in groups:
+        if per_uid[g.series_uid] > 1:
+            numbering[g.series_uid] += 1
+            g.key = f"{g.series_uid}#{numbering[g.series_uid]}"
+    return groups, skipped
+
+
+def no_images_error(folder: Path, skipped: Counter) -> MedsamError:
+    detail = ", ".join(f"{n} {why}" for why, n in skipped.most_common()) or "the folder is empty"
+    return MedsamError(f"no DICOM image series found ({detail})", folder)
+
+
+def _check_single_file(path: Path) -> None:
+    """A file given directly must be a DICOM image with pixel data."""
+    if path.stat().st_size == 0:
+        raise MedsamError("the file is empty (0 bytes)", path)
+    try:
+        ds = pydicom.dcmread(str(path), defer_size=1024)
+    except pydicom.errors.InvalidDicomError:
+        raise MedsamError("not a NIfTI (.nii/.nii.gz) or DICOM file", path) from None
+    except Exception as exc:
+        raise MedsamError(f"unreadable DICOM file ({type(exc).__name__}: {exc})", path) from None
+    reason = _classify(ds)
+    if reason:
+        raise MedsamError(f"this DICOM file cannot be opened as a volume: {reason}", path)
+    if not any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise MedsamError("this DICOM file has no pixel data", path)
+
+
+def discover(path: Path) -> Tuple[Path, List[SeriesGroup], Counter, Optional[str]]:
+    """(folder, groups, skipped, file) for a folder or for one file of a series."""
+    if path.is_file():
+        _check_single_file(path)
+        folder, groups, skipped = path.parent, *_scan(path.parent)
+        return folder, groups, skipped, str(path)
+    groups, skipped = _scan(path)
+    return path, groups, skipped, None
+
+
+def list_dicom_series(path: Path) -> List[SeriesInfo]:
+    folder, groups, skipped, _ = discover(path)
+    if not groups:
+        raise no_images_error(folder, skipped)
+    return [g.info() for g in groups]
