@@ -214,7 +214,7 @@ class MainWindow(EditActions, FileActions, ModelActions, QMainWindow):
         geom = self.volume.geometry(self.view)
         sp = self.volume.spacing
         image = render.gray_image(self.volume.slice(self.view, self.index), self.window_lw)
-        self.slice_view.info_text = (f"{self.view} {self.index + 1}/{geom.n_slices}   "
+        self.slice_view.info_text = (f"{self.view} slice {self.index} / {geom.n_slices - 1}   "
                                      f"W {self.window_lw[1]:.4g} L {self.window_lw[0]:.4g}")
         self.slice_view.set_image(image, (sp[geom.col_axis], sp[geom.row_axis]))
 
@@ -244,6 +244,7 @@ class MainWindow(EditActions, FileActions, ModelActions, QMainWindow):
         if row < 0 or self.volume is None:
             self.pos_label.setText(f"{self.view}  slice {self.index}" if self.volume else "")
             return
+        self.statusBar().clearMessage()  # the coordinates are what the user looks at now
         i, j, k = self.volume.voxel_index(self.view, self.index, row, col)
         value = self.volume.data[i, j, k]
         lab = int(self.labelmap.array[i, j, k]) if self.labelmap is not None else 0

