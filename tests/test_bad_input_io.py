@@ -264,3 +264,57 @@ def test_bad_label_exports_leave_no_file(tmp_path):
             save_label_map(labels, vol, path)
         assert str(path) in str(info.value)
     assert os.listdir(tmp_path) == []
+
+
+def test_invalid_orientation_or_spacing(tmp_path):
+    def zero_iop(ds):
+        ds.ImageOrientationPatient = [0, 0, 0, 0, 0, 0]
+
+    def zero_spacing(ds):
+        ds.PixelSpacing = [0, 0]
+
+    for name, fn, match in (("iop", zero_iop, "invalid ImageOrientationPatient"),
+                            ("spacing", zero_spacing, "invalid PixelSpacing")):
+        folder = tmp_path / name
+        folder.mkdir()
+        for f in sorted(TOSHIBA.iterdir())[:5]:
+            _rewritten(f, folder / f.name, fn)
+        _refused(folder, f"no DICOM image series found .*{match}")
+
+
+def test_dicomdir_opens_its_folder(tmp_path):
+    folder = tmp_path / "study"
+    shutil.copytree(TOSHIBA, folder)
+
+    def to_index(ds):
+        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+        ds.SOPClassUID = "1.2.840.10008.1.3.10"
+        del ds.PixelData
+
+    _rewritten(sorted(TOSHIBA.iterdir())[0], folder / "DICOMDIR", to_index)
+    assert load_volume(folder / "DICOMDIR").shape == (64, 64, 40)
+
+
+def test_misnamed_compression_and_unsupported_voxel_type(tmp_path):
+    gz_as_nii = tmp_path / "ct.nii"
+    shutil.copy(CT_NII, gz_as_nii)
+    _refused(gz_as_nii, "gzip-compressed: rename it to .nii.gz")
+    plain = _plain_nii(tmp_path)
+    plain_as_gz = tmp_path / "plain.nii.gz"
+    plain.rename(plain_as_gz)
+    _refused(plain_as_gz, "not gzip-compressed: rename it to .nii$")
+    cplx = tmp_path / "complex.nii"
+    data = np.asanyarray(nib.load(str(CT_NII)).dataobj).astype(np.complex64)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(cplx))
+    _refused(cplx, "voxel type complex64")
+
+
+def test_missing_orientation_is_a_warning_not_an_error(tmp_path):
+    img = nib.load(str(CT_NII))
+    bare = nib.Nifti1Image(np.asanyarray(img.dataobj), None)
+    bare.header.set_zooms((3.0, 3.0, 3.0))
+    path = tmp_path / "bare.nii.gz"
+    nib.save(bare, str(path))
+    vol = load_volume(path)
+    assert vol.spacing == (3.0, 3.0, 3.0)
+    assert any("no sform or qform" in w for w in vol.source.warnings)

@@ -117,6 +117,18 @@ def _classify(ds: Dataset) -> Optional[str]:
         value = ds.get(tag)
         if value is None or len(value) != (2 if tag == "PixelSpacing" else 3 if "Pos" in tag else 6):
             return f"no usable {tag}"
+    try:
+        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+        spacing = np.array([float(v) for v in ds.PixelSpacing])
+        position = np.array([float(v) for v in ds.ImagePositionPatient])
+    except (TypeError, ValueError):
+        return "unreadable position, orientation or spacing values"
+    if not (np.all(np.isfinite(spacing)) and spacing.min() > 0 and np.all(np.isfinite(position))):
+        return "invalid PixelSpacing or ImagePositionPatient"
+    row, col = iop[:3], iop[3:]
+    if not np.all(np.isfinite(iop)) or abs(np.linalg.norm(row) - 1) > 0.01 or abs(
+            np.linalg.norm(col) - 1) > 0.01 or abs(float(row @ col)) > 0.01:
+        return "invalid ImageOrientationPatient"
     return None
 
 
@@ -188,6 +200,8 @@ def _check_single_file(path: Path) -> None:
 
 def discover(path: Path) -> Tuple[Path, List[SeriesGroup], Counter, Optional[str]]:
     """(folder, groups, skipped, file) for a folder or for one file of a series."""
+    if path.is_file() and path.name.upper() == "DICOMDIR":  # the index: open its folder
+        path = path.parent
     if path.is_file():
         _check_single_file(path)
         folder, groups, skipped = path.parent, *_scan(path.parent)

@@ -86,6 +86,18 @@ def guess_modality(data: np.ndarray) -> str:
     return "CT" if inside >= 0.6 * sample.size else "MR"
 
 
+def _gzip_hint(path: Path) -> str:
+    """Name the common mix-up of a gzip file called .nii, or a plain file called .nii.gz."""
+    with open(path, "rb") as f:
+        is_gz = f.read(2) == b"\x1f\x8b"
+    named_gz = path.name.lower().endswith(".gz")
+    if is_gz and not named_gz:
+        return "; the file is gzip-compressed: rename it to .nii.gz"
+    if named_gz and not is_gz:
+        return "; the file is not gzip-compressed: rename it to .nii"
+    return ""
+
+
 def _open(path: Path) -> nib.Nifti1Image:
     try:
         size = path.stat().st_size
@@ -101,9 +113,11 @@ def _open(path: Path) -> nib.Nifti1Image:
     except MemoryError:
         raise MedsamError("the header asks for more memory than is available", path) from None
     except nib.filebasedimages.ImageFileError:
-        raise MedsamError("not a readable NIfTI file (no valid NIfTI header)", path) from None
+        raise MedsamError("not a readable NIfTI file (no valid NIfTI header)" + _gzip_hint(path),
+                          path) from None
     except Exception as exc:  # nibabel raises many types for garbage input
-        raise MedsamError(f"not a readable NIfTI file ({type(exc).__name__}: {exc})", path) from None
+        raise MedsamError(f"not a readable NIfTI file ({type(exc).__name__}: {exc})"
+                          + _gzip_hint(path), path) from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise MedsamError(f"not a NIfTI image (nibabel read it as {type(img).__name__})", path)
     return img
@@ -166,6 +180,8 @@ def load_nifti(path: Path, volume_index: Optional[int] = None) -> Volume:
     except Exception as exc:
         raise MedsamError(f"corrupt NIfTI header ({exc})", path) from None
     shape3, n_volumes = _spatial_shape(path, full_shape)
+    if dtype.kind not in "biuf" or dtype.names:
+        raise MedsamError(f"voxel type {dtype} (e.g. RGB or complex) is not supported", path)
     # nibabel moves scl_slope/inter from the header into the proxy on load
     scaled = getattr(img.dataobj, "slope", 1.0) != 1.0 or getattr(img.dataobj, "inter", 0.0) != 0.0
     itemsize = 8 if scaled else max(1, dtype.itemsize)
@@ -194,6 +210,9 @@ def load_nifti(path: Path, volume_index: Optional[int] = None) -> Volume:
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise MedsamError("the header's affine (sform/qform) is not a valid transform", path)
 
+    if int(hdr["sform_code"]) == 0 and int(hdr["qform_code"]) == 0:
+        warnings.append("the header has no sform or qform: patient orientation is unknown, "
+                        "so view labels (R/L, A/P, S/I) may be wrong")
     data = _read_voxels(path, img, n_volumes, index)
     data = data.reshape(shape3, order="F") if data.shape != shape3 else data
     ensure_finite(data, path)
