@@ -104,7 +104,7 @@ def test_folder_without_images(tmp_path):
     junk.mkdir()
     (junk / "a.txt").write_text("x")
     shutil.copy(CT_NII, junk / "b.nii.gz")
-    _refused(junk, r"no DICOM image series found \(2 not DICOM\)")
+    _refused(junk, r"no DICOM image series found \(1 not DICOM, 1 NIfTI file\(s\): open the file")
 
 
 def _rewritten(src, dst, fn):

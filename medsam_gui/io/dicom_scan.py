@@ -153,7 +153,8 @@ def _scan(folder: Path) -> Tuple[List[SeriesGroup], Counter]:
         try:
             ds = _read_header(f)
         except Exception:
-            skipped["not DICOM"] += 1
+            nifti = f.name.lower().endswith((".nii", ".nii.gz"))
+            skipped["NIfTI file(s): open the file itself" if nifti else "not DICOM"] += 1
             continue
         reason = _classify(ds)
         if reason:
