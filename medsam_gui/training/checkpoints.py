@@ -1,0 +1,125 @@
+"""Fine-tuned checkpoints: where they go, their file format and their metadata sidecar.
+
+The checkpoint is a plain state dict with exactly the base model's keys (for LiteMedSAM:
+``image_encoder.*``, ``prompt_encoder.*``, ``mask_decoder.*`` as in ``lite_medsam.pth``), so
+official tools load it. ``NAME.json`` beside it (format ``medsam-gui-finetune/1``) says what it
+is. Both are written to temp names and renamed at the end; a base or an existing file is never
+overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from medsam_gui.errors import MedsamError
+
+META_FORMAT = "medsam-gui-finetune/1"
+
+
+def models_dir() -> Path:
+    """The engine registry's models folder (a local fallback until the registry is present)."""
+    try:
+        from medsam_gui.engine.registry import models_dir as registry_models_dir
+    except ImportError:
+        env = os.environ.get("MEDSAM_MODELS_DIR")
+        if env:
+            return Path(env)
+        repo_models = Path(__file__).resolve().parents[2] / "models"
+        if os.access(repo_models if repo_models.exists() else repo_models.parent, os.W_OK):
+            return repo_models
+        import platformdirs
+
+        return Path(platformdirs.user_data_dir("medsam-gui")) / "models"
+    return Path(registry_models_dir())
+
+
+def output_path(out: Optional[str], base_kind: str, base_checkpoint: Optional[str]) -> Path:
+    """Where the new checkpoint goes: ``out`` (must not exist), else a fresh name in
+    models_dir()."""
+    if out:
+        path = Path(out).expanduser()
+        if path.suffix != ".pth":
+            raise MedsamError("the output checkpoint name must end in .pth", path)
+        if path.exists() or path.with_suffix(".json").exists():
+            raise MedsamError("refusing to overwrite an existing checkpoint; choose a new name",
+                              path)
+    else:
+        folder = models_dir()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = folder / f"{base_kind}-finetuned-{stamp}.pth"
+        n = 2
+        while path.exists() or path.with_suffix(".json").exists():
+            path = folder / f"{base_kind}-finetuned-{stamp}-{n}.pth"
+            n += 1
+    if base_checkpoint and os.path.abspath(path) == os.path.abspath(base_checkpoint):
+        raise MedsamError("the output would overwrite the base checkpoint", path)
+    return path
+
+
+def plain_state_dict(model: nn.Module, key_order: Optional[List[str]] = None
+                     ) -> "OrderedDict[str, torch.Tensor]":
+    """CPU, contiguous copy of the state dict with the model's own keys (in the base file's
+    key order when given and the key sets agree)."""
+    sd = model.state_dict()
+    keys = key_order if key_order is not None and set(key_order) == set(sd) else list(sd)
+    return OrderedDict((k, sd[k].detach().to("cpu").contiguous().clone()) for k in keys)
+
+
+def base_key_order(base_checkpoint: Optional[str]) -> Optional[List[str]]:
+    if not base_checkpoint or not os.path.isfile(base_checkpoint):
+        return None
+    try:
+        from medsam_gui.engine.backends import read_state_dict
+
+        return list(read_state_dict(base_checkpoint))
+    except Exception:  # the order is cosmetic; the model's own order is fine too
+        return None
+
+
+def temp_paths(path: Path) -> Tuple[Path, Path]:
+    pid = os.getpid()
+    return (path.with_name(f".{path.stem}.tmp-{pid}.pth"),
+            path.with_name(f".{path.stem}.tmp-{pid}.json"))
+
+
+def write_checkpoint(model: nn.Module, tmp_pth: Path, base_checkpoint: Optional[str] = None
+                     ) -> None:
+    state = plain_state_dict(model, base_key_order(base_checkpoint))
+    try:
+        tmp_pth.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp_pth, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise MedsamError(f"cannot write the checkpoint ({exc})", tmp_pth) from None
+
+
+def commit(tmp_pth: Path, tmp_json: Path, meta: dict, path: Path) -> Path:
+    """Write the metadata and rename both temp files to their final names."""
+    data = json.dumps(meta, indent=1).encode("utf-8")
+    with open(tmp_json, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if path.exists():  # appeared meanwhile: never overwrite
+        raise MedsamError("refusing to overwrite an existing checkpoint", path)
+    os.replace(tmp_pth, path)
+    os.replace(tmp_json, path.with_suffix(".json"))
+    return path
+
+
+def discard(*paths: Path) -> None:
+    for p in paths:
+        try:
+            p.unlink()
+        except OSError:
+            pass

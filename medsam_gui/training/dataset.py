@@ -1,0 +1,189 @@
+"""Training samples from saved workspaces, and the train/validation split by volume.
+
+A sample is one label on one slice that a person edited or accepted (``SliceRecord.status``
+"edited" or "accepted"): the binary mask of that label on that slice, and the box prompt the
+model gets (the mask's extent; during training jittered outwards by up to ``JITTER`` pixels
+per side, as MedSAM training does with its ``bbox_shift``). A label split into several pieces
+on one slice gives one box around all of them, as in MedSAM training.
+
+Empty slices (negatives): a reviewed record whose mask is empty is used only when the record
+still holds the box the person prompted with: the model was asked there, produced a mask and
+the person erased it, i.e. the model hallucinated on that box. It is trained with that box and
+an all-zero target. Empty records without a prompt box carry no information for a box-prompted
+model (nobody would draw a box there) and are skipped. Validation Dice of a negative is 1 when
+the prediction is empty, else 0.
+
+Too little data: training needs at least ``MIN_TRAIN_SAMPLES`` samples from at least one
+volume and ``MIN_VAL_SAMPLES`` from at least one other volume; below that ``MedsamError``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from medsam_gui.annotation import Workspace, read_dir
+from medsam_gui.errors import MedsamError
+from medsam_gui.volume import view_geometry
+
+REVIEWED = ("edited", "accepted")
+JITTER = 5  # pixels, MedSAM's bbox_shift
+MIN_TRAIN_SAMPLES = 8
+MIN_VAL_SAMPLES = 2
+
+Box = Tuple[float, float, float, float]
+
+
+@dataclass
+class Sample:
+    volume_id: str  # content hash of the volume
+    entry_dir: str  # per-volume workspace folder
+    source_path: str
+    series_uid: Optional[str]
+    axis: str
+    index: int
+    label: int
+    mask: np.ndarray  # bool, display slice shape
+    prompt_box: Optional[Box] = None  # the person's box (used for negatives)
+
+    @property
+    def is_negative(self) -> bool:
+        return not self.mask.any()
+
+    @property
+    def slice_key(self) -> Tuple[str, str, int]:
+        return (self.volume_id, self.axis, self.index)
+
+    def box(self, rng: Optional[np.random.Generator] = None, jitter: int = JITTER) -> Box:
+        """Box (x0, y0, x1, y1) around the mask, jittered outwards when ``rng`` is given."""
+        if self.is_negative:
+            if self.prompt_box is None:
+                raise ValueError("a negative sample needs its prompt box")
+            return self.prompt_box
+        rows = np.flatnonzero(self.mask.any(axis=1))
+        cols = np.flatnonzero(self.mask.any(axis=0))
+        x0, x1, y0, y1 = float(cols[0]), float(cols[-1]), float(rows[0]), float(rows[-1])
+        if rng is not None and jitter > 0:
+            h, w = self.mask.shape
+            d = rng.integers(0, jitter + 1, size=4)
+            x0, y0 = max(0.0, x0 - d[0]), max(0.0, y0 - d[1])
+            x1, y1 = min(w - 1.0, x1 + d[2]), min(h - 1.0, y1 + d[3])
+        return (x0, y0, x1, y1)
+
+
+@dataclass
+class DataCounts:
+    volumes: int
+    slices: int
+    samples: int
+    labels: List[int]
+    negatives: int
+
+    def text(self) -> str:
+        labs = ", ".join(str(v) for v in self.labels) or "none"
+        neg = f" ({self.negatives} empty)" if self.negatives else ""
+        return (f"{self.volumes} volume(s), {self.slices} slice(s), {self.samples} sample(s)"
+                f"{neg}, labels {labs}")
+
+
+def count(samples: Sequence[Sample]) -> DataCounts:
+    return DataCounts(
+        volumes=len({s.volume_id for s in samples}),
+        slices=len({s.slice_key for s in samples}),
+        samples=len(samples),
+        labels=sorted({s.label for s in samples}),
+        negatives=sum(1 for s in samples if s.is_negative),
+    )
+
+
+def collect_samples(workspaces: Sequence[str], labels: Optional[Sequence[int]] = None
+                    ) -> List[Sample]:
+    """Every reviewed (edited/accepted) slice label in these workspaces (or per-volume folders).
+
+    ``labels`` keeps only those label values. The same volume found twice is read once.
+    """
+    wanted = None if labels is None else {int(v) for v in labels}
+    out: List[Sample] = []
+    seen: set = set()
+    for ws in workspaces:
+        dirs = Workspace(ws).entry_dirs()
+        if not dirs:
+            raise MedsamError("no saved annotations in this workspace folder", ws)
+        for d in dirs:
+            meta, lm = read_dir(d)
+            src = meta["source"]
+            vid = src["content_hash"]
+            if vid in seen:
+                continue
+            seen.add(vid)
+            affine = np.asarray(src["affine"], np.float64)
+            for rec in lm.records_for(REVIEWED):
+                if wanted is not None and rec.label not in wanted:
+                    continue
+                geom = view_geometry(affine, lm.shape, rec.axis)
+                if not 0 <= rec.index < geom.n_slices:
+                    continue
+                mask = np.ascontiguousarray(geom.take(lm.array, rec.index) == rec.label)
+                box = tuple(float(v) for v in rec.boxes[-1]) if rec.boxes else None
+                if not mask.any() and box is None:
+                    continue  # an empty slice nobody prompted: no information (see module doc)
+                out.append(Sample(vid, str(d), src.get("path", ""), src.get("series_uid"),
+                                  rec.axis, rec.index, rec.label, mask, box))  # type: ignore[arg-type]
+    return out
+
+
+def split_by_volume(samples: Sequence[Sample], val_fraction: float = 0.2, seed: int = 0,
+                    val_volumes: Optional[Sequence[str]] = None
+                    ) -> Tuple[List[Sample], List[Sample]]:
+    """(train, val): whole volumes go to one side (neighbouring slices would leak).
+
+    ``val_volumes`` (content hashes) fixes the validation volumes; otherwise
+    ``round(n * val_fraction)`` volumes (at least one) are drawn with ``seed``.
+    """
+    groups: "OrderedDict[str, List[Sample]]" = OrderedDict()
+    for s in sorted(samples, key=lambda s: (s.volume_id, s.axis, s.index, s.label)):
+        groups.setdefault(s.volume_id, []).append(s)
+    ids = list(groups)
+    if val_volumes is not None:
+        val_ids = set(val_volumes)
+    else:
+        if len(ids) < 2:
+            raise MedsamError(
+                f"need annotations of at least 2 volumes (1 to train, 1 to validate); found "
+                f"{len(ids)}. Annotate and accept slices of another scan.")
+        n_val = min(len(ids) - 1, max(1, int(round(len(ids) * val_fraction))))
+        order = ids[:]
+        random.Random(seed).shuffle(order)
+        val_ids = set(order[:n_val])
+    train = [s for v in ids if v not in val_ids for s in groups[v]]
+    val = [s for v in ids if v in val_ids for s in groups[v]]
+    return train, val
+
+
+def check_enough(train: Sequence[Sample], val: Sequence[Sample]) -> None:
+    """Refuse with a clear message when there is too little data to train and validate."""
+    ct, cv = count(train), count(val)
+    problems = []
+    if ct.volumes < 1 or ct.samples < MIN_TRAIN_SAMPLES:
+        problems.append(f"training has {ct.samples} sample(s) from {ct.volumes} volume(s), "
+                        f"needs at least {MIN_TRAIN_SAMPLES} from 1 volume")
+    if cv.volumes < 1 or cv.samples < MIN_VAL_SAMPLES:
+        problems.append(f"validation has {cv.samples} sample(s) from {cv.volumes} volume(s), "
+                        f"needs at least {MIN_VAL_SAMPLES} from another volume")
+    overlap = {s.volume_id for s in train} & {s.volume_id for s in val}
+    if overlap:
+        problems.append("a volume is in both training and validation")
+    if problems:
+        raise MedsamError("too little annotated data to fine-tune: " + "; ".join(problems)
+                          + ". Edit or accept more slices (each accepted slice label counts).")
+
+
+def group_by_volume(samples: Sequence[Sample]) -> Dict[str, List[Sample]]:
+    out: Dict[str, List[Sample]] = OrderedDict()
+    for s in samples:
+        out.setdefault(s.volume_id, []).append(s)
+    return out
