@@ -43,6 +43,26 @@ def demo_workspace() -> str:
     return os.path.join(platformdirs.user_data_dir("medsam-gui"), "workspaces", "demo")
 
 
+def install_excepthook() -> None:
+    """An unexpected exception in a Qt slot would abort the process (PyQt5 default): show it
+    in a dialog instead and keep the window (and the autosaved labels) alive."""
+    import traceback
+
+    def hook(exc_type, exc, tb) -> None:
+        traceback.print_exception(exc_type, exc, tb)
+        try:
+            from PyQt5.QtWidgets import QApplication, QMessageBox
+
+            parent = QApplication.activeWindow()
+            QMessageBox.critical(parent, "Unexpected error",
+                                 f"{exc_type.__name__}: {exc}\n\nThe window keeps running; "
+                                 "your annotations are autosaved.")
+        except Exception:
+            pass
+
+    sys.excepthook = hook
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from PyQt5.QtCore import Qt
@@ -54,6 +74,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     app.setOrganizationName("medsam-gui")
     app.setStyle("Fusion")
     app.setStyleSheet(style_sheet())
+    install_excepthook()
     from medsam_gui.ui.main_window import MainWindow
 
     path, workspace = args.path, args.workspace

@@ -102,9 +102,7 @@ class SliceView(QGraphicsView):
             self._image.setTransform(QTransform.fromScale(*aspect))
             r = self._image.sceneBoundingRect()
             self.scene().setSceneRect(r.adjusted(-r.width(), -r.height(), r.width(), r.height()))
-            self._auto_fit = True
-        if self._auto_fit:
-            self.fit()
+            self.fit()  # new geometry: show it whole (same-shape slices keep zoom and pan)
         self.viewport().update()
 
     def set_overlay(self, image: Optional[QImage]) -> None:
@@ -333,5 +331,6 @@ class SliceView(QGraphicsView):
             font.setPointSize(font.pointSize() - 2)
             painter.setFont(font)
             painter.setPen(QColor(230, 230, 230))
-            painter.drawText(vp.adjusted(m, m, 0, 0), Qt.AlignLeft | Qt.AlignTop, self.info_text)
+            painter.drawText(vp.adjusted(m, 0, 0, -m), Qt.AlignLeft | Qt.AlignBottom,
+                             self.info_text)
         painter.restore()

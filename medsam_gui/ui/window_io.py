@@ -119,6 +119,7 @@ class FileActions:
         self.session = None
         self.unexported = False
         self._indices = {}
+        self.view, self.index = "axial", volume.n_slices("axial") // 2  # valid before any redraw
         presets = self._presets()
         self.preset_box.clear()
         self.preset_box.addItems(list(presets))
@@ -129,7 +130,6 @@ class FileActions:
                                        "CT soft tissue" if volume.modality == "CT" else "Auto")
         self.labels.set_table(self.labelmap.table)
         self._rebuild_lut()
-        self.view = ""
         self.set_view("axial")
         self._add_recent(path)
         name = os.path.basename(path.rstrip("/")) or path
