@@ -190,3 +190,47 @@ def test_repeated_positions_are_volumes(tmp_path):
     other = load_volume(tmp_path / "v", volume_index=1)
     assert np.array_equal(other.data, _load(TOSHIBA).data // 2)
     assert list_series(tmp_path / "v")[0].n_slices == 40
+
+
+@pytest.mark.parametrize("syntax", [pydicom.uid.ImplicitVRLittleEndian,
+                                    pydicom.uid.DeflatedExplicitVRLittleEndian],
+                         ids=["implicit_vr", "deflated"])
+def test_other_transfer_syntaxes_give_the_same_volume(tmp_path, syntax):
+    """Implicit VR takes the pixel-offset path; deflated files take the full-read fallback."""
+    folder = tmp_path / "ts"
+    folder.mkdir()
+    for f in sorted(TOSHIBA.iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.file_meta.TransferSyntaxUID = syntax
+        ds.save_as(folder / f.name, implicit_vr=syntax.is_implicit_VR, little_endian=True)
+    vol = load_volume(folder)
+    assert np.array_equal(vol.data, _load(TOSHIBA).data)
+    assert np.allclose(vol.affine, _load(TOSHIBA).affine)
+
+
+def test_file_without_pixels_inside_a_series_is_skipped(tmp_path):
+    files = _copy(SAG, tmp_path / "s")
+    order = _load(SAG).source.extra["files"]
+    victim = tmp_path / "s" / order[20].split("/")[-1]
+    _edit(victim, lambda ds: delattr(ds, "PixelData"))
+    assert len(files) == 35 and list_series(tmp_path / "s")[0].n_slices == 34
+    vol = load_volume(tmp_path / "s")
+    assert vol.shape[2] == 34 and str(victim) not in vol.source.extra["files"]
+    assert any("missing" in w for w in vol.source.warnings)
+
+
+@pytest.mark.parametrize("series", [SAG, TOSHIBA, CT], ids=lambda p: p.name)
+def test_pixel_pass_reuses_discovery_offsets(series, monkeypatch):
+    """Pixels are read from the offsets found by discovery: no second full header parse."""
+    real = pydicom.dcmread
+    full_reads = []
+
+    def counting(*args, **kwargs):
+        if not kwargs.get("stop_before_pixels"):
+            full_reads.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", counting)
+    vol = load_volume(series)
+    assert full_reads == []
+    assert np.array_equal(vol.data, _load(series).data)

@@ -15,6 +15,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pydicom
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 
 from ..errors import MedsamError
 from ..volume import SourceInfo, Volume
@@ -82,8 +84,32 @@ def _select_volume(group: SeriesGroup, normal: np.ndarray, volume_index: Optiona
     return chosen
 
 
+def _pixels_at_offset(s: DicomSlice) -> np.ndarray:
+    """Decode the pixel data element found during discovery, without parsing the header again."""
+    ts = s.header.file_meta.TransferSyntaxUID
+    with open(s.path, "rb") as fp:
+        fp.seek(int(s.pixel_offset))  # type: ignore[arg-type]
+        tail = read_dataset(fp, ts.is_implicit_VR, ts.is_little_endian)
+    ds = Dataset()
+    ds.file_meta = s.header.file_meta
+    ds.set_original_encoding(ts.is_implicit_VR, ts.is_little_endian)
+    for keyword in PIXEL_TAGS:
+        if keyword in s.header:
+            ds[keyword] = s.header[keyword]
+        elif keyword in tail:
+            ds[keyword] = tail[keyword]
+    return ds.pixel_array
+
+
 def _pixels(s: DicomSlice, rows: int, cols: int) -> Optional[np.ndarray]:
     """The slice's stored pixels, or None when the file has no pixel data."""
+    if s.pixel_offset is not None:
+        try:
+            px = _pixels_at_offset(s)
+            if px.shape == (rows, cols):
+                return px
+        except Exception:  # anything unusual: take the ordinary full read below
+            pass
     try:
         ds = pydicom.dcmread(s.path, specific_tags=PIXEL_TAGS)
     except Exception as exc:

@@ -31,7 +31,12 @@ NON_IMAGE_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.481.3", "1.2.840.10008.5.1.4.
 HEADER_TAGS = ["SOPClassUID", "Modality", "SeriesInstanceUID", "SeriesDescription", "SeriesNumber",
                "InstanceNumber", "Rows", "Columns", "PixelSpacing", "ImageOrientationPatient",
                "ImagePositionPatient", "NumberOfFrames", "SamplesPerPixel", "RescaleSlope",
-               "RescaleIntercept", "WindowCenter", "WindowWidth", "PhotometricInterpretation"]
+               "RescaleIntercept", "WindowCenter", "WindowWidth", "PhotometricInterpretation",
+               "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+               "PlanarConfiguration", "ExtendedOffsetTable", "ExtendedOffsetTableLengths"]
+# (7FE0,0010) Pixel Data, (7FE0,0008/0009) Float/Double Float Pixel Data, as bytes on disk
+_PIXEL_TAG_BYTES = {b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00",
+                    b"\x7f\xe0\x00\x10", b"\x7f\xe0\x00\x08", b"\x7f\xe0\x00\x09"}
 
 
 @dataclass
@@ -52,6 +57,7 @@ class DicomSlice:
     path: str
     header: Dataset
     position: np.ndarray
+    pixel_offset: Optional[int] = None  # where the pixel data element starts, when known
 
 
 @dataclass
@@ -95,8 +101,18 @@ def first_number(value) -> Optional[float]:
         return None
 
 
-def _read_header(path: Path) -> Dataset:
-    return pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=HEADER_TAGS)
+def _read_header(path: Path) -> Tuple[Dataset, Optional[bool], Optional[int]]:
+    """The header up to the pixel data, whether pixel data follows (None: cannot tell, e.g.
+    deflated files) and the file offset of the pixel data element (so the pixel pass need not
+    parse the header again)."""
+    with open(path, "rb") as fp:
+        ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+        ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+        if ts is None or ts == pydicom.uid.DeflatedExplicitVRLittleEndian:
+            return ds, None, None
+        offset = fp.tell()
+        present = fp.read(4) in _PIXEL_TAG_BYTES
+    return ds, present, offset if present else None
 
 
 def _classify(ds: Dataset) -> Optional[str]:
@@ -151,12 +167,12 @@ def _scan(folder: Path) -> Tuple[List[SeriesGroup], Counter]:
     by_key: Dict[tuple, SeriesGroup] = {}
     for f in _files_under(folder):
         try:
-            ds = _read_header(f)
+            ds, has_pixels, offset = _read_header(f)
         except Exception:
             nifti = f.name.lower().endswith((".nii", ".nii.gz"))
             skipped["NIfTI file(s): open the file itself" if nifti else "not DICOM"] += 1
             continue
-        reason = _classify(ds)
+        reason = _classify(ds) or ("no pixel data" if has_pixels is False else None)
         if reason:
             skipped[reason] += 1
             continue
@@ -166,7 +182,7 @@ def _scan(folder: Path) -> Tuple[List[SeriesGroup], Counter]:
         if key not in by_key:
             by_key[key] = SeriesGroup(uid, uid, iop, int(ds.Rows), int(ds.Columns))
         pos = np.array([float(v) for v in ds.ImagePositionPatient])
-        by_key[key].slices.append(DicomSlice(str(f), ds, pos))
+        by_key[key].slices.append(DicomSlice(str(f), ds, pos, offset))
     groups = sorted(by_key.values(), key=lambda g: (-g.n_positions(), -g.rows * g.cols, g.key))
     per_uid = Counter(g.series_uid for g in groups)
     numbering: Counter = Counter()
@@ -187,7 +203,7 @@ def _check_single_file(path: Path) -> None:
     if path.stat().st_size == 0:
         raise MedsamError("the file is empty (0 bytes)", path)
     try:
-        ds = pydicom.dcmread(str(path), defer_size=1024)
+        ds, has_pixels, _ = _read_header(path)
     except pydicom.errors.InvalidDicomError:
         raise MedsamError("not a NIfTI (.nii/.nii.gz) or DICOM file", path) from None
     except Exception as exc:
@@ -195,7 +211,7 @@ def _check_single_file(path: Path) -> None:
     reason = _classify(ds)
     if reason:
         raise MedsamError(f"this DICOM file cannot be opened as a volume: {reason}", path)
-    if not any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+    if has_pixels is False:
         raise MedsamError("this DICOM file has no pixel data", path)
 
 

@@ -77,7 +77,7 @@ def guess_modality(data: np.ndarray) -> str:
     if data.size == 0:
         return "MR"
     flat = np.ravel(data, order="K")
-    sample = flat[:: max(1, flat.size // 1_000_000)]
+    sample = flat[:: max(1, flat.size // 200_000)]
     if np.issubdtype(sample.dtype, np.floating) and not np.array_equal(sample, np.round(sample)):
         return "MR"
     if float(data.min()) > -500:
