@@ -1,7 +1,8 @@
 """Load time: medsam_gui.io.load_volume against the plain library reads it stands on.
 
 NIfTI: ``load_volume`` ÷ (``nibabel.load`` + ``np.asanyarray(img.dataobj)``).
-DICOM: ``load_volume(folder)`` ÷ (``pydicom.dcmread`` of every file + ``pixel_array`` + ``np.stack``).
+DICOM: ``load_volume(folder)`` ÷ (``pydicom.dcmread`` of every file + ``pixel_array`` +
+``np.stack``).
 Medians of several runs, the two sides interleaved so machine noise hits both alike.
 
     python benchmarks/bench_load.py [--runs 7] [--data ../shared/data]
@@ -43,7 +44,8 @@ def _plain_dicom(folder: Path) -> np.ndarray:
     return np.stack([ds.pixel_array for ds in datasets], axis=-1)
 
 
-def _paired(ours: Callable[[], object], plain: Callable[[], object], runs: int) -> Tuple[float, float]:
+def _paired(ours: Callable[[], object], plain: Callable[[], object],
+            runs: int) -> Tuple[float, float]:
     ours(), plain()  # warm the file cache and imports
     a: List[float] = []
     b: List[float] = []
@@ -72,7 +74,8 @@ def main() -> None:
             ratios.append(ours_t / plain_t)
             print(f"{kind + ': ' + path.name:<58} {ours_t * 1e3:8.1f} {plain_t * 1e3:9.1f} "
                   f"{ours_t / plain_t:6.2f}")
-        print(f"{kind} load_volume ÷ plain read, median over cases: {statistics.median(ratios):.2f}")
+        median = statistics.median(ratios)
+        print(f"{kind} load_volume ÷ plain read, median over cases: {median:.2f}")
 
 
 if __name__ == "__main__":

@@ -147,8 +147,11 @@ def _edit(path, fn):
 
 def test_uneven_spacing_and_gantry_tilt_warned(tmp_path):
     files = _copy(TOSHIBA, tmp_path / "u")
-    _edit(files[10], lambda ds: setattr(ds, "ImagePositionPatient",
-                                        [*ds.ImagePositionPatient[:2], ds.ImagePositionPatient[2] + 0.6]))
+    def nudge(ds):
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y, z + 0.6]
+
+    _edit(files[10], nudge)
     vol = load_volume(tmp_path / "u")
     assert any("uneven" in w for w in vol.source.warnings)
 

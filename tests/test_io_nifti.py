@@ -32,7 +32,8 @@ def test_voxels_and_affine_as_stored(path):
 
 def test_on_disk_dtypes_kept():
     assert load_volume(ABDOMEN / "example_ct_sm.nii.gz").data.dtype == np.int16
-    assert load_volume(MNI / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz").data.dtype == np.uint8
+    mni = MNI / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+    assert load_volume(mni).data.dtype == np.uint8
     assert load_volume(PAT1 / "Flair_subtrMeanDivStd.nii.gz").data.dtype == np.float32
 
 
@@ -121,8 +122,10 @@ def test_radiological_display_orientation(path):
         geom = vol.geometry(view)
         rows, cols = geom.slice_shape
         k = geom.n_slices // 2
-        left, right = _screen_world(vol, view, k, rows // 2, 0), _screen_world(vol, view, k, rows // 2, cols - 1)
-        top, bottom = _screen_world(vol, view, k, 0, cols // 2), _screen_world(vol, view, k, rows - 1, cols // 2)
+        left = _screen_world(vol, view, k, rows // 2, 0)
+        right = _screen_world(vol, view, k, rows // 2, cols - 1)
+        top = _screen_world(vol, view, k, 0, cols // 2)
+        bottom = _screen_world(vol, view, k, rows - 1, cols // 2)
         assert s_across * (left[across] - right[across]) > 0, view
         assert s_down * (top[down] - bottom[down]) > 0, view
         assert vol.slice(view, k).shape == (rows, cols)

@@ -22,6 +22,7 @@ DICOM_REFS = {
     SERIES[0].name: DICOM / "reference" / "mr_brain_sag_t1_siemens_HFS_dcm2niix.nii.gz",
     SERIES[1].name: DICOM / "reference" / "mr_brain_ax30_dwi_b0_toshiba_dcm2niix.nii.gz",
 }
+CT_LABELS = DICOM / "reference" / "ct_abdomen_siemens_jpeg2000_totalseg_labels.nii.gz"
 pytestmark = pytest.mark.needs_data
 
 
@@ -35,6 +36,12 @@ def _paint(shape):
     labels[a, b:b + 2, c] = 3
     labels[a, b, c:c + 2] = 3
     return labels, voxel
+
+
+def _map(matrix, ijk):
+    """Voxel indices (n, 3) through a 4×4 voxel-to-voxel matrix, rounded."""
+    ijk = np.asarray(ijk, dtype=float)
+    return np.round((matrix @ np.c_[ijk, np.ones(len(ijk))].T)[:3].T).astype(int)
 
 
 def _world(affine, ijk):
@@ -82,16 +89,16 @@ def test_dicom_export_overlays_independent_reference(series, tmp_path):
             r = np.round(np.linalg.inv(ref.affine) @ np.array([*_world(back.affine, ijk), 1]))
             assert ref_data[tuple(r[:3].astype(int))] == vol.data[tuple(ijk)]
     else:  # the CT: the organ label map is on the series grid; liver voxels stay liver
-        ref = nib.load(str(DICOM / "reference" / "ct_abdomen_siemens_jpeg2000_totalseg_labels.nii.gz"))
+        ref = nib.load(str(CT_LABELS))
         organ = np.asanyarray(ref.dataobj)
         liver_ref = np.argwhere(organ == 5)[::997]
         lab = np.zeros(vol.shape, np.uint8)
-        ours = np.round((np.linalg.inv(vol.affine) @ ref.affine @ np.c_[liver_ref, np.ones(len(liver_ref))].T)[:3].T).astype(int)
+        ours = _map(np.linalg.inv(vol.affine) @ ref.affine, liver_ref)
         lab[tuple(ours.T)] = 5
         back = nib.load(str(save_label_map(lab, vol, tmp_path / "liver.nii.gz")))
         hu = vol.data[np.asanyarray(back.dataobj) == 5]
         assert 40 < hu.mean() < 140  # liver HU, read through our grid
-        again = np.round((np.linalg.inv(ref.affine) @ back.affine @ np.c_[ours, np.ones(len(ours))].T)[:3].T).astype(int)
+        again = _map(np.linalg.inv(ref.affine) @ back.affine, ours)
         assert np.array_equal(again, liver_ref)
 
 

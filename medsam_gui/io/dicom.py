@@ -120,7 +120,8 @@ def _pixels(s: DicomSlice, rows: int, cols: int) -> Optional[np.ndarray]:
         px = ds.pixel_array
     except Exception as exc:
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
-        raise MedsamError(f"cannot decode pixel data (transfer syntax {ts}): {exc}", s.path) from None
+        raise MedsamError(f"cannot decode pixel data (transfer syntax {ts}): {exc}",
+                          s.path) from None
     if px.shape != (rows, cols):
         raise MedsamError(f"pixel array {px.shape} does not match Rows×Columns {rows}×{cols}",
                           s.path)
@@ -150,9 +151,14 @@ def _read_slices(slices: List[DicomSlice], rows: int, cols: int,
 
 
 def _rescaled(slices: List[DicomSlice], raw: List[np.ndarray], rows: int, cols: int) -> np.ndarray:
-    """Stack the slices as data[col, row, k] with RescaleSlope/Intercept applied."""
-    scale = [(first_number(s.header.get("RescaleSlope")) or 1.0, first_number(s.header.get("RescaleIntercept"))
-              or 0.0) for s in slices]
+    """Stack the slices as data[col, row, k] with RescaleSlope/Intercept applied.
+
+    Integer data with slope 1 and a whole intercept stays integer (the narrowest type holding
+    the rescaled range); anything else becomes float32. ``raw`` is emptied as it is copied, so
+    the peak memory is one volume plus one slice.
+    """
+    scale = [(first_number(s.header.get("RescaleSlope")) or 1.0,
+              first_number(s.header.get("RescaleIntercept")) or 0.0) for s in slices]
     integral = all(a == 1.0 and float(b).is_integer() for a, b in scale) and all(
         np.issubdtype(p.dtype, np.integer) for p in raw)
     if integral:
@@ -163,7 +169,8 @@ def _rescaled(slices: List[DicomSlice], raw: List[np.ndarray], rows: int, cols: 
     else:
         dtype = np.dtype(np.float32)
     out = np.empty((cols, rows, len(slices)), dtype=dtype, order="F")
-    for k, (p, (a, b)) in enumerate(zip(raw, scale)):
+    for k, (a, b) in enumerate(scale):
+        p, raw[k] = raw[k], None  # type: ignore[call-overload]
         if integral:
             out[:, :, k] = (p.astype(np.int64) + int(b)).T if b else p.T
         else:

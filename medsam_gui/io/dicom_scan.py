@@ -129,9 +129,10 @@ def _classify(ds: Dataset) -> Optional[str]:
         return "multi-frame image (not supported)"
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         return "colour image (not supported)"
-    for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+    for tag, n in (("ImagePositionPatient", 3), ("ImageOrientationPatient", 6),
+                   ("PixelSpacing", 2)):
         value = ds.get(tag)
-        if value is None or len(value) != (2 if tag == "PixelSpacing" else 3 if "Pos" in tag else 6):
+        if value is None or len(value) != n:
             return f"no usable {tag}"
     try:
         iop = np.array([float(v) for v in ds.ImageOrientationPatient])
