@@ -318,3 +318,17 @@ def test_missing_orientation_is_a_warning_not_an_error(tmp_path):
     vol = load_volume(path)
     assert vol.spacing == (3.0, 3.0, 3.0)
     assert any("no sform or qform" in w for w in vol.source.warnings)
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR IS")
+def test_malformed_header_values(tmp_path):
+    folder = tmp_path / "garbage"
+    folder.mkdir()
+
+    def bad_frames(ds):
+        ds.add_new(0x00280008, "IS", None)  # NumberOfFrames
+        ds[0x00280008]._value = ["x"]
+
+    for f in sorted(TOSHIBA.iterdir())[:3]:
+        _rewritten(f, folder / f.name, bad_frames)
+    _refused(folder, r"no DICOM image series found \(3 unreadable header values\)")

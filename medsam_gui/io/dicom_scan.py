@@ -117,6 +117,13 @@ def _read_header(path: Path) -> Tuple[Dataset, Optional[bool], Optional[int]]:
 
 def _classify(ds: Dataset) -> Optional[str]:
     """None for a usable slice of a volume, else the reason to skip it."""
+    try:
+        return _classify_unsafe(ds)
+    except Exception:  # malformed values (e.g. text in a number field)
+        return "unreadable header values"
+
+
+def _classify_unsafe(ds: Dataset) -> Optional[str]:
     modality = str(ds.get("Modality", "") or "").upper()
     sop = str(ds.get("SOPClassUID", "") or "")
     if not sop and hasattr(ds, "file_meta"):
