@@ -11,7 +11,9 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pytest
-from PyQt5.QtCore import QSettings, Qt
+from PyQt5.QtCore import QEvent, QPointF, QSettings, Qt
+from PyQt5.QtGui import QMouseEvent
+from PyQt5.QtWidgets import QApplication
 
 from tests.conftest import PAT1
 
@@ -91,8 +93,9 @@ def drag(qtbot, window, box, modifier=Qt.NoModifier, button=Qt.LeftButton):
     p1 = view.image_to_viewport(box[2], box[3])
     mid = (p0 + p1) / 2
     qtbot.mousePress(view.viewport(), button, modifier, p0)
-    qtbot.mouseMove(view.viewport(), mid)
-    qtbot.mouseMove(view.viewport(), p1)
+    for p in (mid, p1):  # QTest's mouseMove sends nothing while a button is held (offscreen)
+        QApplication.sendEvent(view.viewport(), QMouseEvent(QEvent.MouseMove, QPointF(p),
+                                                            Qt.NoButton, button, modifier))
     qtbot.mouseRelease(view.viewport(), button, modifier, p1)
 
 

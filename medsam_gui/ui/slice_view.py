@@ -90,6 +90,11 @@ class SliceView(QGraphicsView):
     def slice_shape(self) -> Tuple[int, int]:
         return self._shape
 
+    @property
+    def pixel_aspect(self) -> Tuple[float, float]:
+        """On-screen (width, height) of one pixel relative to the smaller of the two."""
+        return self._aspect
+
     def set_image(self, image: QImage, aspect: Tuple[float, float] = (1.0, 1.0)) -> None:
         """Show a slice image; ``aspect`` = (column spacing, row spacing) in mm."""
         shape = (image.height(), image.width())
@@ -255,7 +260,11 @@ class SliceView(QGraphicsView):
             self._moved = True
         if mode == "pan":
             self.viewport().unsetCursor()
-        elif mode == "window" and not self._moved and self.tool == "point" and self._inside(p):
+        elif mode == "window" and self._moved:  # the rest of the drag since the last move
+            delta = event.pos() - self._last_pos
+            if not delta.isNull():
+                self.window_drag.emit(float(delta.x()), float(delta.y()))
+        elif mode == "window" and self.tool == "point" and self._inside(p):
             self.point_clicked.emit(p.x(), p.y(), 0)
         elif mode == "box":
             self._drag_rect.hide()
