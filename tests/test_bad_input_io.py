@@ -92,6 +92,11 @@ def test_folder_where_file_expected_and_file_where_folder_expected(tmp_path):
     with pytest.raises(MedsamError, match="folder") as info:
         save_label_map(np.zeros((2, 2, 2), np.uint8), load_volume(CT_NII), folder)
     assert str(folder) in str(info.value)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    with pytest.raises(MedsamError, match="is a file, not a folder") as info:
+        save_label_map(np.zeros((2, 2, 2), np.uint8), load_volume(CT_NII), a_file / "l.nii.gz")
+    assert str(a_file) in str(info.value)
 
 
 def test_folder_without_images(tmp_path):

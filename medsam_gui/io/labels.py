@@ -118,6 +118,8 @@ def save_label_map(
         raise MedsamError("label maps are saved as .nii or .nii.gz", path)
     if path.is_dir():
         raise MedsamError("this is a folder; give a file name ending in .nii.gz", path)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise MedsamError(f"{path.parent} is a file, not a folder", path)
     if not path.parent.is_dir():
         raise MedsamError(f"the folder {path.parent} does not exist", path)
     img = build_label_image(labels, volume, path)
