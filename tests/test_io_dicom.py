@@ -237,3 +237,14 @@ def test_pixel_pass_reuses_discovery_offsets(series, monkeypatch):
     vol = load_volume(series)
     assert full_reads == []
     assert np.array_equal(vol.data, _load(series).data)
+
+
+def test_axial_ct_displays_as_the_scanner_stored_it():
+    """An axial LPS-stored CT (the usual case) shows each DICOM image as it is stored:
+    patient right on screen left, anterior up."""
+    vol = _load(CT)
+    for k in (0, 9, 19):
+        ds = pydicom.dcmread(vol.source.extra["files"][k])
+        hu = ds.pixel_array.astype(np.int64) + int(ds.RescaleIntercept)
+        assert np.array_equal(vol.slice("axial", k), hu)
+    assert vol.geometry("axial").edge_letters[2:] == ("R", "L")
