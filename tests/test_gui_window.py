@@ -143,6 +143,11 @@ def test_box_on_tumour_gives_ground_truth_like_mask(qtbot, make_window, tumour):
     with qtbot.waitSignal(w.mask_applied, timeout=60000):
         qtbot.mouseClick(w.slice_view.viewport(), Qt.LeftButton, pos=p)
     assert len(w.labelmap.records[("axial", index, 1)].points) == 1
+    corner = w.slice_view.image_to_viewport(x0 + 2, y0 + 2)
+    with qtbot.waitSignal(w.mask_applied, timeout=60000):  # right click: exclude
+        qtbot.mouseClick(w.slice_view.viewport(), Qt.RightButton, pos=corner)
+    assert [p[2] for p in w.labelmap.records[("axial", index, 1)].points] == [1, 0]
+    w.undo()
     assert w.history.can_undo
     w.undo()
     assert np.array_equal(w.labelmap.array, before)
@@ -292,3 +297,72 @@ def test_folder_with_several_series_asks_which(qtbot, make_window, tmp_path, mon
     w = make_window(with_model=False)
     open_and_wait(qtbot, w, folder, session=False)
     assert asked == [2] and w.volume.modality == "MR" and w.volume.shape[2] == 40
+
+
+def test_background_encoding_follows_the_slice(qtbot, make_window, tumour):
+    w = make_window()
+    open_and_wait(qtbot, w, FLAIR)
+    index, _truth = tumour
+    w.set_index(index)
+    w.precomputer.enabled, w.precomputer.radius = True, 1  # 3 slices: little CPU in CI
+    w.precomputer.follow(w.session, "axial", index, immediate=True)
+    qtbot.waitUntil(lambda: {index - 1, index, index + 1} <= w.session.cached_indices("axial")
+                    and not w.precomputer.running, timeout=120000)
+    w._update_strip_cache()
+    assert {index - 1, index, index + 1} <= w.strip.cached and w.strip.current == index
+
+
+def test_encode_whole_volume_can_be_cancelled(qtbot, make_window):
+    w = make_window()
+    open_and_wait(qtbot, w, FLAIR)
+    w.set_index(5)
+    w.encode_volume()
+    task = w._encode_task
+    with qtbot.waitSignal(task.progress, timeout=60000):
+        pass
+    task.cancel()
+    qtbot.waitUntil(task.isFinished, timeout=120000)
+    cached = w.session.cached_indices("axial")
+    assert 0 < len(cached) < w.volume.n_slices("axial")
+    qtbot.waitUntil(lambda: w.strip.cached == cached, timeout=10000)
+
+
+def test_model_menu_and_training_dialog_wiring(qtbot, make_window, monkeypatch, tmp_path):
+    import json
+    import sys
+    import types
+
+    from PyQt5.QtCore import pyqtSignal
+    from PyQt5.QtWidgets import QDialog
+
+    from medsam_gui.engine.backends import bundled_checkpoint
+
+    w = make_window()
+    open_and_wait(qtbot, w, FLAIR)
+    w._rebuild_model_menu()
+    names = [a.text() for a in w.model_menu.actions() if a.text()]
+    assert names[0] == "LiteMedSAM (bundled)" and w.model_menu.actions()[0].isChecked()
+    assert "Load checkpoint…" in names and "Train on annotations…" in names
+
+    class StubDialog(QDialog):  # stands in for the training engineer's dialog
+        model_ready = pyqtSignal(str)
+        made = []
+
+        def __init__(self, workspace_dirs, base_backend, parent=None):
+            super().__init__(parent)
+            StubDialog.made.append((workspace_dirs, base_backend))
+
+    module = types.ModuleType("medsam_gui.ui.training_dialog")
+    module.TrainingDialog = StubDialog
+    monkeypatch.setitem(sys.modules, "medsam_gui.ui.training_dialog", module)
+    w.open_training()
+    assert StubDialog.made == [([str(w.workspace.folder)], w.backend)]
+    # "Use this model": a fine-tuned checkpoint (here a copy of the bundled weights + metadata)
+    ckpt = tmp_path / "tuned.pth"
+    ckpt.write_bytes(open(bundled_checkpoint()[0], "rb").read())
+    (tmp_path / "tuned.json").write_text(json.dumps({"kind": "litemedsam", "base": {}}))
+    old_backend, session = w.backend, w.session
+    w._training_dialog.model_ready.emit(str(ckpt))
+    qtbot.waitUntil(lambda: w.backend is not old_backend, timeout=60000)
+    assert w.session is session and session.backend is w.backend
+    assert w.backend.checkpoint == str(ckpt) and "LiteMedSAM" in w.model_label.text()
