@@ -126,6 +126,14 @@ def test_box_on_tumour_gives_ground_truth_like_mask(qtbot, make_window, tumour):
     assert rec.iou is not None and rec.model_mask_sha256
     assert len(w.slice_view._box_items) == 1  # the box stays visible
 
+    # the box is redrawable: drag its right edge outwards; it still is one object
+    bx0, by0, bx1, by1 = rec.boxes[0]
+    with qtbot.waitSignal(w.mask_applied, timeout=60000):
+        drag(qtbot, w, (bx1, (by0 + by1) / 2, bx1 + 6, (by0 + by1) / 2))
+    boxes = w.labelmap.records[("axial", index, 1)].boxes
+    assert len(boxes) == 1 and boxes[0][2] == pytest.approx(bx1 + 6, abs=1.0)
+    assert boxes[0][0] == pytest.approx(bx0) and boxes[0][3] == pytest.approx(by1)
+
     # a second box on the same object replaces its mask; Shift adds another object
     x0, y0, x1, y1 = bbox(truth)
     with qtbot.waitSignal(w.mask_applied, timeout=60000):

@@ -77,6 +77,9 @@ class SliceView(QGraphicsView):
         self._press_pos = QPoint()
         self._moved = False
         self._stroke: Optional[np.ndarray] = None
+        self._boxes: List[Box] = []
+        self._active_box = -1
+        self._edges = ""  # edges of the active box being dragged: some of "lrtb"
         self._wheel_rest = 0
 
     # ---- content -------------------------------------------------------------------------
@@ -123,6 +126,8 @@ class SliceView(QGraphicsView):
         for item in self._box_items + self._point_items:
             self.scene().removeItem(item)
         self._box_items, self._point_items = [], []
+        self._boxes = [tuple(b) for b in boxes]
+        self._active_box = active if 0 <= active < len(boxes) else len(boxes) - 1
         for i, (x0, y0, x1, y1) in enumerate(boxes):
             item = QGraphicsRectItem(QRectF(x0, y0, x1 - x0, y1 - y0), self._image)
             color = _BOX_PEN if i == active or active < 0 else _BOX_PEN.darker(160)
@@ -214,6 +219,11 @@ class SliceView(QGraphicsView):
             self.viewport().setCursor(Qt.ClosedHandCursor)
         elif button == Qt.RightButton:
             self._mode = "window"
+        elif button == Qt.LeftButton and self.tool == "box" and self._box_edges(event.pos()):
+            self._mode, self._edges = "resize", self._box_edges(event.pos())
+            x0, y0, x1, y1 = self._boxes[self._active_box]
+            self._drag_rect.setRect(QRectF(x0, y0, x1 - x0, y1 - y0))
+            self._drag_rect.show()
         elif button == Qt.LeftButton and self.tool == "box":
             self._mode = "box"
             self._drag_rect.setRect(QRectF(self._press_img, self._press_img))
@@ -247,6 +257,15 @@ class SliceView(QGraphicsView):
             self.window_drag.emit(float(delta.x()), float(delta.y()))
         elif self._mode == "box":
             self._drag_rect.setRect(QRectF(self._press_img, p).normalized())
+        elif self._mode == "resize":
+            self._drag_rect.setRect(self._resized(p))
+        elif self._mode is None and self.tool == "box":
+            edges = self._box_edges(event.pos())
+            cursor = (Qt.SizeFDiagCursor if edges in ("lt", "rb") else
+                      Qt.SizeBDiagCursor if edges in ("lb", "rt") else
+                      Qt.SizeHorCursor if edges in ("l", "r") else
+                      Qt.SizeVerCursor if edges in ("t", "b") else Qt.CrossCursor)
+            self.viewport().setCursor(cursor)
         elif self._mode == "stroke" and self._stroke is not None:
             last = self.to_image(self._last_pos)
             stamp_line(self._stroke, (last.x(), last.y()), (p.x(), p.y()), self.brush_radius)
@@ -273,6 +292,12 @@ class SliceView(QGraphicsView):
             if box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
                 additive = bool(event.modifiers() & Qt.ShiftModifier)
                 self.box_drawn.emit(box, additive)
+        elif mode == "resize":  # the redrawn box replaces its object's mask
+            self._drag_rect.hide()
+            r = self._resized(p)
+            (x0, y0), (x1, y1) = self._clamped(r.topLeft()), self._clamped(r.bottomRight())
+            if x1 - x0 >= 2 and y1 - y0 >= 2:
+                self.box_drawn.emit((x0, y0, x1, y1), False)
         elif mode == "point" and self._inside(p):
             self.point_clicked.emit(p.x(), p.y(), 1)
         elif mode == "stroke" and self._stroke is not None:
@@ -282,6 +307,26 @@ class SliceView(QGraphicsView):
             self._stroke_item.hide()
             self.stroke_finished.emit(stroke, self.tool == "eraser")
         event.accept()
+
+    def _box_edges(self, pos: QPoint, tol: int = 6) -> str:
+        """Which edges of the active box are under the mouse (viewport pixels), e.g. "lt"."""
+        if not 0 <= self._active_box < len(self._boxes):
+            return ""
+        x0, y0, x1, y1 = self._boxes[self._active_box]
+        a, b = self.image_to_viewport(x0, y0), self.image_to_viewport(x1, y1)
+        if not (a.x() - tol <= pos.x() <= b.x() + tol and a.y() - tol <= pos.y() <= b.y() + tol):
+            return ""
+        horizontal = "l" if abs(pos.x() - a.x()) <= tol else "r" if abs(pos.x() - b.x()) <= tol else ""
+        vertical = "t" if abs(pos.y() - a.y()) <= tol else "b" if abs(pos.y() - b.y()) <= tol else ""
+        return horizontal + vertical
+
+    def _resized(self, p: QPointF) -> QRectF:
+        x0, y0, x1, y1 = self._boxes[self._active_box]
+        x0 = p.x() if "l" in self._edges else x0
+        x1 = p.x() if "r" in self._edges else x1
+        y0 = p.y() if "t" in self._edges else y0
+        y1 = p.y() if "b" in self._edges else y1
+        return QRectF(QPointF(x0, y0), QPointF(x1, y1)).normalized()
 
     def leaveEvent(self, event) -> None:
         self._cursor.hide()
