@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 
@@ -248,3 +249,20 @@ def test_axial_ct_displays_as_the_scanner_stored_it():
         hu = ds.pixel_array.astype(np.int64) + int(ds.RescaleIntercept)
         assert np.array_equal(vol.slice("axial", k), hu)
     assert vol.geometry("axial").edge_letters[2:] == ("R", "L")
+
+
+def test_listing_then_loading_reads_headers_once(tmp_path, monkeypatch):
+    import medsam_gui.io.dicom_scan as scan
+
+    folder = tmp_path / "s"
+    files = _copy(TOSHIBA, folder)
+    calls = []
+    real = scan._read_header
+    monkeypatch.setattr(scan, "_read_header", lambda f: calls.append(f) or real(f))
+    list_series(folder)
+    load_volume(folder)
+    assert len(calls) == 40
+    st = files[0].stat()
+    os.utime(files[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the folder changed
+    load_volume(folder)
+    assert len(calls) == 80

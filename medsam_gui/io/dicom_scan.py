@@ -10,7 +10,8 @@ multi-frame and colour images and files that are not DICOM are skipped and count
 from __future__ import annotations
 
 import os
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -22,6 +23,9 @@ from pydicom.dataset import Dataset
 from ..errors import MedsamError
 
 MAX_FILES = 20000
+_SCAN_CACHE: "OrderedDict[tuple, Tuple[List[SeriesGroup], Counter]]" = OrderedDict()
+_SCAN_CACHE_SIZE = 2  # folders; headers only, so small
+_SCAN_LOCK = threading.Lock()
 NO_UID = "no-series-uid"  # key of images without a SeriesInstanceUID
 NON_IMAGE_MODALITIES = {"RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "DOC", "SEG",
                         "RWV", "PLAN", "FID", "RAW"}
@@ -170,10 +174,36 @@ def _files_under(folder: Path) -> List[Path]:
 
 
 def _scan(folder: Path) -> Tuple[List[SeriesGroup], Counter]:
-    """Group the image files under ``folder``; count what was skipped and why."""
+    """``_scan_files`` with a small cache: the GUI lists a folder's series, then loads one.
+
+    The cache key holds every file's name, size and modification time, so any change to the
+    folder means a fresh scan.
+    """
+    files = _files_under(folder)
+    try:
+        signature = (os.path.realpath(folder),
+                     tuple((str(f), st.st_size, st.st_mtime_ns) for f, st in
+                           ((f, f.stat()) for f in files)))
+    except OSError:  # a file vanished while we looked: scan without the cache
+        return _scan_files(files)
+    with _SCAN_LOCK:
+        hit = _SCAN_CACHE.get(signature)
+        if hit is not None:
+            _SCAN_CACHE.move_to_end(signature)
+            return hit
+    result = _scan_files(files)
+    with _SCAN_LOCK:
+        _SCAN_CACHE[signature] = result
+        while len(_SCAN_CACHE) > _SCAN_CACHE_SIZE:
+            _SCAN_CACHE.popitem(last=False)
+    return result
+
+
+def _scan_files(files: List[Path]) -> Tuple[List[SeriesGroup], Counter]:
+    """Group the image files; count what was skipped and why."""
     skipped: Counter = Counter()
     by_key: Dict[tuple, SeriesGroup] = {}
-    for f in _files_under(folder):
+    for f in files:
         try:
             ds, has_pixels, offset = _read_header(f)
         except Exception:
