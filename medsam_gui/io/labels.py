@@ -127,7 +127,7 @@ def save_label_map(
     compress = name.endswith(".gz")
     try:
         with atomic_path(path) as tmp:
-            write_synced(tmp, gzip.compress(raw, compresslevel=6, mtime=0) if compress else raw)
+            write_synced(tmp, gzip.compress(raw, compresslevel=1, mtime=0) if compress else raw)
             on_disk = tmp.read_bytes()
             _verify(gzip.decompress(on_disk) if compress else on_disk, img, path)
     except OSError as exc:
