@@ -182,6 +182,20 @@ def test_series_with_mixed_sizes(tmp_path):
     assert any("missing" in w for w in vol.source.warnings)
 
 
+def test_series_with_mixed_pixel_spacing_is_split(tmp_path):
+    folder = tmp_path / "spacing"
+    folder.mkdir()
+    for n, f in enumerate(sorted(TOSHIBA.iterdir())):
+        if n < 4:
+            _rewritten(f, folder / f.name, lambda ds: setattr(ds, "PixelSpacing", [2.5, 2.5]))
+        else:
+            shutil.copy(f, folder / f.name)
+    assert [i.n_slices for i in list_series(folder)] == [36, 4]
+    vol = load_volume(folder)
+    assert vol.shape == (64, 64, 36) and vol.spacing[:2] == pytest.approx((3.0, 3.0))
+    assert any("2 series" in w for w in vol.source.warnings)
+
+
 def test_single_image_series_is_2d(tmp_path):
     folder = tmp_path / "one"
     folder.mkdir()

@@ -1,8 +1,8 @@
 """DICOM discovery: which image series are in a folder, from headers only.
 
 Every file is read with ``stop_before_pixels`` (and only the tags needed here). Images are grouped
-by SeriesInstanceUID and, inside a UID, by orientation (ImageOrientationPatient) and size
-(Rows × Columns). A UID that splits into several groups gets keys ``<uid>#1``, ``<uid>#2``…
+by SeriesInstanceUID and, inside a UID, by orientation (ImageOrientationPatient), size
+(Rows × Columns) and PixelSpacing. A UID that splits into several groups gets keys ``<uid>#1``, ``<uid>#2``…
 (largest first) so each can be chosen. Non-image objects (RTSTRUCT, SR, presentation states…),
 multi-frame and colour images and files that are not DICOM are skipped and counted.
 """
@@ -216,7 +216,8 @@ def _scan_files(files: List[Path]) -> Tuple[List[SeriesGroup], Counter]:
             continue
         iop = np.array([float(v) for v in ds.ImageOrientationPatient])
         uid = str(ds.get("SeriesInstanceUID", "") or NO_UID)
-        key = (uid, tuple(np.round(iop, 4)), int(ds.Rows), int(ds.Columns))
+        spacing = tuple(round(float(v), 4) for v in ds.PixelSpacing)
+        key = (uid, tuple(np.round(iop, 4)), int(ds.Rows), int(ds.Columns), spacing)
         if key not in by_key:
             by_key[key] = SeriesGroup(uid, uid, iop, int(ds.Rows), int(ds.Columns))
         pos = np.array([float(v) for v in ds.ImagePositionPatient])
