@@ -30,7 +30,10 @@ class EditActions:
 
     def accept_slice(self) -> None:
         if self.annotator is not None:
-            self.annotator.accept(self.view, self.index)
+            change = self.annotator.accept(self.view, self.index)
+            if not change.records_after:
+                self.statusBar().showMessage("No labels on this slice to accept.", 3000)
+                return
             self.changed()
             self.statusBar().showMessage(f"{self.view} slice {self.index} accepted", 3000)
 

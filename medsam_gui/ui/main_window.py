@@ -29,6 +29,15 @@ from medsam_gui.ui.workers import Precomputer, error_text, run_task
 from medsam_gui.volume import VIEWS
 
 TOOL_KEYS = {"box": "B", "point": "P", "brush": "N", "eraser": "E", "pan": "H"}
+TOOL_TIPS = {
+    "box": "Drag a box around a structure: the model draws its mask for the active label. "
+           "A box over an existing one replaces that object; Shift+drag adds another object; "
+           "drag an edge of the box to redraw it.",
+    "point": "Refine the last box: left click = include, right click = exclude.",
+    "brush": "Paint the active label (size in the box next to the tools).",
+    "eraser": "Erase the active label.",
+    "pan": "Drag to move the image (the middle mouse button pans with any tool).",
+}
 
 
 class MainWindow(EditActions, FileActions, ModelActions, QMainWindow):
@@ -121,7 +130,8 @@ class MainWindow(EditActions, FileActions, ModelActions, QMainWindow):
         self.tool_actions = {}
         for tool, key in TOOL_KEYS.items():
             act = self._action(edit, tool.capitalize() if tool != "point" else "Points",
-                               lambda t=tool: self.set_tool(t), key, f"{tool} tool")
+                               lambda t=tool: self.set_tool(t), key, TOOL_TIPS[tool])
+            act.setToolTip(f"{act.text()} ({key}): {TOOL_TIPS[tool]}")
             act.setCheckable(True)
             group.addAction(act)
             bar.addAction(act)
@@ -214,8 +224,8 @@ class MainWindow(EditActions, FileActions, ModelActions, QMainWindow):
         geom = self.volume.geometry(self.view)
         sp = self.volume.spacing
         image = render.gray_image(self.volume.slice(self.view, self.index), self.window_lw)
-        self.slice_view.info_text = (f"{self.view} slice {self.index} / {geom.n_slices - 1}   "
-                                     f"W {self.window_lw[1]:.4g} L {self.window_lw[0]:.4g}")
+        self.slice_view.info_text = (f"{self.view} {self.index} / {geom.n_slices - 1}\n"
+                                     f"W {self.window_lw[1]:.4g}  L {self.window_lw[0]:.4g}")
         self.slice_view.set_image(image, (sp[geom.col_axis], sp[geom.row_axis]))
 
     def _refresh_overlay(self) -> None:

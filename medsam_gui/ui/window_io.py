@@ -137,9 +137,8 @@ class FileActions:
         msg = f"Opened {volume.shape[0]}×{volume.shape[1]}×{volume.shape[2]} {volume.modality}"
         if labelmap is not None:
             msg += f"; restored {len(labelmap.records)} annotated slices from {workspace.folder}"
-        self.statusBar().showMessage(msg, 8000)
-        for w in list(volume.source.warnings) + ([note] if note else []):
-            self.statusBar().showMessage(str(w), 8000)
+        notes = [str(w) for w in volume.source.warnings]
+        self.statusBar().showMessage("; ".join([msg] + notes), 12000)
         if note:
             self.show_error("Saved annotations not restored", note)
         self.volume_loaded.emit()
