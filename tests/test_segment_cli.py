@@ -1,0 +1,61 @@
+"""medsam-segment: voxel-index boxes in, label map on the source grid out; errors exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medsam_gui.engine.segment_cli import main
+
+from conftest import PAT1
+
+pytestmark = pytest.mark.needs_data
+FLAIR = PAT1 / "Flair_subtrMeanDivStd.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def gt():
+    return np.asarray(nib.load(str(PAT1 / "OTMultiClass.nii.gz")).dataobj) > 0
+
+
+def test_box_along_axis_2_writes_source_grid(tmp_path, gt):
+    k = 70
+    xs, ys = np.nonzero(gt[:, :, k])  # data[X, Y, K]: X = first remaining axis, Y = second
+    out = tmp_path / "labels.nii.gz"
+    code = main([str(FLAIR), "--box", "2", str(k), str(xs.min()), str(ys.min()),
+                 str(xs.max()), str(ys.max()), "--label", "3", "--out", str(out)])
+    assert code == 0
+    src, lab = nib.load(str(FLAIR)), nib.load(str(out))
+    assert lab.shape == src.shape
+    np.testing.assert_allclose(lab.affine, src.affine, atol=1e-5)
+    arr = np.asarray(lab.dataobj)
+    assert set(np.unique(arr)) == {0, 3}
+    assert not arr[:, :, :k].any() and not arr[:, :, k + 1:].any()
+    pred = arr[:, :, k] == 3
+    dice = 2 * (pred & gt[:, :, k]).sum() / (pred.sum() + gt[:, :, k].sum())
+    assert dice >= 0.7, dice
+
+
+def test_bad_image_path_exit_2_no_output(tmp_path, capsys):
+    out = tmp_path / "labels.nii.gz"
+    missing = tmp_path / "missing.nii.gz"
+    assert main([str(missing), "--box", "2", "1", "1", "1", "5", "5", "--out", str(out)]) == 2
+    assert str(missing) in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_bad_boxes_exit_2_no_output(tmp_path, capsys):
+    out = tmp_path / "labels.nii.gz"
+    outside = ["--box", "2", "200", "1", "1", "5", "5"]  # slice 200 of 155
+    assert main([str(FLAIR), *outside, "--out", str(out)]) == 2
+    assert "outside 0..154" in capsys.readouterr().err
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([{"axis": 2, "slice": 70, "box": [1, 2, 3]}]))
+    assert main([str(FLAIR), "--boxes", str(boxes), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(boxes) in err and "malformed" in err
+    assert main([str(FLAIR), "--out", str(out)]) == 2  # no boxes at all
+    assert not out.exists() and not list(tmp_path.glob("labels*"))
