@@ -28,7 +28,10 @@ def window(qtbot, tmp_path):
     w.show()
     qtbot.waitExposed(w)
     yield w
-    w.shutdown()
+    from PyQt5 import sip
+
+    if not sip.isdeleted(w):
+        w.shutdown()
 
 
 def move(widget, pos, buttons=Qt.NoButton):

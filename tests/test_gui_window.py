@@ -59,8 +59,11 @@ def make_window(qtbot, tmp_path, request):
         return w
 
     yield make
+    from PyQt5 import sip
+
     for w in windows:
-        w.shutdown()
+        if not sip.isdeleted(w):  # pytest-qt may have closed and deleted it already
+            w.shutdown()
 
 
 def open_and_wait(qtbot, window, path, session=True):
@@ -159,6 +162,29 @@ def test_box_on_tumour_gives_ground_truth_like_mask(qtbot, make_window, tumour):
     assert w.history.can_undo
     w.undo()
     assert np.array_equal(w.labelmap.array, before)
+
+
+def test_reopen_restores_the_boxes(qtbot, make_window, tumour, tmp_path):
+    ws = tmp_path / "ws_boxes"
+    w = make_window(workspace=ws)
+    open_and_wait(qtbot, w, FLAIR)
+    box_on_tumour(qtbot, w, tumour)
+    index, truth = tumour
+    saved = w.labelmap.array.copy()
+    w.flush_autosave()
+    w2 = make_window(workspace=ws)
+    open_and_wait(qtbot, w2, FLAIR)
+    w2.set_index(index)
+    assert np.array_equal(w2.labelmap.array, saved)
+    assert w2.labelmap.records[("axial", index, 1)].status == "model"
+    assert len(w2.slice_view._box_items) == 1  # the box is back on the slice
+    x0, y0, x1, y1 = bbox(truth)
+    with qtbot.waitSignal(w2.mask_applied, timeout=60000):  # and replaces its object
+        drag(qtbot, w2, (x0 + 4, y0 + 4, x1 - 4, y1 - 4))
+    rec = w2.labelmap.records[("axial", index, 1)]
+    assert len(rec.boxes) == 1
+    expected = w2.session.predict("axial", index, rec.boxes[0]).mask
+    assert np.array_equal(label_slice(w2, index), expected)  # the old mask is gone
 
 
 def test_undo_redo_restore_exact_arrays(qtbot, make_window, tumour):

@@ -308,7 +308,7 @@ class SliceView(QGraphicsView):
             self.stroke_finished.emit(stroke, self.tool == "eraser")
         event.accept()
 
-    def _box_edges(self, pos: QPoint, tol: int = 6) -> str:
+    def _box_edges(self, pos: QPoint, tol: int = 5) -> str:
         """Which edges of the active box are under the mouse (viewport pixels), e.g. "lt"."""
         if not 0 <= self._active_box < len(self._boxes):
             return ""

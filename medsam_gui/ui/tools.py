@@ -68,6 +68,25 @@ class Annotator:
         self.objects: Dict[Key, List[PromptObject]] = {}
         self.active: Dict[Key, int] = {}
         self._object_log: Dict[int, Tuple[Key, list, int, list, int]] = {}
+        self.restore_objects()
+
+    def restore_objects(self) -> None:
+        """Prompt objects back from saved provenance (reopened workspace), so the boxes show
+        again and a new box replaces its object. The model masks themselves are not saved: each
+        object takes the label's pixels inside its box."""
+        for (view, index, value), rec in self.labelmap.records.items():
+            if not rec.boxes or view not in ("axial", "coronal", "sagittal"):
+                continue
+            current = self.labelmap.slice(self.volume.geometry(view), index) == value
+            objs = []
+            for box in rec.boxes:
+                x0, y0, x1, y1 = (int(round(v)) for v in box)
+                mask = np.zeros_like(current)
+                mask[max(y0, 0):y1, max(x0, 0):x1] = current[max(y0, 0):y1, max(x0, 0):x1]
+                objs.append(PromptObject(tuple(float(v) for v in box), [], mask, rec.iou))
+            objs[-1].points = [tuple(p) for p in rec.points]
+            self.objects[(view, int(index), int(value))] = objs
+            self.active[(view, int(index), int(value))] = len(objs) - 1
 
     # ---- prompts ---------------------------------------------------------------------------
     def slot_for_box(self, key: Key, box: Box, additive: bool) -> int:
