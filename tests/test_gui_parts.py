@@ -237,3 +237,14 @@ def test_stamp_line_covers_the_segment():
     m = np.zeros((20, 30), bool)
     stamp_line(m, (2.5, 10.5), (25.5, 10.5), 1.5)
     assert m[10, 2:26].all() and not m[10, 28] and not m[5].any()
+
+
+def test_bad_checkpoint_shows_error_and_keeps_the_window(qtbot, window, tmp_path, monkeypatch):
+    errors = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda *a, **k: errors.append(a[2]))
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"not a checkpoint at all")
+    window.switch_model("medsam_vit_b", str(bad))
+    qtbot.waitUntil(lambda: bool(errors), timeout=60000)
+    assert "broken.pth" in errors[0]
+    assert window.backend is None and "none" in window.model_label.text()

@@ -164,6 +164,8 @@ class MainWindow(EditActions, FileActions, ModelActions, QMainWindow):
         self.preset_box.activated.connect(lambda _i: self.apply_preset(self.preset_box.currentText()))
         bar.addWidget(self.preset_box)
         view.addSeparator()
+        self._action(view, "Next slice", lambda: self.set_index(self.index + 1), "PgUp")
+        self._action(view, "Previous slice", lambda: self.set_index(self.index - 1), "PgDown")
         self._action(view, "Fit to window", self.slice_view.fit, "Ctrl+0")
         self._action(view, "Zoom in", lambda: self.slice_view.zoom(1.25), QKeySequence.ZoomIn)
         self._action(view, "Zoom out", lambda: self.slice_view.zoom(0.8), QKeySequence.ZoomOut)

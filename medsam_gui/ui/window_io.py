@@ -131,6 +131,7 @@ class FileActions:
         self.labels.set_table(self.labelmap.table)
         self._rebuild_lut()
         self.set_view("axial")
+        self.slice_view.setFocus()  # wheel and arrow keys scroll slices right away
         self._add_recent(path)
         name = os.path.basename(path.rstrip("/")) or path
         self.setWindowTitle(f"{name} — medsam-gui")
