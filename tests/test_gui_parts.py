@@ -9,7 +9,7 @@ from PyQt5.QtCore import QEvent, QMimeData, QPointF, QSettings, Qt, QUrl
 from PyQt5.QtGui import QDropEvent
 from PyQt5.QtWidgets import QMessageBox
 
-from tests.conftest import ABDOMEN, DICOM, PAT1
+from conftest import ABDOMEN, DICOM, PAT1
 
 FLAIR = PAT1 / "Flair_subtrMeanDivStd.nii.gz"
 SAG_T1 = DICOM / "mr_brain_sag_t1_siemens_HFS"

@@ -15,7 +15,7 @@ from PyQt5.QtCore import QEvent, QPointF, QSettings, Qt
 from PyQt5.QtGui import QMouseEvent
 from PyQt5.QtWidgets import QApplication
 
-from tests.conftest import PAT1
+from conftest import PAT1
 
 pytestmark = pytest.mark.needs_data
 
