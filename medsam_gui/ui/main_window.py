@@ -326,7 +326,7 @@ class MainWindow(EditActions, FileActions, ModelActions, QMainWindow):
             return
         self._set_busy(True)
         run_task(lambda _t: session.predict(view, index, box, points or None),
-                 lambda pred: (self._set_busy(False),
+                 lambda pred: (self._set_busy(False), self._update_strip_cache(),
                                self._apply(key, slot, pred, additive, session.backend)),
                  lambda exc: (self._set_busy(False),
                               self.show_error("Segmentation failed", error_text(exc))),
