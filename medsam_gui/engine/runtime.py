@@ -6,24 +6,17 @@ channels_last is faster still but moved LiteMedSAM masks on BRATS tumour slices 
 0.968-0.990 against fp32 (CT slices 0.994-0.998), below the 0.99 bar, so ``precision="auto"``
 picks ``channels_last`` and bf16 is an explicit opt-in (``precision="bf16"``). The allocator
 matters as much: start the app with tcmalloc preloaded or ``THP_MEM_ALLOC_ENABLE=1``
-(see ``allocator_env``; the entry points do this).
+(``medsam_gui.launch.prefer_fast_allocator``, called by the entry points).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-from typing import Dict, Iterator, Optional
+from typing import Iterator, Optional
 
 import torch
 
 PRECISIONS = ("auto", "fp32", "channels_last", "bf16")
-
-_TCMALLOC_CANDIDATES = (
-    "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
-    "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
-    "/usr/lib/libtcmalloc_minimal.so.4",
-)
 
 
 def pick_device(device: Optional[str] = None) -> torch.device:
@@ -58,23 +51,3 @@ def encoder_context(precision: str, device: torch.device) -> Iterator[None]:
                 yield
         else:
             yield
-
-
-def find_tcmalloc() -> Optional[str]:
-    for path in _TCMALLOC_CANDIDATES:
-        if os.path.exists(path):
-            return path
-    return None
-
-
-def allocator_env() -> Dict[str, str]:
-    """Environment to start the app with (must be set before torch is imported).
-
-    tcmalloc via LD_PRELOAD when the library is installed, and PyTorch's transparent huge
-    pages for its CPU allocator in any case.
-    """
-    env = {"THP_MEM_ALLOC_ENABLE": "1"}
-    lib = find_tcmalloc()
-    if lib and lib not in os.environ.get("LD_PRELOAD", ""):
-        env["LD_PRELOAD"] = ":".join(p for p in (lib, os.environ.get("LD_PRELOAD", "")) if p)
-    return env

