@@ -117,21 +117,45 @@ def test_session_keys_name_weights_volume_and_normalisation():
     assert a.is_cached("axial", 1) and not b.is_cached("axial", 1)
 
 
-@pytest.mark.needs_data
-def test_real_predict_during_precompute_matches_idle():
+@pytest.fixture(scope="module")
+def real():
+    """(volume, backend): BRATS pat0001 FLAIR and LiteMedSAM, loaded once for this module."""
     from medsam_gui.engine import load_backend
     from medsam_gui.io import load_volume
 
-    vol = load_volume(PAT1 / "Flair_subtrMeanDivStd.nii.gz")
-    session = Session(vol, load_backend(device="cpu"))
+    return load_volume(PAT1 / "Flair_subtrMeanDivStd.nii.gz"), load_backend(device="cpu")
+
+
+@pytest.mark.needs_data
+def test_real_predict_during_precompute_matches_idle(real):
+    vol, backend = real
+    session = Session(vol, backend)
     box = (58, 76, 102, 165)
     idle = session.predict("axial", 63, box)
     worker = threading.Thread(target=session.precompute, args=("axial", 70),
-                              kwargs={"indices": [69, 70, 71]})
+                              kwargs={"indices": [70, 71]})
     worker.start()
     busy = []
     while worker.is_alive() and len(busy) < 20:
         busy.append(session.predict("axial", 63, box))
     worker.join()
     assert busy and all(np.array_equal(p.mask, idle.mask) for p in busy)
-    assert {69, 70, 71, 63} <= session.cached_indices("axial")
+    assert {70, 71, 63} <= session.cached_indices("axial")
+
+
+@pytest.mark.needs_data
+def test_propagate_follows_the_tumour(real):
+    import nibabel as nib
+
+    vol, backend = real
+    gt = np.asarray(nib.load(str(PAT1 / "OTMultiClass.nii.gz")).dataobj) > 0
+    session = Session(vol, backend)
+    geom = vol.geometry("axial")
+    start = geom.take(gt, 70)
+    preds = list(session.propagate("axial", 70, start, direction=-1, max_slices=2))
+    assert [p.index for p in preds] == [69, 68]
+    for p in preds:
+        truth = geom.take(gt, p.index)
+        assert 2 * (p.mask & truth).sum() / (p.mask.sum() + truth.sum()) >= 0.7
+    assert list(session.propagate("axial", 70, np.zeros_like(start))) == []
+    assert list(session.propagate("axial", 70, start, stop=lambda: True)) == []

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -155,3 +155,28 @@ class Session:
             if progress:
                 progress(done, total)
         return done
+
+    # ------------------------------------------------------------------------ 3D helper
+    def propagate(self, axis: str, index: int, mask: np.ndarray, direction: int = 1,
+                  stop: Optional[Callable[[], bool]] = None, max_slices: Optional[int] = None,
+                  margin: float = 3.0) -> Iterator[Prediction]:
+        """Yield predictions on index+direction, index+2*direction, ... as the official 3D
+        inference does: each slice is prompted by the bounding box of the previous slice's
+        mask, widened by ``margin`` pixels of the 256² decoder frame (3 upstream). Stops at an
+        empty mask, the volume edge, ``max_slices`` or when ``stop()`` returns True."""
+        if direction not in (1, -1):
+            raise ValueError("direction must be +1 or -1")
+        h, w = self.volume.geometry(axis).slice_shape
+        pad = margin * max(h, w) / 256.0
+        n, prev, i, done = self.volume.n_slices(axis), np.asarray(mask, bool), index, 0
+        while prev.any() and 0 <= i + direction < n and (max_slices is None or done < max_slices):
+            if stop is not None and stop():
+                return
+            ys, xs = np.nonzero(prev)
+            box = (max(0.0, xs.min() - pad), max(0.0, ys.min() - pad),
+                   min(w - 1.0, xs.max() + pad), min(h - 1.0, ys.max() + pad))
+            i += direction
+            pred = self.predict(axis, i, box)
+            done += 1
+            yield pred
+            prev = pred.mask
