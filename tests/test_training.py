@@ -212,3 +212,49 @@ def test_cli_single_process(tmp_path, capsys):
     assert "validation Dice before" in captured.out
     assert main([w1, "--dry-run"]) == 2
     assert "at least 2 volumes" in capsys.readouterr().err
+
+
+def test_batched_training_head_matches_backend_decode():
+    from medsam_gui.training.finetune import LowResHead, clone_model
+    from medsam_gui.training.prepare import prepare_slices
+
+    w1, w2 = brats_workspaces()
+    base = base_backend()
+    _, val_s = plan(TrainConfig([w1], val_workspaces=[w2]))
+    some = val_s[:3]
+    prep = prepare_slices(some, base, some, shared_cache())
+    head = LowResHead(clone_model(base.model), encode=False)
+    embs = torch.cat([prep[s.slice_key].embedding for s in some]).float()
+    boxes = torch.from_numpy(np.stack([base.box_to_model(s.box(), prep[s.slice_key].shape)
+                                       for s in some]).astype(np.float32))
+    with torch.no_grad():
+        low = head(embs, boxes)
+    for k, s in enumerate(some):
+        ps = prep[s.slice_key]
+        ref, _ = base.decode(ps.embedding.float(), ps.shape, s.box())
+        ours = base.postprocess(low[k:k + 1], ps.shape).numpy()
+        agree = 2 * (ref & ours).sum() / max(ref.sum() + ours.sum(), 1)
+        assert agree > 0.999, agree
+
+
+def test_full_mode_trains_the_encoder_copy(tmp_path):
+    from conftest import PAT2
+
+    w1, _ = brats_workspaces()
+    gt2 = np.asarray(nib.load(str(PAT2 / GT)).dataobj) > 0
+    val = _small_workspace(tmp_path / "val2", PAT2 / FLAIR, [95, 100], gt=gt2)
+    base = base_backend()
+    before_params = model_params(base)
+    out = tmp_path / "full.pth"
+    cfg = TrainConfig([w1], val_workspaces=[val], mode="full", epochs=1, batch_size=1,
+                      max_steps_per_epoch=1, lr=1e-3, out=str(out))
+    r = train(cfg, base, cache=shared_cache())
+    new = torch.load(out, map_location="cpu", weights_only=True)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["mode"] == "full" and meta["encoder_sha256_of"] is None
+    assert "image_encoder" in meta["trained_parts"]
+    if r.best_epoch == 1:  # the step was kept: the encoder moved
+        assert any(not torch.equal(new[k], before_params[k]) for k in new
+                   if k.startswith("image_encoder"))
+    for k, v in model_params(base).items():
+        assert torch.equal(v, before_params[k]), k
