@@ -3,6 +3,8 @@ opening paths, closing, background-encoding retry. Offscreen, no encoder runs he
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from PyQt5.QtCore import QEvent, QMimeData, QPointF, QSettings, Qt, QUrl
@@ -197,6 +199,49 @@ def test_close_with_unexported_changes_asks(qtbot, window, monkeypatch):
     assert "workspace" in asked[0]
     window.confirm_close = False
     assert window.last_saved_folder is None or window.last_saved_folder.exists()
+
+
+@pytest.mark.needs_data
+def test_corrupt_file_shows_error_and_window_still_works(qtbot, window, tmp_path, monkeypatch):
+    errors = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda *a, **k: errors.append(a[2]))
+    bad = tmp_path / "truncated.nii.gz"
+    bad.write_bytes(FLAIR.read_bytes()[:20000])
+    w = window
+    w.open_path(str(bad))
+    qtbot.waitUntil(lambda: bool(errors), timeout=30000)
+    assert "truncated.nii.gz" in errors[0]
+    assert w.volume is None
+    open_and_wait(qtbot, w, FLAIR)
+    assert w.volume.shape == (240, 240, 155)
+
+
+@pytest.mark.needs_data
+def test_folder_with_several_series_asks_which(qtbot, window, tmp_path, monkeypatch, data_dir):
+    from medsam_gui.io import list_series
+    from medsam_gui.ui import series_dialog
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for sub in ("ct_abdomen_siemens_jpeg2000", "mr_brain_ax30_dwi_b0_toshiba"):
+        for f in (data_dir / "dicom" / sub).iterdir():
+            shutil.copy(f, folder / f"{sub[:2]}_{f.name}")
+    series = list_series(folder)
+    assert len(series) == 2
+    dialog = series_dialog.SeriesDialog(series, str(folder))
+    qtbot.addWidget(dialog)
+    assert dialog.table.rowCount() == 2
+    texts = {dialog.table.item(r, 3).text() for r in range(2)}
+    assert texts == {"20", "40"}
+    dialog.select(1)
+    assert dialog.selected_uid == series[1].uid
+    mr = next(s for s in series if s.modality == "MR")
+    asked = []
+    monkeypatch.setattr(series_dialog, "choose_series",
+                        lambda s, f, p=None: asked.append(len(s)) or mr.uid)
+    w = window
+    open_and_wait(qtbot, w, folder)
+    assert asked == [2] and w.volume.modality == "MR" and w.volume.shape[2] == 40
 
 
 def test_background_encoding_retries_once_then_reports(qtbot):

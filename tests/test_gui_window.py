@@ -6,8 +6,6 @@ encoding is off, so only the tumour slice is ever encoded (a few CPU seconds in 
 
 from __future__ import annotations
 
-import shutil
-
 import nibabel as nib
 import numpy as np
 import pytest
@@ -286,51 +284,6 @@ def test_autosave_and_reopen_restore_labels(qtbot, make_window, tumour, tmp_path
     assert np.array_equal(w2.labelmap.array, saved)
     assert [l.name for l in w2.labelmap.table.labels] == ["label 1", "oedema"]
     assert w2.labelmap.records[("axial", index, 2)].status == "edited"
-
-
-def test_corrupt_file_shows_error_and_window_still_works(qtbot, make_window, tmp_path,
-                                                         monkeypatch):
-    from PyQt5.QtWidgets import QMessageBox
-
-    errors = []
-    monkeypatch.setattr(QMessageBox, "critical", lambda *a, **k: errors.append(a[2]))
-    bad = tmp_path / "truncated.nii.gz"
-    bad.write_bytes(FLAIR.read_bytes()[:20000])
-    w = make_window(with_model=False)
-    w.open_path(str(bad))
-    qtbot.waitUntil(lambda: bool(errors), timeout=30000)
-    assert "truncated.nii.gz" in errors[0]
-    assert w.volume is None
-    open_and_wait(qtbot, w, FLAIR, session=False)
-    assert w.volume.shape == (240, 240, 155)
-
-
-def test_folder_with_several_series_asks_which(qtbot, make_window, tmp_path, monkeypatch,
-                                               data_dir):
-    from medsam_gui.io import list_series
-    from medsam_gui.ui import series_dialog
-
-    folder = tmp_path / "mixed"
-    folder.mkdir()
-    for sub in ("ct_abdomen_siemens_jpeg2000", "mr_brain_ax30_dwi_b0_toshiba"):
-        for f in (data_dir / "dicom" / sub).iterdir():
-            shutil.copy(f, folder / f"{sub[:2]}_{f.name}")
-    series = list_series(folder)
-    assert len(series) == 2
-    dialog = series_dialog.SeriesDialog(series, str(folder))
-    qtbot.addWidget(dialog)
-    assert dialog.table.rowCount() == 2
-    texts = {dialog.table.item(r, 3).text() for r in range(2)}
-    assert texts == {"20", "40"}
-    dialog.select(1)
-    assert dialog.selected_uid == series[1].uid
-    mr = next(s for s in series if s.modality == "MR")
-    asked = []
-    monkeypatch.setattr(series_dialog, "choose_series",
-                        lambda s, f, p=None: asked.append(len(s)) or mr.uid)
-    w = make_window(with_model=False)
-    open_and_wait(qtbot, w, folder, session=False)
-    assert asked == [2] and w.volume.modality == "MR" and w.volume.shape[2] == 40
 
 
 def test_background_encoding_follows_the_slice(qtbot, make_window, tumour):
