@@ -220,6 +220,10 @@ class _Trainer:
             rank, world = dist.get_rank(), dist.get_world_size()
             ids = [self.device.index] if self.device.type == "cuda" else None
             module = DDP(head, device_ids=ids, find_unused_parameters=True)
+            from torch.utils.data import DistributedSampler
+
+            sampler = DistributedSampler(range(len(self.train_s)), num_replicas=world,
+                                         rank=rank, shuffle=True, seed=c.seed)
         opt = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay)
         n = len(self.train_s)
         per_rank = -(-n // world)
@@ -231,9 +235,11 @@ class _Trainer:
         best, best_epoch, best_state, stale = before, 0, None, 0
         for epoch in range(1, c.epochs + 1):
             t0 = time.time()
-            order = self.rng.permutation(n)
-            if world > 1:  # same permutation on every rank (same seed), each takes its share
-                order = np.resize(order, per_rank * world)[rank::world]
+            if world > 1:  # each rank its share of one seeded shuffle (padded to equal size)
+                sampler.set_epoch(epoch)
+                order = np.asarray(list(sampler))
+            else:
+                order = self.rng.permutation(n)
             losses = []
             for k in range(steps):
                 if self.cancel is not None and self.cancel():

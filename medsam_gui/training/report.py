@@ -13,6 +13,12 @@ from medsam_gui.training.checkpoints import META_FORMAT
 from medsam_gui.training.dataset import Sample, count, group_by_volume
 
 
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def _volumes(samples: Sequence[Sample], split: str) -> List[dict]:
     out = []
     for vid, group in group_by_volume(samples).items():
@@ -71,5 +77,6 @@ def build_meta(config, base, new_sha256: str, path: Path, train: Sequence[Sample
         "seed": config.seed,
         "elapsed_seconds": round(elapsed, 2),
         "environment": {"device": str(base.device), "precision": base.precision,
+                        "world_size": _world_size(),
                         "torch": torch.__version__, "python": platform.python_version()},
     }

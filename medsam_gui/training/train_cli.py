@@ -102,8 +102,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         if warning:
             say(f"warning: {warning}", file=sys.stderr)
         say(f"base model: {base.name} ({base.weights_sha256[:12]}…) on {base.device}")
-        result = train(config, base, progress=_TqdmProgress(rank0),
-                       cancel=lambda: bool(cancelled), cache=cache, distributed=distributed)
+        bars = _TqdmProgress(rank0)
+        try:
+            result = train(config, base, progress=bars, cancel=lambda: bool(cancelled),
+                           cache=cache, distributed=distributed)
+        finally:
+            bars.close()
     except MedsamError as exc:
         print(f"medsam-train: error: {exc}", file=sys.stderr)
         return 2
@@ -145,21 +149,21 @@ class _TqdmProgress:
             self.bar = tqdm(total=total, desc=desc, unit="slice" if phase == "embed" else "step",
                             file=sys.stderr, dynamic_ncols=True)
             self.phase = phase
-        self.bar.n = step
+        self.bar.update(max(0, step - self.bar.n))
         if metrics.get("phase") == "train":
             self.bar.set_postfix(epoch=epoch, loss=f"{metrics['loss']:.4f}", refresh=False)
         elif metrics.get("phase") == "epoch":
             self.bar.write(f"epoch {epoch}: train loss {metrics['train_loss']:.4f}, "
                            f"val loss {metrics['val_loss']:.4f}, "
                            f"val Dice {metrics['val_dice']:.4f}")
-        self.bar.refresh()
         if step >= total and phase == "embed":
             self.bar.close()
             self.bar, self.phase = None, None
 
-    def __del__(self) -> None:
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar, self.phase = None, None
 
 
 if __name__ == "__main__":
