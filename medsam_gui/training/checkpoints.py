@@ -85,9 +85,10 @@ def base_key_order(base_checkpoint: Optional[str]) -> Optional[List[str]]:
 
 
 def temp_paths(path: Path) -> Tuple[Path, Path]:
+    """Temp names that no model list picks up (they do not end in .pth/.json)."""
     pid = os.getpid()
-    return (path.with_name(f".{path.stem}.tmp-{pid}.pth"),
-            path.with_name(f".{path.stem}.tmp-{pid}.json"))
+    return (path.with_name(f"{path.name}.tmp-{pid}"),
+            path.with_name(f"{path.with_suffix('.json').name}.tmp-{pid}"))
 
 
 def write_checkpoint(model: nn.Module, tmp_pth: Path, base_checkpoint: Optional[str] = None
