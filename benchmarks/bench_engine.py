@@ -308,7 +308,8 @@ def main() -> None:
           f"({'all encoded' if ARGS.full else 'partly copies of real embeddings'})\n"
           f"RSS {current_rss_mb():.0f} MB (with {cached_before} cached: {before:.0f} MB; growth "
           f"{(current_rss_mb() - before) / max(len(cache) - cached_before, 1):.2f} MB per added "
-          f"slice); peak RSS of the whole run {rss_mb():.0f} MB (3 backends + predict_array peer)")
+          f"slice; freed encoder buffers are reused, so growth can read low); peak RSS of the "
+          f"whole run {rss_mb():.0f} MB (3 backends + predict_array peer)")
 
     if not ARGS.skip_allocators:
         allocator_table()
