@@ -169,3 +169,23 @@ def test_vit_backends_geometry_without_weights():
         assert mask.shape == img.shape and mask.dtype == bool and isinstance(iou, float)
         assert b.low_res_target(np.ones(img.shape, bool)).shape == (256, 256)
     assert sam.name == "SAM ViT-B" and medsam.name == "MedSAM ViT-B"
+
+
+def test_cache_key_follows_encoder_weights_only(tmp_path):
+    """A decoder-only fine-tune keeps its base's embeddings; a new encoder does not."""
+    state = torch.load(bundled_path(), map_location="cpu", weights_only=True)
+    decoder_tuned = dict(state)
+    name = next(k for k in state if k.startswith("mask_decoder.") and k.endswith("weight"))
+    decoder_tuned[name] = state[name] + 0.01
+    torch.save(decoder_tuned, tmp_path / "decoder_tuned.pth")
+    encoder_tuned = dict(state)
+    name = next(k for k in state if k.startswith("image_encoder.") and k.endswith("weight"))
+    encoder_tuned[name] = state[name] + 0.01
+    torch.save(encoder_tuned, tmp_path / "encoder_tuned.pth")
+
+    base = load_backend("litemedsam", device="cpu")
+    dec = load_backend("litemedsam", checkpoint=str(tmp_path / "decoder_tuned.pth"), device="cpu")
+    enc = load_backend("litemedsam", checkpoint=str(tmp_path / "encoder_tuned.pth"), device="cpu")
+    assert dec.weights_sha256 != base.weights_sha256
+    assert dec.cache_tag == base.cache_tag
+    assert enc.cache_tag != base.cache_tag

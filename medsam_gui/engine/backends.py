@@ -99,10 +99,16 @@ class Backend:
             with self._gate:
                 self._gate.wait_for(lambda: self._active_decodes == 0, timeout=5.0)
 
+    encoder_sha256 = ""  # set by load_backend from the image encoder's weights alone
+
     @property
     def cache_tag(self) -> str:
-        """Names the encoder output: kind + weights + precision variant."""
-        return f"{self.kind}:{self.weights_sha256}:{self.precision}"
+        """Names the encoder output: kind + image-encoder weights + precision variant.
+
+        Keyed by the encoder's weights, not the whole file, so a decoder-only fine-tune reuses
+        every cached embedding of its base model.
+        """
+        return f"{self.kind}:{self.encoder_sha256 or self.weights_sha256}:{self.precision}"
 
     # --------------------------------------------------------------- per-family geometry
     def model_input(self, slice_uint8: np.ndarray) -> torch.Tensor:
@@ -336,6 +342,18 @@ def _fit(model: nn.Module, state: dict, path: str, kind: str) -> None:
     model.load_state_dict(state, strict=True)
 
 
+def encoder_digest(state: dict) -> str:
+    """sha256 over the image encoder's parameter names and bytes in a state dict."""
+    h = hashlib.sha256()
+    for name in sorted(k for k in state if k.startswith("image_encoder.")):
+        t = state[name]
+        h.update(name.encode())
+        if isinstance(t, torch.Tensor):
+            h.update(str(t.dtype).encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def load_backend(kind: str = "litemedsam", checkpoint: Optional[str] = None,
                  device: Optional[str] = None, precision: str = "auto") -> Backend:
     """Build ``kind``, load and check its weights, and put it on the best device."""
@@ -357,14 +375,19 @@ def load_backend(kind: str = "litemedsam", checkpoint: Optional[str] = None,
     state = read_state_dict(path)
     dev = pick_device(device)
     prec = resolve_precision(precision, dev, kind)
+    backend: Backend
     if kind == "litemedsam":
         model: nn.Module = LiteMedSAMModel()
         _fit(model, state, path, kind)
-        return LiteMedSAMBackend(model, sha, dev, prec, path)
-    from segment_anything import sam_model_registry
+        backend = LiteMedSAMBackend(model, sha, dev, prec, path)
+    else:
+        from segment_anything import sam_model_registry
 
-    model = sam_model_registry["vit_" + kind[-1]](checkpoint=None)
-    _fit(model, state, path, kind)
-    if kind == "medsam_vit_b":
-        return MedSAMBackend(model, sha, dev, prec, path)
-    return SamBackend(kind, model, sha, dev, prec, path)
+        model = sam_model_registry["vit_" + kind[-1]](checkpoint=None)
+        _fit(model, state, path, kind)
+        if kind == "medsam_vit_b":
+            backend = MedSAMBackend(model, sha, dev, prec, path)
+        else:
+            backend = SamBackend(kind, model, sha, dev, prec, path)
+    backend.encoder_sha256 = encoder_digest(state)
+    return backend
