@@ -21,6 +21,7 @@ import numpy as np
 
 from medsam_gui.annotation.labels import LabelMap, LabelTable, SliceRecord, now_iso
 from medsam_gui.errors import MedsamError
+from medsam_gui.io.atomic import write_synced
 from medsam_gui.volume import Volume
 
 FORMAT = "medsam-gui-workspace/1"
@@ -56,24 +57,6 @@ def _source_stem(volume: Volume) -> str:
     else:
         stem = _strip_nifti(p.name)
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "volume"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file and ``os.replace``; the old file stays
-    untouched if anything fails before the rename."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
 
 
 def read_dir(path: PathLike) -> Tuple[dict, LabelMap]:
@@ -148,7 +131,7 @@ class Workspace:
             # one after the other at the end, so a crash leaves the previous pair in place.
             if write_labels:
                 save_label_map(labelmap.array, volume, ltmp)  # verified by the writer
-            write_atomic(jtmp, json.dumps(self._meta(volume, labelmap), indent=1).encode())
+            write_synced(jtmp, json.dumps(self._meta(volume, labelmap), indent=1).encode())
             if write_labels:
                 os.replace(ltmp, lpath)
             os.replace(jtmp, jpath)

@@ -19,26 +19,11 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 
+from medsam_gui.engine.registry import models_dir
 from medsam_gui.errors import MedsamError
+from medsam_gui.io.atomic import write_synced
 
 META_FORMAT = "medsam-gui-finetune/1"
-
-
-def models_dir() -> Path:
-    """The engine registry's models folder (a local fallback until the registry is present)."""
-    try:
-        from medsam_gui.engine.registry import models_dir as registry_models_dir
-    except ImportError:
-        env = os.environ.get("MEDSAM_MODELS_DIR")
-        if env:
-            return Path(env)
-        repo_models = Path(__file__).resolve().parents[2] / "models"
-        if os.access(repo_models if repo_models.exists() else repo_models.parent, os.W_OK):
-            return repo_models
-        import platformdirs
-
-        return Path(platformdirs.user_data_dir("medsam-gui")) / "models"
-    return Path(registry_models_dir())
 
 
 def output_path(out: Optional[str], base_kind: str, base_checkpoint: Optional[str]) -> Path:
@@ -106,11 +91,7 @@ def write_checkpoint(model: nn.Module, tmp_pth: Path, base_checkpoint: Optional[
 
 def commit(tmp_pth: Path, tmp_json: Path, meta: dict, path: Path) -> Path:
     """Write the metadata and rename both temp files to their final names."""
-    data = json.dumps(meta, indent=1).encode("utf-8")
-    with open(tmp_json, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    write_synced(tmp_json, json.dumps(meta, indent=1).encode("utf-8"))
     if path.exists():  # appeared meanwhile: never overwrite
         raise MedsamError("refusing to overwrite an existing checkpoint", path)
     os.replace(tmp_pth, path)

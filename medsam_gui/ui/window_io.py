@@ -13,6 +13,7 @@ from PyQt5.QtWidgets import QApplication, QFileDialog, QMenu, QMessageBox
 
 from medsam_gui.annotation import History, LabelMap, LabelTable, Workspace
 from medsam_gui.errors import MedsamError
+from medsam_gui.io.atomic import atomic_write_bytes
 from medsam_gui.ui.tools import Annotator
 from medsam_gui.ui.workers import Task, error_text, run_task
 
@@ -305,11 +306,15 @@ class FileActions:
                                                    "JSON (*.json)")
             if not path:
                 return None
-        out = Path(path)
-        tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
         data = {"labels": self.labelmap.table.to_json(), "source": self.volume.source.path}
-        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        os.replace(tmp, out)
+        try:
+            out = atomic_write_bytes(path, json.dumps(data, indent=1).encode("utf-8"))
+        except OSError as exc:
+            if quiet:  # the caller reports it
+                raise MedsamError(f"cannot write the label table ({exc.strerror})", path) from None
+            self.show_error("Export failed", f"{path}: cannot write the label table "
+                                             f"({exc.strerror})")
+            return None
         if not quiet:
             QMessageBox.information(self, "Label table exported", f"Saved to\n{out}")
         return out
