@@ -4,12 +4,9 @@ A backend owns the model and its exact pre/post-processing: ``encode`` turns dis
 (uint8, already normalised per modality) into image embeddings, ``decode`` turns one embedding
 plus a box (and optional points) into a boolean mask of the slice's size.
 
-``decode`` takes no lock and may run in one thread while ``encode`` runs in another. Two
-threads running torch ops at once share the two cores badly (a box took 2.2x longer during a
-precompute), so the encoder yields cooperatively: a forward pre-hook on every encoder block
-and on each block's direct children waits while a decode is in flight. A box then waits at
-most for one sub-block (a few ms to ~20 ms), and the precompute loses only the time the
-decoder actually runs.
+``decode`` takes no lock and may run in one thread while ``encode`` runs in another; the
+encoder's blocks pause while a decode is in flight (``gate.DecodeGate``, hooked on every
+encoder block and on each block's direct children).
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import threading
 import warnings
 from typing import List, Optional, Sequence, Tuple
 
@@ -27,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medsam_gui.engine import preprocess as pp
+from medsam_gui.engine.gate import DecodeGate
 from medsam_gui.engine.runtime import encoder_context, pick_device, resolve_precision
 from medsam_gui.errors import MedsamError
 
@@ -88,16 +85,10 @@ class Backend:
             self.model.image_encoder.to(memory_format=torch.channels_last)
         with torch.no_grad():  # constant: computed once instead of on every box
             self._dense_pe = self.model.prompt_encoder.get_dense_pe().to(device)
-        self._gate = threading.Condition()
-        self._active_decodes = 0
+        self._gate = DecodeGate()
         for name, block in self.model.image_encoder.named_modules():
             if re.fullmatch(r"(.*\.)?blocks\.\d+(\.\w+)?|neck", name):
-                block.register_forward_pre_hook(self._yield_to_decoders)
-
-    def _yield_to_decoders(self, module: nn.Module, args: object) -> None:
-        if self._active_decodes:
-            with self._gate:
-                self._gate.wait_for(lambda: self._active_decodes == 0, timeout=5.0)
+                block.register_forward_pre_hook(self._gate.wait_hook)
 
     encoder_sha256 = ""  # set by load_backend from the image encoder's weights alone
 
@@ -148,14 +139,8 @@ class Backend:
                mask_input: Optional[torch.Tensor] = None) -> Tuple[np.ndarray, float]:
         """Mask (bool H×W) and predicted IoU for a box and/or points on one embedding."""
         slice_shape = (int(slice_shape[0]), int(slice_shape[1]))
-        with self._gate:
-            self._active_decodes += 1
-        try:
+        with self._gate.decoding():
             return self._decode(embedding, slice_shape, box, points, mask_input)
-        finally:
-            with self._gate:
-                self._active_decodes -= 1
-                self._gate.notify_all()
 
     def _decode(self, embedding, slice_shape, box, points, mask_input):
         with torch.inference_mode():

@@ -134,24 +134,8 @@ class LowResHead(nn.Module):
 
 
 def clone_model(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` without its hooks (the engine hooks its encoder with bound
-    methods of the backend, which holds locks): the objects the hooks belong to are shared,
-    not copied, and the copy's hooks are dropped."""
-    memo: dict = {}
-    hook_dicts = ("_forward_pre_hooks", "_forward_hooks", "_backward_hooks",
-                  "_backward_pre_hooks", "_state_dict_hooks", "_load_state_dict_pre_hooks")
-    for mod in model.modules():
-        for name in hook_dicts:
-            for hook in getattr(mod, name, {}).values():
-                owner = getattr(hook, "__self__", None)
-                if owner is not None:
-                    memo[id(owner)] = owner
-    clone = copy.deepcopy(model, memo)
-    for mod in clone.modules():
-        for name in ("_forward_pre_hooks", "_forward_hooks", "_backward_hooks",
-                     "_backward_pre_hooks"):
-            getattr(mod, name, {}).clear()
-    return clone.eval()
+    """A private copy to train: the model in use is never touched."""
+    return copy.deepcopy(model).eval()
 
 
 def set_trainable(model: nn.Module, config: TrainConfig) -> List[nn.Parameter]:
