@@ -69,7 +69,8 @@ class EmbeddingCache:
         with self._lock:
             if key in self._mem:
                 return True
-        return self._disk_path(key) is not None and self._disk_path(key).exists()
+        path = self._disk_path(key)
+        return path is not None and path.exists()
 
     def in_memory(self, key: CacheKey) -> bool:
         with self._lock:
