@@ -125,6 +125,8 @@ class SliceRecord:
     model_mask_sha256: str = ""
     iou: Optional[float] = None
     time: str = field(default_factory=now_iso)
+    # what the model saw (engine.intensity.InputTransform.provenance()); {} = not recorded
+    model_input: Dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -1,62 +1,16 @@
-"""Model-input transforms: intensity normalisation per modality and per-backend geometry.
+"""Per-backend model-input geometry: resize/pad of the uint8 slice, box and target transforms.
 
-Everything here follows the official MedSAM preprocessing (``pre_CT_MR.py``,
-``CVPR24_LiteMedSAM_infer.py``, ``MedSAM_Inference.py``) step by step, re-implemented.
-The volume's voxels are never modified: each function returns new arrays.
+Everything here follows the official MedSAM preprocessing (``CVPR24_LiteMedSAM_infer.py``,
+``MedSAM_Inference.py``) step by step, re-implemented. The intensity rule that makes the uint8
+slice (what the model sees) lives in ``engine.intensity``. Each function returns new arrays.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import cv2
 import numpy as np
-
-CT_WINDOW = (40.0, 400.0)  # level, width (pre_CT_MR defaults)
-MR_PERCENTILES = (0.5, 99.5)  # of the non-zero voxels
-
-
-def normalisation_params(volume) -> Dict[str, object]:
-    """The normalisation applied to ``volume`` (goes into the embedding cache key)."""
-    if volume.modality == "CT":
-        return {"method": "ct-window", "level": CT_WINDOW[0], "width": CT_WINDOW[1]}
-    return {"method": "mr-percentile", "low": MR_PERCENTILES[0], "high": MR_PERCENTILES[1]}
-
-
-def normalise_for_model(volume) -> np.ndarray:
-    """uint8 copy of ``volume.data`` as MedSAM's ``pre_CT_MR`` prepares it.
-
-    CT: clip to window level 40 / width 400. MR and anything else ("OT"): clip to the
-    0.5/99.5 percentiles of the non-zero voxels of the whole volume and keep zeros at zero.
-    Both are then min-max scaled to [0, 255] and truncated to uint8, as upstream does.
-    """
-    data = volume.data
-    if volume.modality == "CT":
-        level, width = CT_WINDOW
-        out = np.clip(data, level - width / 2, level + width / 2).astype(np.float32)
-        return _minmax_uint8(out)
-    finite = np.isfinite(data) if np.issubdtype(data.dtype, np.floating) else None
-    nonzero = data[(data > 0) & finite] if finite is not None else data[data > 0]
-    if nonzero.size == 0:  # nothing positive: fall back to all finite voxels
-        nonzero = data[finite] if finite is not None else data.ravel()
-    if nonzero.size == 0:
-        return np.zeros(data.shape, np.uint8)
-    lo, hi = np.percentile(nonzero, MR_PERCENTILES)
-    out = np.clip(data, lo, hi).astype(np.float32)
-    out = _minmax_uint8(out)
-    out[data == 0] = 0
-    return out
-
-
-def _minmax_uint8(x: np.ndarray) -> np.ndarray:
-    x = np.nan_to_num(x, nan=float(np.nanmin(x)) if np.isfinite(x).any() else 0.0)
-    lo, hi = float(x.min()), float(x.max())
-    if hi <= lo:
-        return np.zeros(x.shape, np.uint8)
-    x -= lo
-    x *= 255.0 / (hi - lo)
-    return x.astype(np.uint8)
-
 
 # ---------------------------------------------------------------- LiteMedSAM (256, INTER_AREA)
 

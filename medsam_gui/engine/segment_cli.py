@@ -27,6 +27,12 @@ exported NIfTI holds), so no display convention is involved:
                                    "label": 1}, ...]   ("label" optional, default --label)
 Boxes are applied in order (--box first, then --boxes); a later mask overwrites an earlier
 one where they overlap. Exit code 0 on success, 2 on any error (nothing is written then).
+
+What the model sees: by default the automatic rule of the scan's modality (CT: soft-tissue
+window in HU; MR and other: 0.5-99.5 percentiles of the foreground). --modality overrides the
+modality (a NIfTI has none; it is guessed from the voxels). --window LEVEL WIDTH shows the
+model a fixed window instead, in HU for CT (e.g. lung: --window -600 1500; bone: 400 1800),
+in stored values otherwise.
 """
 
 
@@ -52,8 +58,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32"),
                    help="encoder precision (auto: fastest variant with unchanged masks)")
     p.add_argument("--device", help="cpu, cuda, mps (default: best available)")
+    p.add_argument("--modality", default="auto", type=_modality, metavar="CT|MR|auto",
+                   help="modality rule for the model input (auto: DICOM's, or guessed)")
+    p.add_argument("--window", nargs=2, type=float, metavar=("LEVEL", "WIDTH"),
+                   help="show the model this window (HU for CT) instead of the automatic rule")
     p.add_argument("--out", required=True, metavar="LABELS.nii.gz", help="output label map")
     return p
+
+
+def _modality(text: str) -> str:
+    from medsam_gui.engine.intensity import MODALITIES
+
+    value = "auto" if text.lower() == "auto" else text.upper()
+    if value not in MODALITIES:
+        raise argparse.ArgumentTypeError(f"choose CT, MR or auto (got {text!r})")
+    return value
+
+
+def model_input_of(args: argparse.Namespace):
+    """The ModelInput that --modality and --window ask for."""
+    from medsam_gui.engine.intensity import ModelInput
+
+    if args.window is None:
+        return ModelInput(args.modality)
+    level, width = args.window
+    if not width > 0:
+        raise MedsamError(f"--window WIDTH must be > 0 (got {width:g})")
+    return ModelInput(args.modality, (level, width), "HU", "command line")
 
 
 def read_boxes_json(path: str, default_label: int) -> List[BoxPrompt]:
@@ -122,10 +153,13 @@ def run(args: argparse.Namespace) -> Path:
     for p in prompts:
         if not 0 < p.label < 65536:
             raise MedsamError(f"label must be within 1..65535 (got {p.label})")
+    choice = model_input_of(args)
     volume = load_volume(args.image)
     placed = [display_box(volume, p, args.image) for p in prompts]  # validate all first
     backend = load_backend(args.model, args.checkpoint, args.device, args.precision)
     session = Session(volume, backend)
+    transform = session.set_model_input(choice)  # ModelInputError (a MedsamError) if unusable
+    print(f"model input: {transform.summary()}", file=sys.stderr)
     labels = np.zeros(volume.shape, np.uint16)
     for prompt, (geom, k, box) in tqdm(list(zip(prompts, placed)), desc="segmenting",
                                        unit="box", file=sys.stderr):

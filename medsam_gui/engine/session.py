@@ -6,21 +6,26 @@ runs the prompt encoder + mask decoder in the caller's thread, concurrently with
 precompute, so a box never waits behind the queue of slices. ``previous_mask`` is accepted
 for API stability but ignored: LiteMedSAM and MedSAM were trained without mask prompts, and
 feeding a binary mask as SAM's low-res logit prompt degrades results.
+
+Model input: ``model_input`` (a ``ModelInput``: modality and window choice, default automatic)
+is resolved once per volume into an ``InputTransform`` (see ``engine.intensity``) that maps each
+slice to uint8 when it is encoded; the transform's description is part of every cache key, so
+switching the input and back reuses the embeddings made before, and each ``Prediction`` carries
+it for the slice's provenance.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
 
 from medsam_gui.engine.backends import Backend
 from medsam_gui.engine.cache import CacheKey, EmbeddingCache, make_key
-from medsam_gui.engine.preprocess import normalisation_params, normalise_for_model
+from medsam_gui.engine.intensity import InputTransform, ModelInput, resolve
 
 
 @dataclass
@@ -31,6 +36,7 @@ class Prediction:
     index: int
     box: Optional[Tuple[float, float, float, float]]
     points: List[Tuple[float, float, int]] = field(default_factory=list)
+    model_input: Dict[str, object] = field(default_factory=dict)  # InputTransform.provenance()
 
 
 def outward_order(center: int, n: int) -> List[int]:
@@ -44,13 +50,14 @@ def outward_order(center: int, n: int) -> List[int]:
 
 
 class Session:
-    def __init__(self, volume, backend: Backend, cache: Optional[EmbeddingCache] = None) -> None:
+    def __init__(self, volume, backend: Backend, cache: Optional[EmbeddingCache] = None,
+                 model_input: Optional[ModelInput] = None) -> None:
         self.volume = volume
         self.backend = backend
         self.cache = cache if cache is not None else EmbeddingCache()
-        self._norm_params = json.dumps(normalisation_params(volume), sort_keys=True)
-        self._normalised: Optional[np.ndarray] = None
-        self._norm_lock = threading.Lock()
+        self._choice = model_input or ModelInput()
+        self._transform: Optional[InputTransform] = None
+        self._input_lock = threading.Lock()
         self._encode_lock = threading.RLock()
         self._hot: Tuple[Optional[CacheKey], Optional[torch.Tensor]] = (None, None)
 
@@ -60,19 +67,40 @@ class Session:
             self.backend = backend
             self._hot = (None, None)
 
+    @property
+    def model_input(self) -> ModelInput:
+        return self._choice
+
+    def set_model_input(self, choice: ModelInput) -> InputTransform:
+        """Switch what the model sees. Resolved at once: on ``ModelInputError`` (e.g. a window
+        no voxel reaches) nothing changes. Embeddings of the previous input stay cached."""
+        transform = resolve(self.volume, choice)
+        with self._input_lock:
+            self._choice, self._transform = choice, transform
+            self._hot = (None, None)
+        return transform
+
+    def input_transform(self) -> InputTransform:
+        """The resolved model input of this volume (computed once; raises ModelInputError)."""
+        if self._transform is None:
+            with self._input_lock:
+                if self._transform is None:
+                    self._transform = resolve(self.volume, self._choice)
+        return self._transform
+
     def normalised(self) -> np.ndarray:
-        """The whole volume as the model sees it (uint8), computed once."""
-        if self._normalised is None:
-            with self._norm_lock:
-                if self._normalised is None:
-                    self._normalised = normalise_for_model(self.volume)
-        return self._normalised
+        """The whole volume as the model sees it (uint8; a new array on each call)."""
+        return self.input_transform().apply(self.volume.data)
 
-    def model_slice(self, axis: str, index: int) -> np.ndarray:
-        return np.ascontiguousarray(self.volume.geometry(axis).take(self.normalised(), index))
+    def model_slice(self, axis: str, index: int,
+                    transform: Optional[InputTransform] = None) -> np.ndarray:
+        """Slice ``index`` of ``axis`` as the model sees it (uint8, display orientation)."""
+        transform = transform or self.input_transform()
+        return np.ascontiguousarray(transform.apply(self.volume.slice(axis, index)))
 
-    def key(self, axis: str, index: int) -> CacheKey:
-        return make_key(self.backend.cache_tag, self.volume.content_hash, self._norm_params,
+    def key(self, axis: str, index: int, transform: Optional[InputTransform] = None) -> CacheKey:
+        transform = transform or self.input_transform()
+        return make_key(self.backend.cache_tag, self.volume.content_hash, transform.cache_key,
                         axis, index)
 
     # ----------------------------------------------------------------------- embeddings
@@ -81,50 +109,61 @@ class Session:
 
     def cached_indices(self, axis: str) -> Set[int]:
         tag, vh = self.backend.cache_tag, self.volume.content_hash
+        norm = self.input_transform().cache_key
         found = {k[4] for k in self.cache.keys()
-                 if k[0] == tag and k[1] == vh and k[2] == self._norm_params and k[3] == axis}
+                 if k[0] == tag and k[1] == vh and k[2] == norm and k[3] == axis}
         if self.cache.disk_dir is not None:
             n = self.volume.n_slices(axis)
             found |= {i for i in range(n) if i not in found and self.is_cached(axis, i)}
         return found
 
-    def embed(self, axis: str, index: int) -> torch.Tensor:
-        """(1, C, h, w) float32 embedding on the backend's device (cached, else encoded)."""
-        key = self.key(axis, index)
+    def embed(self, axis: str, index: int,
+              transform: Optional[InputTransform] = None) -> torch.Tensor:
+        """(1, C, h, w) float32 embedding on the backend's device (cached, else encoded) of
+        the slice under ``transform`` (default: the current model input)."""
+        transform = transform or self.input_transform()
+        key = self.key(axis, index, transform)
         hot_key, hot = self._hot
         if hot_key == key and hot is not None:
             return hot
         stored = self.cache.get(key)
         if stored is None:
-            stored = self._encode(axis, index, key)
+            key, stored = self._encode(axis, index, transform)
         emb = stored.to(self.backend.device, torch.float32)
         self._hot = (key, emb)
         return emb
 
-    def _encode(self, axis: str, index: int, key: CacheKey) -> torch.Tensor:
+    def _encode(self, axis: str, index: int, transform: Optional[InputTransform] = None
+                ) -> Tuple[CacheKey, torch.Tensor]:
+        """Key and image come from one transform (default: the input current once the lock is
+        held), so a model-input switch never files an embedding under the wrong key."""
         n = self.volume.n_slices(axis)
         if not 0 <= int(index) < n:
             raise IndexError(f"{axis} slice {index} outside 0..{n - 1}")
         with self._encode_lock:
+            transform = transform or self.input_transform()
+            key = self.key(axis, index, transform)
             stored = self.cache.get(key)  # another thread may have encoded it meanwhile
             if stored is None:
-                emb = self.backend.encode([self.model_slice(axis, index)])
+                emb = self.backend.encode([self.model_slice(axis, index, transform)])
                 stored = self.cache.put(key, emb)
-        return stored
+        return key, stored
 
     # ------------------------------------------------------------------------- predict
     def predict(self, axis: str, index: int, box: Optional[Sequence[float]],
                 points: Optional[Sequence[Tuple[float, float, int]]] = None,
                 previous_mask: Optional[np.ndarray] = None) -> Prediction:
         """Mask for ``box`` (x0, y0, x1, y1 display pixels) and optional points (x, y, 1|0)."""
-        emb = self.embed(axis, index)
+        transform = self.input_transform()
+        emb = self.embed(axis, index, transform)
         shape = self.volume.geometry(axis).slice_shape
         if box is not None:
             x0, y0, x1, y1 = (float(v) for v in box)
             box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
         mask, iou = self.backend.decode(emb, shape, box, points)
         pts = [(float(x), float(y), int(lab)) for x, y, lab in (points or [])]
-        return Prediction(mask, iou, axis, int(index), box, pts)  # type: ignore[arg-type]
+        return Prediction(mask, iou, axis, int(index), box, pts,  # type: ignore[arg-type]
+                          transform.provenance())
 
     # ----------------------------------------------------------------------- precompute
     def precompute(self, axis: str, center: int,
@@ -148,9 +187,8 @@ class Session:
         for i in todo:
             if cancel is not None and cancel():
                 break
-            key = self.key(axis, i)
-            if not self.cache.in_memory(key):
-                self._encode(axis, i, key)
+            if not self.cache.in_memory(self.key(axis, i)):
+                self._encode(axis, i)
             done += 1
             if progress:
                 progress(done, total)

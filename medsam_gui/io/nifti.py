@@ -71,8 +71,12 @@ def guess_modality(data: np.ndarray) -> str:
     CT is stored in Hounsfield units: integer values, air at about -1000 and nearly everything
     between air and dense bone/contrast. So: integer-valued data (checked on a sample), minimum
     <= -500, and at least 60% of voxels within -1100..3100 (60%, not more, because scanners pad
-    outside the field of view with -2048 or -3024). Anything else (non-negative MR, z-scored or
-    8-bit templates, phase images spread over -4096..4096) is "MR".
+    outside the field of view with -2048 or -3024). A CT stored without its rescale (raw
+    unsigned values, HU + 1024) is recognised by its two peaks: air (HU + 1024 below 224) and
+    soft tissue (874..1324) hold >= 85% of the voxels together with bone, soft tissue >= 25%,
+    and the band between lung and fat (574..874) < 5% (on the CT in ../shared/data: 95%/32%/1%
+    and 94%/61%/3%; on raw MR: soft tissue <= 3%). Anything else (non-negative MR, z-scored or
+    8-bit templates, phase images spread over -4096..4096) is "MR". Model ▸ Modality overrides.
     """
     if data.size == 0:
         return "MR"
@@ -81,9 +85,19 @@ def guess_modality(data: np.ndarray) -> str:
     if np.issubdtype(sample.dtype, np.floating) and not np.array_equal(sample, np.round(sample)):
         return "MR"
     if float(data.min()) > -500:
-        return "MR"
+        return "CT" if _looks_like_unrescaled_ct(sample) else "MR"
     inside = np.count_nonzero((sample >= -1100) & (sample <= 3100))
     return "CT" if inside >= 0.6 * sample.size else "MR"
+
+
+def _looks_like_unrescaled_ct(sample: np.ndarray) -> bool:
+    s = sample.astype(np.float64)
+    n = float(s.size)
+    air = np.count_nonzero((s >= -200) & (s < 224)) / n
+    gap = np.count_nonzero((s >= 574) & (s < 874)) / n
+    soft = np.count_nonzero((s >= 874) & (s < 1324)) / n
+    bone = np.count_nonzero((s >= 1324) & (s < 4096)) / n
+    return soft >= 0.25 and gap < 0.05 and air + soft + bone >= 0.85
 
 
 def _gzip_hint(path: Path) -> str:

@@ -13,12 +13,17 @@ an all-zero target. Empty records without a prompt box carry no information for 
 model (nobody would draw a box there) and are skipped. Validation Dice of a negative is 1 when
 the prediction is empty, else 0.
 
+Model input: each sample keeps the input its slice was made with (from the record's provenance,
+e.g. a lung window), so training shows the model what it saw when the person reviewed it;
+slices without a recorded input (brush-only, older workspaces) use the automatic input.
+
 Too little data: training needs at least ``MIN_TRAIN_SAMPLES`` samples from at least one
 volume and ``MIN_VAL_SAMPLES`` from at least one other volume; below that ``MedsamError``.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -49,14 +54,20 @@ class Sample:
     label: int
     mask: np.ndarray  # bool, display slice shape
     prompt_box: Optional[Box] = None  # the person's box (used for negatives)
+    model_input: Optional[dict] = None  # ModelInput JSON the slice was made with (None: auto)
 
     @property
     def is_negative(self) -> bool:
         return not self.mask.any()
 
     @property
-    def slice_key(self) -> Tuple[str, str, int]:
-        return (self.volume_id, self.axis, self.index)
+    def input_key(self) -> str:
+        return json.dumps(self.model_input or {}, sort_keys=True)
+
+    @property
+    def slice_key(self) -> Tuple[str, str, int, str]:
+        """(volume, axis, slice, model input): one model image and embedding each."""
+        return (self.volume_id, self.axis, self.index, self.input_key)
 
     def box(self, rng: Optional[np.random.Generator] = None, jitter: int = JITTER) -> Box:
         """Box (x0, y0, x1, y1) around the mask, jittered outwards when ``rng`` is given."""
@@ -132,8 +143,22 @@ def collect_samples(workspaces: Sequence[str], labels: Optional[Sequence[int]] =
                 if not mask.any() and box is None:
                     continue  # an empty slice nobody prompted: no information (see module doc)
                 out.append(Sample(vid, str(d), src.get("path", ""), src.get("series_uid"),
-                                  rec.axis, rec.index, rec.label, mask, box))  # type: ignore[arg-type]
+                                  rec.axis, rec.index, rec.label, mask, box,  # type: ignore[arg-type]
+                                  choice_of(rec.model_input)))
     return out
+
+
+def choice_of(provenance: Optional[dict]) -> Optional[dict]:
+    """The ModelInput (as JSON) that reproduces a slice's recorded model input, or None for the
+    automatic input (nothing recorded, or the automatic rule with the volume's own modality)."""
+    if not provenance:
+        return None
+    source = provenance.get("modality_source")
+    modality = str(provenance.get("modality", "auto")) if source == "user" else "auto"
+    if provenance.get("rule") != "window":
+        return None if modality == "auto" else {"modality": modality}
+    return {"modality": modality, "window": [provenance["level"], provenance["width"]],
+            "window_units": provenance.get("units", "HU"), "name": provenance.get("name", "")}
 
 
 def split_by_volume(samples: Sequence[Sample], val_fraction: float = 0.2, seed: int = 0,

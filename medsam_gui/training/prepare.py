@@ -2,7 +2,7 @@
 
 Volumes are re-opened from the path saved in the workspace and checked against the saved
 content hash. Embeddings come from the base backend through ``Session`` and the shared
-``EmbeddingCache``, so slices the annotator already encoded cost nothing, and new ones land
+``EmbeddingCache``, under the model input each slice was made with, so slices the annotator already encoded cost nothing, and new ones land
 in the cache the annotator uses next (the decoder-only result keeps the same encoder).
 """
 
@@ -17,7 +17,7 @@ import torch
 from medsam_gui.errors import MedsamError
 from medsam_gui.training.dataset import Sample, group_by_volume
 
-SliceKey = Tuple[str, str, int]
+SliceKey = Tuple[str, str, int, str]  # Sample.slice_key
 Progress = Optional[Callable[[int, int, int, dict], None]]
 Cancel = Optional[Callable[[], bool]]
 
@@ -53,7 +53,7 @@ def prepare_slices(samples: Sequence[Sample], backend, embed: Sequence[Sample], 
 
     Returns None when ``cancel`` fires (checked before every encoder call).
     """
-    from medsam_gui.engine import EmbeddingCache, Session
+    from medsam_gui.engine import EmbeddingCache, ModelInput, Session
 
     cache = cache if cache is not None else EmbeddingCache()
     need_emb = {s.slice_key for s in embed}
@@ -61,18 +61,22 @@ def prepare_slices(samples: Sequence[Sample], backend, embed: Sequence[Sample], 
     total, done = len(need_emb), 0
     out: Dict[SliceKey, PreparedSlice] = {}
     for vid, group in group_by_volume(list(samples) + list(embed)).items():
-        session = Session(open_volume(group[0]), backend, cache)
-        for axis, index in sorted({(s.axis, s.index) for s in group}):
-            key = (vid, axis, index)
-            if key in out or key not in keys:
-                continue
-            if cancel is not None and cancel():
-                return None
-            emb = None
-            if key in need_emb:
-                emb = session.embed(axis, index).detach().to("cpu", torch.float16)
-                done += 1
-                if progress is not None:
-                    progress(0, done, total, {"phase": "embed"})
-            out[key] = PreparedSlice(session.model_slice(axis, index), emb)
+        volume = open_volume(group[0])
+        inputs = {s.input_key: s.model_input for s in group}
+        for input_key, choice in sorted(inputs.items()):  # one Session per model input
+            session = Session(volume, backend, cache, ModelInput.from_json(choice))
+            for axis, index in sorted({(s.axis, s.index) for s in group
+                                       if s.input_key == input_key}):
+                key = (vid, axis, index, input_key)
+                if key in out or key not in keys:
+                    continue
+                if cancel is not None and cancel():
+                    return None
+                emb = None
+                if key in need_emb:
+                    emb = session.embed(axis, index).detach().to("cpu", torch.float16)
+                    done += 1
+                    if progress is not None:
+                        progress(0, done, total, {"phase": "embed"})
+                out[key] = PreparedSlice(session.model_slice(axis, index), emb)
     return out

@@ -18,10 +18,12 @@ from PyQt5.QtWidgets import (QAction, QActionGroup, QApplication, QComboBox, QDo
                              QLabel, QMainWindow, QMessageBox, QSlider, QSpinBox, QVBoxLayout,
                              QWidget)
 
+from medsam_gui.engine.intensity import hu_offset
 from medsam_gui.ui import render
 from medsam_gui.ui.cache_strip import CacheStrip
 from medsam_gui.ui.edit_actions import EditActions
 from medsam_gui.ui.label_panel import LabelPanel
+from medsam_gui.ui.model_input_menu import ModelInputActions
 from medsam_gui.ui.model_menu import ModelActions
 from medsam_gui.ui.slice_view import SliceView
 from medsam_gui.ui.window_io import FileActions
@@ -40,7 +42,7 @@ TOOL_TIPS = {
 }
 
 
-class MainWindow(EditActions, FileActions, ModelActions, QMainWindow):
+class MainWindow(EditActions, FileActions, ModelActions, ModelInputActions, QMainWindow):
     """``background=False`` keeps background encoding off (tests); ``cache`` shares an
     EmbeddingCache; ``load_model=False`` skips loading the default backend at start."""
 
@@ -69,6 +71,7 @@ class MainWindow(EditActions, FileActions, ModelActions, QMainWindow):
         self.precomputer.failed.connect(lambda msg: self.show_error("Encoding failed", msg))
         self._build_widgets()
         self._build_actions()
+        self.init_model_input()
         self.init_file_actions()
         self.init_model_actions(model_kind, checkpoint, load_model)
         self.resize(1280, 860)
@@ -82,6 +85,7 @@ class MainWindow(EditActions, FileActions, ModelActions, QMainWindow):
         self.slice_view.hovered.connect(self._on_hover)
         self.slice_view.slice_step.connect(lambda n: self.set_index(self.index + n))
         self.slice_view.window_drag.connect(self._on_window_drag)
+        self.slice_view.window_released.connect(self.display_window_settled)
         self.slice_view.files_dropped.connect(lambda paths: self.open_path(paths[0]))
         self.slider = QSlider(Qt.Horizontal)
         self.slider.setFocusPolicy(Qt.NoFocus)
@@ -177,13 +181,15 @@ class MainWindow(EditActions, FileActions, ModelActions, QMainWindow):
         presets = {"Auto": render.auto_window(self.volume.data)}
         if self.volume.source.window_preset:
             presets["DICOM"] = tuple(self.volume.source.window_preset)
-        presets.update(render.PRESETS)
+        shift = hu_offset(self.volume)  # CT stored without rescale: HU presets move with it
+        presets.update({name: (lw[0] - shift, lw[1]) for name, lw in render.PRESETS.items()})
         return presets
 
     def apply_preset(self, name: str) -> None:
         if self.volume is not None and name in self._presets():
             self.window_lw = tuple(float(v) for v in self._presets()[name])
             self._show_image()
+            self.display_window_settled()
 
     def set_view(self, view: str) -> None:
         if self.volume is None or view not in VIEWS:
@@ -306,7 +312,11 @@ class MainWindow(EditActions, FileActions, ModelActions, QMainWindow):
 
     def _ready_to_segment(self) -> bool:
         if self.session is None or self.labelmap is None:
-            self.statusBar().showMessage("The model is still loading…", 3000)
+            problem = getattr(self, "session_error", None)
+            if problem and self.labelmap is not None:
+                self.show_error("The model cannot segment this scan", problem)
+            else:
+                self.statusBar().showMessage("The model is still loading…", 3000)
             return False
         if not self.active_label:
             self.statusBar().showMessage("Add a label first (Labels panel).", 3000)
@@ -336,7 +346,8 @@ class MainWindow(EditActions, FileActions, ModelActions, QMainWindow):
         if self.labelmap is None or self.session is None or self.session.volume is not self.volume:
             return  # the volume was closed meanwhile
         self.annotator.apply_prediction(key, slot, pred.box, pred.points, pred.mask, pred.iou,
-                                        backend.name, backend.weights_sha256, additive)
+                                        backend.name, backend.weights_sha256, additive,
+                                        pred.model_input)
         if key[0] == self.view and key[1] == self.index:
             self._refresh_overlay()
         self.changed()

@@ -87,6 +87,8 @@ class ModelActions:
         self._action(menu, "Load checkpoint…", self.load_checkpoint_dialog)
         self._action(menu, "Train on annotations…", self.open_training,
                      tip="Fine-tune the model on the corrected slices of the workspace")
+        menu.addSeparator()
+        self.add_model_input_menus(menu)
 
     def load_checkpoint_dialog(self) -> None:
         from medsam_gui.engine import KINDS

@@ -34,6 +34,7 @@ class SliceView(QGraphicsView):
     hovered = pyqtSignal(int, int)  # row, col under the cursor, (-1, -1) outside the image
     slice_step = pyqtSignal(int)
     window_drag = pyqtSignal(float, float)  # right-drag dx, dy in screen pixels
+    window_released = pyqtSignal()  # a window/level drag ended
     files_dropped = pyqtSignal(list)
 
     def __init__(self, parent=None):
@@ -283,6 +284,7 @@ class SliceView(QGraphicsView):
             delta = event.pos() - self._last_pos
             if not delta.isNull():
                 self.window_drag.emit(float(delta.x()), float(delta.y()))
+            self.window_released.emit()
         elif mode == "window" and self.tool == "point" and self._inside(p):
             self.point_clicked.emit(p.x(), p.y(), 0)
         elif mode == "box":

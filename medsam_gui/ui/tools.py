@@ -108,8 +108,10 @@ class Annotator:
     def apply_prediction(self, key: Key, slot: int, box: Box,
                          points: Sequence[Tuple[float, float, int]], mask: np.ndarray,
                          iou: Optional[float], model: str, weights_sha256: str,
-                         additive: bool = False) -> Change:
-        """Write a model mask as object ``slot`` of ``key`` and record its provenance."""
+                         additive: bool = False,
+                         model_input: Optional[dict] = None) -> Change:
+        """Write a model mask as object ``slot`` of ``key`` and record its provenance
+        (``model_input``: what the model saw, ``Prediction.model_input``)."""
         view, index, value = key
         geom = self.volume.geometry(view)
         before = list(self.objects.get(key, []))
@@ -142,7 +144,8 @@ class Annotator:
             boxes=[list(o.box) for o in objs],
             points=[list(p) for o in objs for p in o.points],
             model=model, weights_sha256=weights_sha256,
-            model_mask_sha256=mask_sha256(union), iou=None if iou is None else float(iou))
+            model_mask_sha256=mask_sha256(union), iou=None if iou is None else float(iou),
+            model_input=dict(model_input or {}))
         change = self.labelmap.paint(geom, index, paint_mask, value, mode=mode, record=record)
         before_active = self.active.get(key, -1)
         self.objects[key] = objs

@@ -118,6 +118,8 @@ class FileActions:
         self.history = History(max_steps=200)
         self.annotator = Annotator(volume, self.labelmap, self.history)
         self.session = None
+        self.session_error = None
+        self.reset_model_input()
         self.unexported = False
         self._indices = {}
         self.view, self.index = "axial", volume.n_slices("axial") // 2  # valid before any redraw
@@ -127,6 +129,8 @@ class FileActions:
         from medsam_gui.ui.render import default_window
 
         self.window_lw = default_window(volume.data, volume.modality, volume.source.window_preset)
+        if volume.modality == "CT" and volume.source.window_preset is None:
+            self.window_lw = presets["CT soft tissue"]  # shifted for CT stored without rescale
         self.preset_box.setCurrentText("DICOM" if "DICOM" in presets else
                                        "CT soft tissue" if volume.modality == "CT" else "Auto")
         self.labels.set_table(self.labelmap.table)
@@ -136,7 +140,11 @@ class FileActions:
         self._add_recent(path)
         name = os.path.basename(path.rstrip("/")) or path
         self.setWindowTitle(f"{name} — medsam-gui")
-        msg = f"Opened {volume.shape[0]}×{volume.shape[1]}×{volume.shape[2]} {volume.modality}"
+        from medsam_gui.engine.intensity import volume_modality
+
+        modality, source = volume_modality(volume)
+        how = " (guessed from the voxels; Model ▸ Modality to change)" if source == "guess" else ""
+        msg = f"Opened {volume.shape[0]}×{volume.shape[1]}×{volume.shape[2]} {modality}{how}"
         if labelmap is not None:
             msg += f"; restored {len(labelmap.records)} annotated slices from {workspace.folder}"
         notes = [str(w) for w in volume.source.warnings]
@@ -156,21 +164,33 @@ class FileActions:
             self.cache = (EmbeddingCache.with_user_disk_cache() if self.use_disk_cache
                           else EmbeddingCache())
         volume, backend, cache = self.volume, self.backend, self.cache
+        choice = self.model_input
 
         def work(_task):
-            session = Session(volume, backend, cache)
-            session.normalised()
+            session = Session(volume, backend, cache, model_input=choice)
+            session.input_transform()  # resolve the model input off the GUI thread
             return session
 
         def done(session) -> None:
             if session.volume is not self.volume:
                 return
             self.session = session
+            self.session_error = None
+            self.show_model_input(session.input_transform())
+            if self.model_input != session.model_input:  # chosen while the session was made
+                self.set_model_input(self.model_input)
             self._update_strip_cache()
             self.precomputer.follow(session, self.view, self.index, immediate=True)
             self.session_ready.emit()
 
-        run_task(work, done, lambda exc: self.show_error("Model", error_text(exc)), "session")
+        def failed(exc) -> None:
+            if volume is not self.volume:
+                return
+            self.session_error = error_text(exc)
+            self.input_label.setText("input: none")
+            self.show_error("The model cannot segment this scan", self.session_error)
+
+        run_task(work, done, failed, "session")
 
     # ---- recent files, drops -----------------------------------------------------------------
     def _recent(self) -> list:
