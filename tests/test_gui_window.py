@@ -353,3 +353,72 @@ def test_model_menu_and_training_dialog_wiring(qtbot, make_window, monkeypatch, 
     qtbot.waitUntil(lambda: w.backend is not old_backend, timeout=60000)
     assert w.session is session and session.backend is w.backend
     assert w.backend.checkpoint == str(ckpt) and "LiteMedSAM" in w.model_label.text()
+
+
+def _submenu(menu, title):
+    return next(a.menu() for a in menu.actions() if a.menu() is not None and a.text() == title)
+
+
+def _action(menu, starts):
+    return next(a for a in menu.actions() if a.text().startswith(starts))
+
+
+def test_model_modality_and_input_menus(qtbot, make_window, tumour, monkeypatch):
+    """Model ▸ Modality and Model ▸ Model input: shown in the status bar, keyed per choice,
+    recorded in each slice's provenance; "Same as display window" follows a window drag."""
+    w = make_window()
+    errors = []
+    monkeypatch.setattr(w, "show_error", lambda title, msg: errors.append((title, msg)))
+    open_and_wait(qtbot, w, FLAIR)
+    assert w.input_label.text().startswith("input: MR (guessed) · foreground 0.5–99.5 %")
+    w._rebuild_model_menu()
+    modality, model_input = _submenu(w.model_menu, "Modality"), _submenu(w.model_menu, "Model input")
+    assert _action(modality, "Automatic (MR, guessed").isChecked()
+    assert not _action(model_input, "CT lung").isEnabled()  # CT presets need CT
+
+    session = w.session
+    _action(modality, "CT").trigger()
+    qtbot.waitUntil(lambda: session.model_input.modality == "CT", timeout=30000)
+    assert w.input_label.text().startswith("input: CT · soft tissue L 40 W 400")
+    w._rebuild_model_menu()
+    assert _action(_submenu(w.model_menu, "Model input"), "CT lung").isEnabled()
+    _action(_submenu(w.model_menu, "Modality"), "Automatic").trigger()
+    qtbot.waitUntil(lambda: session.model_input.modality == "auto", timeout=30000)
+
+    w.set_model_input(w.model_input.__class__("CT", (5000.0, 10.0)))  # no voxel reaches it
+    qtbot.waitUntil(lambda: bool(errors), timeout=30000)
+    assert "no voxel lies inside the model window" in errors[-1][1]
+    assert session.model_input.modality == "auto" and w.model_input.window is None
+
+    _action(_submenu(w.model_menu, "Model input"), "Same as display window").trigger()
+    qtbot.waitUntil(lambda: w.follows_display and session.model_input.window is not None,
+                    timeout=30000)
+    before = session.model_input.window
+    index, truth = tumour
+    w.set_index(index)
+    drag(qtbot, w, (100, 100, 140, 120), button=Qt.RightButton)  # window/level, then release
+    assert w.window_lw != before
+    qtbot.waitUntil(lambda: session.model_input.window == tuple(w.window_lw), timeout=30000)
+    assert not session.is_cached("axial", index)  # re-encoded lazily, at the next box
+    box_on_tumour(qtbot, w, tumour)
+    rec = w.labelmap.records[("axial", index, 1)]
+    assert rec.model_input["rule"] == "window" and rec.model_input["name"] == "display window"
+    assert rec.model_input["level"] == pytest.approx(w.window_lw[0])
+    assert dice(label_slice(w, index), truth) >= 0.6
+    assert len(errors) == 1  # only the refused window
+
+
+def test_constant_volume_opens_and_says_why_it_cannot_be_segmented(qtbot, make_window, tmp_path,
+                                                                  monkeypatch):
+    w = make_window()
+    errors = []
+    monkeypatch.setattr(w, "show_error", lambda title, msg: errors.append((title, msg)))
+    path = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((20, 20, 8), 3.0, np.float32), np.eye(4)), str(path))
+    open_and_wait(qtbot, w, path, session=False)
+    qtbot.waitUntil(lambda: w.session_error is not None, timeout=30000)
+    assert "constant" in w.session_error and str(path) in w.session_error
+    assert errors and "constant" in errors[-1][1]
+    drag(qtbot, w, (2, 2, 12, 12))
+    assert len(errors) == 2 and "constant" in errors[-1][1]  # asked again, still no crash
+    assert w.volume is not None and not w.labelmap.array.any()

@@ -258,3 +258,40 @@ def test_full_mode_trains_the_encoder_copy(tmp_path):
                    if k.startswith("image_encoder"))
     for k, v in model_params(base).items():
         assert torch.equal(v, before_params[k]), k
+
+
+def test_samples_are_shown_to_the_model_as_they_were_made(tmp_path):
+    """A slice segmented under the lung window trains on the lung-window image; a slice
+    without a recorded input uses the automatic input (Session's)."""
+    from medsam_gui.annotation import LabelMap, LabelTable, SliceRecord, Workspace
+    from medsam_gui.engine import EmbeddingCache, ModelInput, Session
+    from medsam_gui.engine.intensity import resolve
+    from medsam_gui.io import load_volume
+    from medsam_gui.training.dataset import collect_samples
+    from medsam_gui.training.prepare import prepare_slices
+    from test_engine_session import StubBackend
+
+    from conftest import ABDOMEN
+
+    vol = load_volume(ABDOMEN / "example_ct_sm.nii.gz")
+    lm = LabelMap(vol.shape, LabelTable())
+    geom = vol.geometry("axial")
+    lung = resolve(vol, ModelInput.preset("lung")).provenance()
+    for k, made_with in ((12, lung), (14, {})):
+        mask = np.zeros(geom.slice_shape, bool)
+        mask[30:50, 30:60] = True
+        lm.paint(geom, k, mask, 1, record=SliceRecord("axial", k, 1, status="accepted",
+                                                      model_input=made_with))
+    Workspace(tmp_path / "ws").save(vol, lm)
+    samples = sorted(collect_samples([str(tmp_path / "ws")]), key=lambda s: s.index)
+    assert [s.index for s in samples] == [12, 14]
+    assert samples[0].model_input == {"modality": "auto", "window": [-600.0, 1500.0],
+                                      "window_units": "HU", "name": "lung"}
+    assert samples[1].model_input is None
+    backend = StubBackend()
+    prep = prepare_slices(samples, backend, samples, EmbeddingCache())
+    want_lung = Session(vol, backend, model_input=ModelInput.preset("lung")).model_slice("axial", 12)
+    want_auto = Session(vol, backend).model_slice("axial", 14)
+    assert np.array_equal(prep[samples[0].slice_key].image, want_lung)
+    assert np.array_equal(prep[samples[1].slice_key].image, want_auto)
+    assert not np.array_equal(want_lung, Session(vol, backend).model_slice("axial", 12))

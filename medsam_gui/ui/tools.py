@@ -58,6 +58,9 @@ class PromptObject:
     iou: Optional[float] = None
 
 
+RESTORE_MARGIN = 2  # pixels around a restored box that still belong to its object
+
+
 class Annotator:
     """Applies model masks and manual corrections to a LabelMap, one History step each."""
 
@@ -73,7 +76,8 @@ class Annotator:
     def restore_objects(self) -> None:
         """Prompt objects back from saved provenance (reopened workspace), so the boxes show
         again and a new box replaces its object. The model masks themselves are not saved: each
-        object takes the label's pixels inside its box."""
+        object takes the label's pixels inside its box widened by ``RESTORE_MARGIN`` pixels
+        (a model mask may touch or cross its box's edge by a pixel or two)."""
         for (view, index, value), rec in self.labelmap.records.items():
             if not rec.boxes or view not in ("axial", "coronal", "sagittal"):
                 continue
@@ -81,8 +85,10 @@ class Annotator:
             objs = []
             for box in rec.boxes:
                 x0, y0, x1, y1 = (int(round(v)) for v in box)
+                m = RESTORE_MARGIN
+                inside = (slice(max(y0 - m, 0), y1 + m + 1), slice(max(x0 - m, 0), x1 + m + 1))
                 mask = np.zeros_like(current)
-                mask[max(y0, 0):y1, max(x0, 0):x1] = current[max(y0, 0):y1, max(x0, 0):x1]
+                mask[inside] = current[inside]
                 objs.append(PromptObject(tuple(float(v) for v in box), [], mask, rec.iou))
             objs[-1].points = [tuple(p) for p in rec.points]
             self.objects[(view, int(index), int(value))] = objs
