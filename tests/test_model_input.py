@@ -207,6 +207,11 @@ def test_segment_cli_modality_and_window(tmp_path, capsys):
                  "--window", "5000", "10", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "no voxel lies inside the model window" in err and flair in err and not out.exists()
+    ct = str(ABDOMEN / "example_ct_sm.nii.gz")
+    assert main([ct, "--box", "2", "15", "40", "30", "80", "70", "--window", "400", "1800",
+                 "--out", str(out)]) == 0
+    assert "model input: CT (guessed) · command line L 400 W 1800" in capsys.readouterr().err
+    assert nib.load(str(out)).shape == (122, 101, 30)
 
 
 # ------------------------------------------------------- Dice against ground truth

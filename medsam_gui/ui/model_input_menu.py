@@ -27,6 +27,7 @@ class ModelInputActions:
         self.model_input = ModelInput()
         self.session_error: Optional[str] = None  # why no session could be made, if so
         self._input_task = None
+        self._input_request: Optional[ModelInput] = None  # the latest choice asked for
         self.input_label = QLabel("input: –")
         self.input_label.setToolTip("What the model sees (Model ▸ Modality, Model ▸ Model input)")
         self.statusBar().addPermanentWidget(self.input_label)
@@ -93,6 +94,7 @@ class ModelInputActions:
         """Resolve ``choice`` in a worker, then point the session at it (nothing changes on a
         bad choice: the error says why)."""
         session = self.session
+        self._input_request = choice
         if session is None:  # applied when the session is made
             self.model_input = choice
             return
@@ -101,6 +103,10 @@ class ModelInputActions:
         def done(transform) -> None:
             if self.session is not session:
                 return
+            if self._input_request != choice:  # a newer request overtook this one
+                if session.model_input != self._input_request:
+                    self.set_model_input(self._input_request)
+                return
             self.model_input = choice
             self.show_model_input(transform)
             self.statusBar().showMessage(f"The model now sees: {transform.summary()}", 6000)
@@ -108,6 +114,8 @@ class ModelInputActions:
             self.precomputer.follow(session, self.view, self.index, immediate=True)
 
         def failed(exc) -> None:
+            if self._input_request == choice:
+                self._input_request = self.model_input
             self.statusBar().clearMessage()
             self.show_error("Model input not changed", error_text(exc))
 
