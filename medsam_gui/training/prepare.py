@@ -2,8 +2,9 @@
 
 Volumes are re-opened from the path saved in the workspace and checked against the saved
 content hash. Embeddings come from the base backend through ``Session`` and the shared
-``EmbeddingCache``, under the model input each slice was made with, so slices the annotator already encoded cost nothing, and new ones land
-in the cache the annotator uses next (the decoder-only result keeps the same encoder).
+``EmbeddingCache``, under the model input each slice was made with, so slices the annotator
+already encoded cost nothing, and new ones land in the cache the annotator uses next (the
+decoder-only result keeps the same encoder).
 """
 
 from __future__ import annotations

@@ -117,6 +117,8 @@ class ModelInputActions:
             if self._input_request == choice:
                 self._input_request = self.model_input
             self.statusBar().clearMessage()
+            if self.session is session:  # background encoding goes on with the old input
+                self.precomputer.follow(session, self.view, self.index)
             self.show_error("Model input not changed", error_text(exc))
 
         self.precomputer.stop()

@@ -12,6 +12,7 @@ from PyQt5.QtCore import QTimer
 from PyQt5.QtWidgets import QApplication, QFileDialog, QMenu, QMessageBox
 
 from medsam_gui.annotation import History, LabelMap, LabelTable, Workspace
+from medsam_gui.engine.intensity import volume_modality
 from medsam_gui.errors import MedsamError
 from medsam_gui.io.atomic import atomic_write_bytes
 from medsam_gui.ui.tools import Annotator
@@ -140,8 +141,6 @@ class FileActions:
         self._add_recent(path)
         name = os.path.basename(path.rstrip("/")) or path
         self.setWindowTitle(f"{name} — medsam-gui")
-        from medsam_gui.engine.intensity import volume_modality
-
         modality, source = volume_modality(volume)
         how = " (guessed from the voxels; Model ▸ Modality to change)" if source == "guess" else ""
         msg = f"Opened {volume.shape[0]}×{volume.shape[1]}×{volume.shape[2]} {modality}{how}"
