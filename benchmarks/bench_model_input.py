@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 
 from medsam_gui.engine import EmbeddingCache, ModelInput, Session, load_backend  # noqa: E402
 from medsam_gui.engine.evaluate import gt_box_dice, mean, pick_slices  # noqa: E402
-from medsam_gui.engine.intensity import InputTransform, resolve  # noqa: E402
+from medsam_gui.engine.intensity import InputTransform, hu_offset, resolve  # noqa: E402
 from medsam_gui.io import load_volume  # noqa: E402
 from medsam_gui.io.nifti import guess_modality  # noqa: E402
 from medsam_gui.volume import Volume  # noqa: E402
@@ -136,6 +136,8 @@ def main() -> None:
     rows, t0 = [], time.perf_counter()
     for kind, vol, structures in cases():
         level, width = default_window(vol.data, vol.modality, vol.source.window_preset)
+        if vol.modality == "CT" and vol.source.window_preset is None:
+            level -= hu_offset(vol)  # as the app opens a CT stored without rescale
         rules = {"upstream > 0": upstream_rule(vol), "automatic": resolve(vol),
                  "display": resolve(vol, ModelInput.display(level, width))}
         for name, (truth, presets) in structures.items():
