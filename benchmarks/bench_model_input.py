@@ -36,7 +36,7 @@ from medsam_gui.engine.evaluate import gt_box_dice, mean, pick_slices  # noqa: E
 from medsam_gui.engine.intensity import InputTransform, hu_offset, resolve  # noqa: E402
 from medsam_gui.io import load_volume  # noqa: E402
 from medsam_gui.io.nifti import guess_modality  # noqa: E402
-from medsam_gui.volume import Volume  # noqa: E402
+from medsam_gui.volume import SourceInfo, Volume  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -116,8 +116,9 @@ def cases():
          "vertebra T12": (lab == 32, ["bone"])}
     yield "CT DICOM HU (JPEG 2000)", dcm, s
     raw = (dcm.data.astype(np.int32) + 1024).astype(np.uint16)
+    as_nifti = SourceInfo(path="ct_stored_without_rescale.nii.gz", kind="nifti")
     yield ("CT stored without rescale (uint16)",
-           Volume(raw, dcm.affine, guess_modality(raw), dcm.source), s)
+           Volume(raw, dcm.affine, guess_modality(raw), as_nifti), s)
 
 
 def main() -> None:
