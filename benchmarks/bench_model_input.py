@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 
 from medsam_gui.engine import EmbeddingCache, ModelInput, Session, load_backend  # noqa: E402
 from medsam_gui.engine.evaluate import gt_box_dice, mean, pick_slices  # noqa: E402
-from medsam_gui.engine.intensity import InputTransform, hu_offset, resolve  # noqa: E402
+from medsam_gui.engine.intensity import resolve, upstream_transform  # noqa: E402
 from medsam_gui.io import load_volume  # noqa: E402
 from medsam_gui.io.nifti import guess_modality  # noqa: E402
 from medsam_gui.volume import SourceInfo, Volume  # noqa: E402
@@ -47,31 +47,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def upstream_rule(volume) -> InputTransform:
-    """pre_CT_MR exactly: CT window 40/400 on the stored values; else percentiles of the voxels
-    > 0, zeros black."""
-    d = volume.data
-    if volume.modality == "CT":
-        lo, hi = max(-160.0, float(d.min())), min(240.0, float(d.max()))
-        return InputTransform("upstream-ct-window", "CT", "bench", lo, hi, None, 0.0,
-                              {"lo": lo, "hi": hi})
-    pos = d[d > 0]
-    if pos.size == 0:
-        pos = d.ravel()
-    lo, hi = (float(v) for v in np.percentile(pos, (0.5, 99.5)))
-    lo, hi = max(lo, float(d.min())), min(hi, float(d.max()))
-    return InputTransform("upstream-positive-percentile", "MR", "bench", lo, hi, 0.0, 0.0,
-                          {"lo": lo, "hi": hi})
-
-
-class FixedSession(Session):
-    """A Session whose input transform is given (for rules the app does not offer)."""
-
-    def __init__(self, volume, backend, cache, transform: InputTransform):
-        super().__init__(volume, backend, cache)
-        self._transform = transform
 
 
 def on_grid(label_path: Path, volume) -> np.ndarray:
@@ -136,10 +111,8 @@ def main() -> None:
     cache = EmbeddingCache(max_bytes=4 << 30)
     rows, t0 = [], time.perf_counter()
     for kind, vol, structures in cases():
-        level, width = default_window(vol.data, vol.modality, vol.source.window_preset)
-        if vol.modality == "CT" and vol.source.window_preset is None:
-            level -= hu_offset(vol)  # as the app opens a CT stored without rescale
-        rules = {"upstream > 0": upstream_rule(vol), "automatic": resolve(vol),
+        level, width = default_window(vol)  # as the app opens the scan
+        rules = {"upstream > 0": upstream_transform(vol), "automatic": resolve(vol),
                  "display": resolve(vol, ModelInput.display(level, width))}
         for name, (truth, presets) in structures.items():
             geom = vol.geometry("axial")
@@ -147,7 +120,8 @@ def main() -> None:
             row = {"kind": kind, "structure": name, "n": len(slices),
                    "modality": vol.modality}
             for rule, transform in rules.items():
-                session = FixedSession(vol, backend, cache, transform)
+                session = Session(vol, backend, cache)
+                session.use_transform(transform)
                 row[rule] = mean(gt_box_dice(session, "axial", truth, slices, args.pad))
             for preset in presets:
                 session = Session(vol, backend, cache, ModelInput.preset(preset, "CT"))

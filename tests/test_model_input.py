@@ -203,6 +203,10 @@ def test_segment_cli_modality_and_window(tmp_path, capsys):
     assert main([flair, "--box", "2", "70", "60", "60", "120", "120", "--modality", "PET",
                  "--out", str(out)]) == 2
     assert "choose CT, MR or auto" in capsys.readouterr().err
+    for bad in (("40", "0"), ("nan", "400")):
+        assert main([flair, "--box", "2", "70", "60", "60", "120", "120", "--window", *bad,
+                     "--out", str(out)]) == 2
+        assert "--window: a window needs a finite level and a width > 0" in capsys.readouterr().err
     assert main([flair, "--box", "2", "70", "60", "60", "120", "120", "--modality", "CT",
                  "--window", "5000", "10", "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -285,14 +289,11 @@ def test_dicom_ct_organs_and_a_vertebra_in_the_bone_window(backend, cache):
 def test_foreground_rule_beats_upstream_rule_on_zscored_mr(backend, cache):
     """Side by side on the same slices: upstream's > 0 percentiles against ours (BRATS T1c
     pat0002 tumour core, measured 0.484 -> 0.705)."""
-    from medsam_gui.engine.intensity import InputTransform
+    from medsam_gui.engine.intensity import upstream_transform
 
     vol, truth = brats(PAT2, "T1c"), brats_truth(PAT2, (1, 3, 4))
-    d = vol.data
-    lo, hi = (float(v) for v in np.percentile(d[d > 0], (0.5, 99.5)))
     upstream = Session(vol, backend, cache)
-    upstream._transform = InputTransform("upstream-positive-percentile", "MR", "test", lo, hi,
-                                         0.0, 0.0, {"lo": lo, "hi": hi})
+    upstream.use_transform(upstream_transform(vol))
     slices = pick_slices(vol.geometry("axial"), truth, 8)
     old = mean(gt_box_dice(upstream, "axial", truth, slices))
     new = mean(gt_box_dice(Session(vol, backend, cache), "axial", truth, slices))

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -152,8 +153,9 @@ class InputTransform:
             d["offset"] = self.offset
         return d
 
-    @property
+    @cached_property
     def cache_key(self) -> str:
+        """Computed once: every cache look-up on the box path asks for it."""
         return json.dumps(self.description, sort_keys=True)
 
     def provenance(self) -> Dict[str, object]:
@@ -282,6 +284,24 @@ def resolve(volume, choice: Optional[ModelInput] = None) -> InputTransform:
     params = {"low_pct": MR_PERCENTILES[0], "high_pct": MR_PERCENTILES[1],
               "background": background}
     return InputTransform("foreground-percentile", "MR", source, lo, hi, background, 0.0, params)
+
+
+def upstream_transform(volume) -> InputTransform:
+    """MedSAM's ``pre_CT_MR`` as published, for side-by-side comparisons only: CT window 40/400
+    on the stored values (no rescale check); else percentiles of the voxels > 0, zeros black."""
+    data = volume.data
+    vmin, vmax = float(np.nanmin(data)), float(np.nanmax(data))
+    if volume.modality == "CT":
+        level, width = CT_WINDOW
+        lo, hi = max(level - width / 2.0, vmin), min(level + width / 2.0, vmax)
+        return InputTransform("upstream-ct-window", "CT", "upstream", lo, hi, None, 0.0,
+                              {"lo": lo, "hi": hi})
+    positive = data[data > 0]
+    positive = positive if positive.size else _finite(data)
+    lo, hi = (float(v) for v in np.percentile(positive, MR_PERCENTILES))
+    lo, hi = max(lo, vmin), min(hi, vmax)
+    return InputTransform("upstream-positive-percentile", "MR", "upstream", lo, hi, 0.0, 0.0,
+                          {"lo": lo, "hi": hi})
 
 
 def normalise_for_model(volume, choice: Optional[ModelInput] = None) -> np.ndarray:

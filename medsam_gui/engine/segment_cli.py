@@ -81,10 +81,10 @@ def model_input_of(args: argparse.Namespace):
 
     if args.window is None:
         return ModelInput(args.modality)
-    level, width = args.window
-    if not width > 0:
-        raise MedsamError(f"--window WIDTH must be > 0 (got {width:g})")
-    return ModelInput(args.modality, (level, width), "HU", "command line")
+    try:
+        return ModelInput(args.modality, tuple(args.window), "HU", "command line")
+    except ValueError as exc:  # a width <= 0, NaN, ...
+        raise MedsamError(f"--window: {exc}") from None
 
 
 def read_boxes_json(path: str, default_label: int) -> List[BoxPrompt]:

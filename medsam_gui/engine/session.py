@@ -74,9 +74,14 @@ class Session:
     def set_model_input(self, choice: ModelInput) -> InputTransform:
         """Switch what the model sees. Resolved at once: on ``ModelInputError`` (e.g. a window
         no voxel reaches) nothing changes. Embeddings of the previous input stay cached."""
-        transform = resolve(self.volume, choice)
+        return self.use_transform(resolve(self.volume, choice), choice)
+
+    def use_transform(self, transform: InputTransform,
+                      choice: Optional[ModelInput] = None) -> InputTransform:
+        """Use an already resolved input (``set_model_input`` does; comparisons with rules the
+        app does not offer, such as ``intensity.upstream_transform``, do too)."""
         with self._input_lock:
-            self._choice, self._transform = choice, transform
+            self._choice, self._transform = choice or self._choice, transform
             self._hot = (None, None)
         return transform
 

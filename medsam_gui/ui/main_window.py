@@ -18,7 +18,6 @@ from PyQt5.QtWidgets import (QAction, QActionGroup, QApplication, QComboBox, QDo
                              QLabel, QMainWindow, QMessageBox, QSlider, QSpinBox, QVBoxLayout,
                              QWidget)
 
-from medsam_gui.engine.intensity import hu_offset
 from medsam_gui.ui import render
 from medsam_gui.ui.cache_strip import CacheStrip
 from medsam_gui.ui.edit_actions import EditActions
@@ -181,8 +180,7 @@ class MainWindow(EditActions, FileActions, ModelActions, ModelInputActions, QMai
         presets = {"Auto": render.auto_window(self.volume.data)}
         if self.volume.source.window_preset:
             presets["DICOM"] = tuple(self.volume.source.window_preset)
-        shift = hu_offset(self.volume)  # CT stored without rescale: HU presets move with it
-        presets.update({name: (lw[0] - shift, lw[1]) for name, lw in render.PRESETS.items()})
+        presets.update(render.presets_for(self.volume))
         return presets
 
     def apply_preset(self, name: str) -> None:

@@ -12,6 +12,8 @@ import numpy as np
 import qimage2ndarray
 from PyQt5.QtGui import QImage
 
+from medsam_gui.engine.intensity import hu_offset
+
 Window = Tuple[float, float]  # (center, width)
 
 # Display presets in Hounsfield units (center, width); the usual radiology defaults.
@@ -41,14 +43,20 @@ def auto_window(data: np.ndarray, low: float = 0.5, high: float = 99.5) -> Windo
     return float((lo + hi) / 2.0), float(hi - lo)
 
 
-def default_window(data: np.ndarray, modality: str,
-                   dicom_preset: Optional[Window] = None) -> Window:
+def presets_for(volume) -> Dict[str, Window]:
+    """The HU presets in the volume's stored values (moved for a CT stored without rescale)."""
+    shift = hu_offset(volume)
+    return {name: (lw[0] - shift, lw[1]) for name, lw in PRESETS.items()}
+
+
+def default_window(volume) -> Window:
     """DICOM's own window if given, CT soft tissue for CT, else percentiles."""
+    dicom_preset = volume.source.window_preset
     if dicom_preset is not None and dicom_preset[1] > 0:
         return float(dicom_preset[0]), float(dicom_preset[1])
-    if modality.upper() == "CT":
-        return PRESETS["CT soft tissue"]
-    return auto_window(data)
+    if volume.modality.upper() == "CT":
+        return presets_for(volume)["CT soft tissue"]
+    return auto_window(volume.data)
 
 
 def windowed_uint8(slice2d: np.ndarray, window: Window) -> np.ndarray:

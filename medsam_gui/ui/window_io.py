@@ -129,9 +129,7 @@ class FileActions:
         self.preset_box.addItems(list(presets))
         from medsam_gui.ui.render import default_window
 
-        self.window_lw = default_window(volume.data, volume.modality, volume.source.window_preset)
-        if volume.modality == "CT" and volume.source.window_preset is None:
-            self.window_lw = presets["CT soft tissue"]  # shifted for CT stored without rescale
+        self.window_lw = default_window(volume)
         self.preset_box.setCurrentText("DICOM" if "DICOM" in presets else
                                        "CT soft tissue" if volume.modality == "CT" else "Auto")
         self.labels.set_table(self.labelmap.table)
