@@ -12,7 +12,9 @@ LiteMedSAM under each input rule:
   display        the window the app opens the scan with (what the clinician sees)
   CT presets     lung / bone windows for the structures they are made for
 
-Prints the CPU, a table of mean Dice (slices in brackets) and the ratio automatic / upstream.
+Prints the CPU, a table of mean Dice (slices in brackets) and the ratio automatic / upstream,
+then what the model input costs beside the encoder: resolving the rule once per volume and
+mapping one slice (done at each encode), each ÷ one encoder call, measured in the same run.
 """
 
 from __future__ import annotations
@@ -96,10 +98,38 @@ def cases():
            Volume(raw, dcm.affine, guess_modality(raw), as_nifti), s)
 
 
+def input_cost(backend) -> None:
+    """Resolve once + map a slice, against the encoder, on the BRATS FLAIR and the 512² CT."""
+    print("\n| volume | resolve (once) | map one slice | encoder (one slice) | "
+          "resolve ÷ encoder | map ÷ encoder |")
+    print("|---|---|---|---|---|---|")
+    for path in (DATA / "brain_tumour_brats2015" / "brats_2013_pat0001_1" /
+                 "Flair_subtrMeanDivStd.nii.gz", DATA / "dicom" / "ct_abdomen_siemens_jpeg2000"):
+        vol = load_volume(path)
+        k = vol.n_slices("axial") // 2
+        t0 = time.perf_counter()
+        transform = resolve(vol)
+        t_resolve = time.perf_counter() - t0
+        maps = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            img = transform.apply(vol.slice("axial", k))
+            maps.append(time.perf_counter() - t0)
+        enc = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            backend.encode([img])
+            enc.append(time.perf_counter() - t0)
+        t_map, t_enc = float(np.median(maps)), float(np.median(enc))
+        print(f"| {path.name} {vol.shape} | {t_resolve * 1e3:.0f} ms | {t_map * 1e3:.2f} ms | "
+              f"{t_enc * 1e3:.0f} ms | {t_resolve / t_enc:.2f} | {t_map / t_enc:.4f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--slices", type=int, default=8, help="slices per structure (8)")
     p.add_argument("--pad", type=float, default=0.0, help="box padding in pixels (0)")
+    p.add_argument("--cost-only", action="store_true", help="only the input-cost table")
     args = p.parse_args()
     import torch
 
@@ -108,6 +138,9 @@ def main() -> None:
     backend = load_backend(device="cpu")
     print(f"CPU: {cpu_model()} · torch {torch.__version__} · {torch.get_num_threads()} threads"
           f" · encoder {backend.precision}")
+    input_cost(backend)
+    if args.cost_only:
+        return
     cache = EmbeddingCache(max_bytes=4 << 30)
     rows, t0 = [], time.perf_counter()
     for kind, vol, structures in cases():
