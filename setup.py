@@ -24,6 +24,7 @@ setup(
         "pylibjpeg-openjpeg",  # JPEG 2000 DICOM
         "Pillow",
         "scikit-image",
+        "itk-morphologicalcontourinterpolation",  # interpolation between key slices (ITK)
         "PyQt5",
         "qimage2ndarray",
         "pyqtgraph",

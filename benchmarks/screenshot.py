@@ -7,6 +7,10 @@ Opens the bundled demo case, goes to the axial slice with the largest tumour are
 around the tumour with synthetic mouse events (box from the BRATS ground truth when the data
 pack is beside the repo, else the same box hard-coded), waits for the model's mask and writes
 a PNG of the whole window. Annotations go to a temporary workspace.
+
+--propagate then runs Segment ▸ Propagate from that slice, writes OUT-running.png while it is
+filling (progress bar, strip), and OUT.png of a propagated slice ``--show`` slices above the
+seed once it has finished.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", help="PNG to write")
     ap.add_argument("--size", default="1360x860", help="window size WxH")
+    ap.add_argument("--propagate", action="store_true", help="propagate the box through the tumour")
+    ap.add_argument("--show", type=int, default=-12, help="with --propagate: slice offset shown")
     args = ap.parse_args(argv)
 
     from PyQt5.QtCore import QSettings, Qt
@@ -86,6 +92,14 @@ def main(argv=None) -> int:
     t0 = time.time()
     QTest.mouseRelease(view.viewport(), Qt.LeftButton, Qt.NoModifier, p1)
     wait_until(app, lambda: bool(done))
+    if args.propagate:
+        window.propagate_action.trigger()
+        wait_until(app, lambda: window._fill_run is not None and len(window._fill_run.filled) >= 8)
+        window.grab().save(str(Path(args.out).with_suffix("")) + "-running.png")
+        wait_until(app, lambda: not window.filling, timeout=600)
+        print(window.statusBar().currentMessage())
+        index += args.show
+        window.set_index(index)
     centre = view.image_to_viewport((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
     QTest.mouseMove(view.viewport(), centre)  # fills the status bar (voxel, value)
     for _ in range(20):

@@ -21,6 +21,11 @@ from medsam_gui.volume import ViewGeometry
 Color = Tuple[int, int, int]
 RecordKey = Tuple[str, int, int]  # (axis, index, label value)
 STATUSES = ("model", "edited", "accepted")
+REVIEWED = ("edited", "accepted")  # a person looked at the slice: training data
+# how a mask was made: "" a person's box/points or brush (and records from before methods were
+# recorded), "propagated" from a neighbouring slice, "interpolated" between key slices
+METHODS = ("", "propagated", "interpolated")
+FILLED = ("propagated", "interpolated")
 MODES = ("replace", "add", "erase")
 
 # Distinct colours for new labels (value 1 is red, like most annotation tools).
@@ -127,16 +132,31 @@ class SliceRecord:
     time: str = field(default_factory=now_iso)
     # what the model saw (engine.intensity.InputTransform.provenance()); {} = not recorded
     model_input: Dict[str, object] = field(default_factory=dict)
+    method: str = ""  # one of METHODS
+    from_slices: List[int] = field(default_factory=list)  # propagated from [k] / between [k, m]
+    stop_reason: str = ""  # propagation: why its front stopped after this run
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status {self.status!r} not one of {STATUSES}")
+        if self.method not in METHODS:
+            raise ValueError(f"method {self.method!r} not one of {METHODS}")
+        self.from_slices = [int(v) for v in self.from_slices]
         self.index = int(self.index)
         self.label = int(self.label)
 
     @property
     def key(self) -> RecordKey:
         return (self.axis, self.index, self.label)
+
+    @property
+    def reviewed(self) -> bool:
+        return self.status in REVIEWED
+
+    @property
+    def unreviewed_fill(self) -> bool:
+        """Filled by propagation or interpolation and not looked at by a person since."""
+        return self.method in FILLED and not self.reviewed
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -367,6 +387,32 @@ class LabelMap:
         table = change.table_before if undo else change.table_after
         if table is not None:
             self.table.labels = LabelTable.from_json(table).labels
+
+    def merge(self, changes: Sequence[Change], description: str) -> Change:
+        """One change equal to ``changes`` applied in order (they must be the latest edits of
+        this map): a propagation through many slices becomes a single undo step."""
+        merged = Change(description=description)
+        regions = [c.region for c in changes if c.region is not None]
+        if regions:
+            region = tuple((min(r[a][0] for r in regions), max(r[a][1] for r in regions))
+                           for a in range(3))
+            sl = _slices(region)  # type: ignore[arg-type]
+            after = self.array[sl].copy()
+            before = after.copy()
+            for c in reversed(changes):  # unwind to the state before the first change
+                if c.region is not None:
+                    inner = tuple(slice(a - o[0], b - o[0]) for (a, b), o in zip(c.region, region))
+                    before[inner] = c.before
+            merged.region = region  # type: ignore[assignment]
+            merged._before, merged._after = _Packed(before), _Packed(after)
+        for c in changes:
+            for key, rec in c.records_before.items():
+                merged.records_before.setdefault(key, rec)
+            merged.records_after.update(c.records_after)
+        tables = [c for c in changes if c.table_before is not None or c.table_after is not None]
+        if tables:
+            merged.table_before, merged.table_after = tables[0].table_before, tables[-1].table_after
+        return merged
 
     def records_for(self, status: Sequence[str] = STATUSES) -> List[SliceRecord]:
         return sorted((r for r in self.records.values() if r.status in status),

@@ -28,6 +28,12 @@ exported NIfTI holds), so no display convention is involved:
 Boxes are applied in order (--box first, then --boxes); a later mask overwrites an earlier
 one where they overlap. Exit code 0 on success, 2 on any error (nothing is written then).
 
+3D: --propagate makes each box seed a propagation along its AXIS, both directions: every
+next slice is prompted by the previous slice's mask, until the structure ends (the stop rules
+of medsam_gui.engine.propagation: empty mask, low model score, a jump in area or position).
+--extent FIRST LAST keeps it inside those slice indices along AXIS (as MedSAM's 3D box carries
+its z-range); a JSON box may carry its own "extent": [first, last].
+
 What the model sees: by default the automatic rule of the scan's modality (CT: soft-tissue
 window in HU; MR and other: 0.5-99.5 percentiles of the foreground). --modality overrides the
 modality (a NIfTI has none; it is guessed from the voxels). --window LEVEL WIDTH shows the
@@ -42,6 +48,7 @@ class BoxPrompt:
     slice: int
     box: Sequence[int]  # x0, y0, x1, y1 in source voxel indices
     label: int
+    extent: Optional[Sequence[int]] = None  # first, last slice along axis (propagation)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="modality rule for the model input (auto: DICOM's, or guessed)")
     p.add_argument("--window", nargs=2, type=float, metavar=("LEVEL", "WIDTH"),
                    help="show the model this window (HU for CT) instead of the automatic rule")
+    p.add_argument("--propagate", action="store_true",
+                   help="follow each box's structure through the volume along its AXIS")
+    p.add_argument("--extent", nargs=2, type=int, metavar=("FIRST", "LAST"),
+                   help="with --propagate: slices along AXIS it may fill (default: all)")
     p.add_argument("--out", required=True, metavar="LABELS.nii.gz", help="output label map")
     return p
 
@@ -102,8 +113,13 @@ def read_boxes_json(path: str, default_label: int) -> List[BoxPrompt]:
             box = [int(v) for v in item["box"]]
             if len(box) != 4:
                 raise ValueError("box needs 4 numbers")
+            extent = item.get("extent")
+            if extent is not None:
+                extent = [int(v) for v in extent]
+                if len(extent) != 2:
+                    raise ValueError("extent needs 2 numbers")
             out.append(BoxPrompt(int(item["axis"]), int(item["slice"]), box,
-                                 int(item.get("label", default_label))))
+                                 int(item.get("label", default_label)), extent))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise MedsamError(f"box #{n} is malformed ({exc}); expected "
                               '{"axis", "slice", "box": [x0, y0, x1, y1], "label"}', path) from None
@@ -127,6 +143,14 @@ def display_box(volume, prompt: BoxPrompt, image: str):
                               f"axis {ax} (image shape {shape})", image)
     if x1 < x0 or y1 < y0:
         raise MedsamError(f"box corners must satisfy X0<=X1 and Y0<=Y1 (got {prompt.box})", image)
+    if prompt.extent is not None:
+        first, last = sorted(prompt.extent)
+        if first < 0 or last >= shape[prompt.axis]:
+            raise MedsamError(f"extent {first}..{last} is outside 0..{shape[prompt.axis] - 1} "
+                              f"along voxel axis {prompt.axis}", image)
+        if not first <= prompt.slice <= last:
+            raise MedsamError(f"the box's slice {prompt.slice} is outside its extent "
+                              f"{first}..{last}", image)
     geom = view_for_axis(volume.affine, shape, prompt.axis)
     corners = []
     for x, y in ((x0, y0), (x1, y1)):
@@ -141,13 +165,16 @@ def display_box(volume, prompt: BoxPrompt, image: str):
 def run(args: argparse.Namespace) -> Path:
     from tqdm import tqdm
 
+    from medsam_gui.engine import propagation
     from medsam_gui.engine.backends import load_backend
     from medsam_gui.engine.session import Session
     from medsam_gui.io import load_volume, save_label_map
 
-    prompts = [BoxPrompt(b[0], b[1], b[2:], args.label) for b in args.box]
+    prompts = [BoxPrompt(b[0], b[1], b[2:], args.label, args.extent) for b in args.box]
     if args.boxes:
         prompts += read_boxes_json(args.boxes, args.label)
+    if args.extent is not None and not args.propagate:
+        raise MedsamError("--extent limits a propagation: add --propagate")
     if not prompts:
         raise MedsamError("no boxes given: use --box AXIS SLICE X0 Y0 X1 Y1 or --boxes FILE.json")
     for p in prompts:
@@ -161,10 +188,21 @@ def run(args: argparse.Namespace) -> Path:
     transform = session.set_model_input(choice)  # ModelInputError (a MedsamError) if unusable
     print(f"model input: {transform.summary()}", file=sys.stderr)
     labels = np.zeros(volume.shape, np.uint16)
-    for prompt, (geom, k, box) in tqdm(list(zip(prompts, placed)), desc="segmenting",
-                                       unit="box", file=sys.stderr):
+    for n, (prompt, (geom, k, box)) in enumerate(tqdm(list(zip(prompts, placed)),
+                                                      desc="segmenting", unit="box",
+                                                      file=sys.stderr)):
         pred = session.predict(geom.view, k, box)
         geom.take(labels, k)[pred.mask] = prompt.label
+        if args.propagate:
+            result = propagation.run(session, geom.view, k, [pred.mask],
+                                     propagation.StopRules(extent=prompt.extent))
+            for step in result.steps:
+                geom.take(labels, step.index)[step.mask] = prompt.label
+            filled = result.indices + [k]
+            stops = "; ".join(f"{'+' if s.direction > 0 else '-'} stopped at {s.index}: "
+                              f"{s.reason}" for s in result.stops)
+            tqdm.write(f"box {n + 1}: label {prompt.label} on slices {min(filled)}..{max(filled)}"
+                       f" of axis {prompt.axis} ({stops})", file=sys.stderr)
     return save_label_map(labels, volume, args.out)
 
 

@@ -1,8 +1,9 @@
-"""A thin strip beside the slice slider: which slices of the current view are encoded."""
+"""A thin strip beside the slice slider: which slices of the current view are encoded, and the
+review state of the active label on each (see ``annotation.review``)."""
 
 from __future__ import annotations
 
-from typing import Iterable, Set
+from typing import Iterable, List, Sequence, Set
 
 from PyQt5.QtCore import QRectF, QSize
 from PyQt5.QtGui import QColor, QPainter
@@ -10,33 +11,42 @@ from PyQt5.QtWidgets import QSizePolicy, QWidget
 
 _EMPTY = QColor(60, 60, 64)
 _CACHED = QColor(46, 160, 90)
-_LABELLED = QColor(230, 160, 40)
+_LABELLED = QColor(150, 150, 150)  # another label has voxels here
+_REVIEW = {"filled": QColor(255, 214, 0), "drawn": QColor(240, 110, 40),
+           "reviewed": QColor(40, 170, 255)}
 _CURRENT = QColor(255, 255, 255)
 
 
 class CacheStrip(QWidget):
-    """Horizontal bar, one cell per slice: green = embedding cached, orange tick = has labels,
-    white line = current slice. Left edge = slice 0, like the slider under it."""
+    """Horizontal bar, one cell per slice, left edge = slice 0 like the slider under it. Top
+    half: green = embedding cached. Bottom half, the active label: yellow = filled by
+    propagation/interpolation, not reviewed; orange = drawn (box), not accepted; blue =
+    reviewed (edited or accepted); grey = only other labels. White line = current slice."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.n = 0
         self.cached: Set[int] = set()
         self.labelled: Set[int] = set()
+        self.review: List[str] = []
         self.current = -1
         self.inset = 8  # roughly half the slider handle, so cells line up with slider positions
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
-        self.setFixedHeight(8)
-        self.setToolTip("Slices whose image embedding is ready (green): a box there is instant.")
+        self.setFixedHeight(12)
+        self.setToolTip("Top: slices whose image embedding is ready (green): a box there is "
+                        "instant.\nBottom, active label: yellow = propagated/interpolated, not "
+                        "reviewed (] jumps there); orange = drawn, not accepted; blue = "
+                        "reviewed; grey = other labels only.")
 
     def sizeHint(self) -> QSize:
-        return QSize(200, 8)
+        return QSize(200, 12)
 
     def set_state(self, n: int, cached: Iterable[int], current: int,
-                  labelled: Iterable[int] = ()) -> None:
+                  labelled: Iterable[int] = (), review: Sequence[str] = ()) -> None:
         self.n = int(n)
         self.cached = set(cached)
         self.labelled = set(labelled)
+        self.review = list(review)
         self.current = int(current)
         self.update()
 
@@ -56,10 +66,15 @@ class CacheStrip(QWidget):
             return
         p.fillRect(QRectF(self.inset, 0, w, h), _EMPTY)
         cell = w / self.n
+        top = h // 2
         for i in self.cached:
-            p.fillRect(QRectF(self.inset + i * cell, 0, max(cell, 1.0), h), _CACHED)
+            p.fillRect(QRectF(self.inset + i * cell, 0, max(cell, 1.0), top), _CACHED)
         for i in self.labelled:
-            p.fillRect(QRectF(self.inset + i * cell, h - 3, max(cell, 1.0), 3), _LABELLED)
+            p.fillRect(QRectF(self.inset + i * cell, top, max(cell, 1.0), h - top), _LABELLED)
+        for i, state in enumerate(self.review):
+            color = _REVIEW.get(state)
+            if color is not None:
+                p.fillRect(QRectF(self.inset + i * cell, top, max(cell, 1.0), h - top), color)
         if 0 <= self.current < self.n:
             x = self.inset + (self.current + 0.5) * cell
             p.setPen(_CURRENT)
@@ -67,5 +82,5 @@ class CacheStrip(QWidget):
         p.end()
 
     def minimumSizeHint(self) -> QSize:
-        return QSize(40, 8)
+        return QSize(40, 12)
 

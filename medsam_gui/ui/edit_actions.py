@@ -13,22 +13,30 @@ class EditActions:
     """Needs MainWindow attributes (annotator, labelmap, labels, view, index, …)."""
 
     def _on_stroke(self, mask, erase: bool) -> None:
+        if self.edits_blocked():
+            return
         if self.annotator is None or not self.active_label:
             return
         self.annotator.stroke(self.view, self.index, self.active_label, mask, erase)
         self._edited()
 
     def fill_holes(self) -> None:
+        if self.edits_blocked():
+            return
         if self.annotator is not None and self.active_label:
             self.annotator.fill_holes(self.view, self.index, self.active_label)
             self._edited()
 
     def clear_slice(self) -> None:
+        if self.edits_blocked():
+            return
         if self.annotator is not None and self.active_label:
             self.annotator.clear_slice(self.view, self.index, self.active_label)
             self._edited()
 
     def accept_slice(self) -> None:
+        if self.edits_blocked():
+            return
         if self.annotator is not None:
             change = self.annotator.accept(self.view, self.index)
             if not change.records_after:
@@ -48,6 +56,8 @@ class EditActions:
         self._undo_redo(self.annotator.redo if self.annotator else None)
 
     def _undo_redo(self, fn) -> None:
+        if self.edits_blocked():
+            return
         change = fn() if fn is not None else None
         if change is None:
             return
@@ -64,6 +74,8 @@ class EditActions:
         self.changed()
 
     def delete_label(self, value: int) -> None:
+        if self.edits_blocked():
+            return
         lab = self.labelmap.table.get(value) if self.labelmap else None
         if lab is None:
             return
@@ -87,3 +99,4 @@ class EditActions:
         if self.labelmap is not None:
             self._rebuild_lut()
             self._refresh_overlay()
+            self._update_strip_cache()  # the review states are the active label's

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from PyQt5.QtCore import Qt, pyqtSignal
 from PyQt5.QtGui import QColor, QIcon, QPixmap
@@ -10,6 +10,7 @@ from PyQt5.QtWidgets import (QColorDialog, QHBoxLayout, QInputDialog, QLabel, QL
                              QListWidgetItem, QPushButton, QSlider, QVBoxLayout, QWidget)
 
 from medsam_gui.annotation import LabelTable
+from medsam_gui.annotation.review import LabelSize
 
 
 def _swatch(color: Tuple[int, int, int]) -> QIcon:
@@ -30,6 +31,8 @@ class LabelPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.table: Optional[LabelTable] = None
+        self.sizes: Dict[int, LabelSize] = {}  # value -> volume and extent (set_sizes)
+        self.size_view = "axial"
         self.list = QListWidget()
         self.list.setObjectName("labelList")
         self.list.currentRowChanged.connect(self._on_row)
@@ -72,7 +75,7 @@ class LabelPanel(QWidget):
         self.list.clear()
         row = 0
         for i, lab in enumerate(self.table.labels if self.table else []):
-            item = QListWidgetItem(_swatch(lab.color), f"{lab.value}  {lab.name}")
+            item = QListWidgetItem(_swatch(lab.color), self._text(lab))
             item.setData(Qt.UserRole, lab.value)
             item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
             item.setCheckState(Qt.Checked if lab.visible else Qt.Unchecked)
@@ -83,6 +86,26 @@ class LabelPanel(QWidget):
         if self.list.count():
             self.list.setCurrentRow(row)
             self.active_changed.emit(self.active_value)
+
+    def _text(self, lab) -> str:
+        size = self.sizes.get(lab.value)
+        if size is None or not size.voxels:
+            return f"{lab.value}  {lab.name}"
+        return (f"{lab.value}  {lab.name}   {size.millilitres:.3g} mL · "
+                f"{self.size_view} {size.extent_text(self.size_view)}")
+
+    def set_sizes(self, sizes: Dict[int, LabelSize], view: str) -> None:
+        """Show each label's volume (mL) and its slice extent on ``view``."""
+        self.sizes, self.size_view = dict(sizes), view
+        if self.table is None:
+            return
+        self._filling = True
+        for i in range(self.list.count()):
+            item = self.list.item(i)
+            lab = self.table.get(int(item.data(Qt.UserRole)))
+            if lab is not None:
+                item.setText(self._text(lab))
+        self._filling = False
 
     @property
     def active_value(self) -> int:

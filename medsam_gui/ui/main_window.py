@@ -24,6 +24,7 @@ from medsam_gui.ui.edit_actions import EditActions
 from medsam_gui.ui.label_panel import LabelPanel
 from medsam_gui.ui.model_input_menu import ModelInputActions
 from medsam_gui.ui.model_menu import ModelActions
+from medsam_gui.ui.propagation_actions import PropagationActions
 from medsam_gui.ui.slice_view import SliceView
 from medsam_gui.ui.window_io import FileActions
 from medsam_gui.ui.workers import Precomputer, error_text, run_task
@@ -33,7 +34,7 @@ TOOL_KEYS = {"box": "B", "point": "P", "brush": "N", "eraser": "E", "pan": "H"}
 TOOL_TIPS = {
     "box": "Drag a box around a structure: the model draws its mask for the active label. "
            "A box over an existing one replaces that object; Shift+drag adds another object; "
-           "drag an edge of the box to redraw it.",
+           "drag an edge of the box to redraw it. Ctrl+P then follows it through the volume.",
     "point": "Refine the last box: left click = include, right click = exclude.",
     "brush": "Paint the active label (size in the box next to the tools).",
     "eraser": "Erase the active label.",
@@ -41,7 +42,8 @@ TOOL_TIPS = {
 }
 
 
-class MainWindow(EditActions, FileActions, ModelActions, ModelInputActions, QMainWindow):
+class MainWindow(EditActions, FileActions, ModelActions, ModelInputActions,
+                 PropagationActions, QMainWindow):
     """``background=False`` keeps background encoding off (tests); ``cache`` shares an
     EmbeddingCache; ``load_model=False`` skips loading the default backend at start."""
 
@@ -153,6 +155,8 @@ class MainWindow(EditActions, FileActions, ModelActions, ModelInputActions, QMai
                                 ("Clear slice", self.clear_slice, "Shift+Del"),
                                 ("Accept slice", self.accept_slice, "Ctrl+Return")):
             bar.addAction(self._action(edit, text, slot, key))
+        bar.addSeparator()
+        self.init_propagation_actions(bar)
         view = self.menuBar().addMenu("&View")
         bar.addSeparator()
         self.view_box = QComboBox()
@@ -206,6 +210,7 @@ class MainWindow(EditActions, FileActions, ModelActions, ModelInputActions, QMai
         self.slice_view.letters = self.volume.geometry(view).edge_letters
         self.show_slice()
         self._update_strip_cache()
+        self.update_label_sizes()
         self.slice_view.fit()
 
     def set_index(self, index: int) -> None:
@@ -272,7 +277,7 @@ class MainWindow(EditActions, FileActions, ModelActions, ModelInputActions, QMai
             return
         cached = self.session.cached_indices(self.view) if self.session is not None else ()
         self.strip.set_state(self.volume.n_slices(self.view), cached, self.index,
-                             self._labelled_slices())
+                             self._labelled_slices(), self.review_states())
 
     def _labelled_slices(self):
         if self.labelmap is None:
@@ -309,6 +314,8 @@ class MainWindow(EditActions, FileActions, ModelActions, ModelInputActions, QMai
         self._predict(key, slot, obj.box, list(obj.points) + [(x, y, label)], False)
 
     def _ready_to_segment(self) -> bool:
+        if self.edits_blocked():
+            return False
         if self.session is None or self.labelmap is None:
             problem = getattr(self, "session_error", None)
             if problem and self.labelmap is not None:

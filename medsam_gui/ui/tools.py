@@ -70,7 +70,9 @@ class Annotator:
         self.history = history
         self.objects: Dict[Key, List[PromptObject]] = {}
         self.active: Dict[Key, int] = {}
-        self._object_log: Dict[int, Tuple[Key, list, int, list, int]] = {}
+        # change id -> [(key, objects before, active before, objects after, active after)]
+        self._object_log: Dict[int, List[Tuple[Key, list, int, list, int]]] = {}
+        self._pending: Dict[int, Tuple[Key, list, int, list, int]] = {}  # fills not pushed yet
         self.restore_objects()
 
     def restore_objects(self) -> None:
@@ -159,6 +161,44 @@ class Annotator:
         self._push(change, key, before, before_active)
         return change
 
+    # ---- propagation and interpolation ------------------------------------------------------
+    def fill(self, view: str, index: int, value: int, mask: np.ndarray, record: SliceRecord,
+             objects: Sequence[Tuple[Box, np.ndarray, Optional[float]]] = ()) -> Change:
+        """Write a propagated or interpolated mask on a slice (not pushed: ``push_fills``
+        merges a whole run into one undo step). Voxels of other labels are kept; ``objects``
+        (box, mask, iou) become the slice's prompt objects, so a box over one replaces it."""
+        geom = self.volume.geometry(view)
+        current = self.labelmap.slice(geom, index)
+        own = np.asarray(mask, bool) & ((current == 0) | (current == int(value)))
+        key = (view, int(index), int(value))
+        change = self.labelmap.paint(geom, index, own, value, mode="replace", record=record)
+        before, before_active = list(self.objects.get(key, [])), self.active.get(key, -1)
+        objs = [PromptObject(tuple(float(v) for v in box), [], np.asarray(m, bool) & own, iou)
+                for box, m, iou in objects]
+        if objs:
+            self.objects[key], self.active[key] = objs, len(objs) - 1
+        else:
+            self.objects.pop(key, None)
+            self.active.pop(key, None)
+        self._pending[id(change)] = (key, before, before_active, objs, len(objs) - 1)
+        return change
+
+    def push_fills(self, changes: Sequence[Change], description: str) -> Optional[Change]:
+        """Push the changes of ``fill`` calls as one undo step (returns it, None if empty)."""
+        merged = self.labelmap.merge(list(changes), description)
+        entries: Dict[Key, tuple] = {}
+        for c in changes:
+            entry = self._pending.pop(id(c), None)
+            if entry is None:
+                continue
+            key = entry[0]
+            first = entries.get(key, entry)
+            entries[key] = (key, first[1], first[2], entry[3], entry[4])
+        if not self.history.push(merged):
+            return None
+        self._object_log[id(merged)] = list(entries.values())
+        return merged
+
     # ---- manual corrections ----------------------------------------------------------------
     def stroke(self, view: str, index: int, value: int, mask: np.ndarray, erase: bool) -> Change:
         """Brush (add) or eraser (clear the active label) stroke; marks the slice edited."""
@@ -211,25 +251,22 @@ class Annotator:
         if not self.history.push(change):
             return
         if key is not None:
-            self._object_log[id(change)] = (key, before or [], before_active,
-                                            list(self.objects.get(key, [])),
-                                            self.active.get(key, -1))
+            self._object_log[id(change)] = [(key, before or [], before_active,
+                                             list(self.objects.get(key, [])),
+                                             self.active.get(key, -1))]
             if len(self._object_log) > 4 * self.history.max_steps:
                 for k in list(self._object_log)[: len(self._object_log) // 2]:
                     del self._object_log[k]
 
     def _restore_objects(self, change: Change, undo: bool) -> None:
-        entry = self._object_log.get(id(change))
-        if entry is None:
-            return
-        key, before, before_active, after, after_active = entry
-        objs, active = (before, before_active) if undo else (after, after_active)
-        if objs:
-            self.objects[key] = list(objs)
-            self.active[key] = active
-        else:
-            self.objects.pop(key, None)
-            self.active.pop(key, None)
+        for key, before, before_active, after, after_active in self._object_log.get(id(change), []):
+            objs, active = (before, before_active) if undo else (after, after_active)
+            if objs:
+                self.objects[key] = list(objs)
+                self.active[key] = active
+            else:
+                self.objects.pop(key, None)
+                self.active.pop(key, None)
 
     def undo(self) -> Optional[Change]:
         change = self.history.undo(self.labelmap)

@@ -132,7 +132,10 @@ class FileActions:
         self.window_lw = default_window(volume)
         self.preset_box.setCurrentText("DICOM" if "DICOM" in presets else
                                        "CT soft tissue" if volume.modality == "CT" else "Auto")
+        self.cancel_fill()
+        self._fill_run = None
         self.labels.set_table(self.labelmap.table)
+        self.update_label_sizes()
         self._rebuild_lut()
         self.set_view("axial")
         self.slice_view.setFocus()  # wheel and arrow keys scroll slices right away
@@ -220,6 +223,8 @@ class FileActions:
     def changed(self) -> None:
         """After every change of the labels: debounce an autosave, update actions."""
         self.unexported = True
+        self._sizes_timer.start()
+        self._update_strip_cache()  # review states
         self.undo_action.setEnabled(self.history.can_undo)
         self.redo_action.setEnabled(self.history.can_redo)
         self._autosave_timer.start(self.autosave_delay_ms)

@@ -32,6 +32,7 @@ class Task(QThread):
     result = pyqtSignal(object)
     error = pyqtSignal(object)
     progress = pyqtSignal(int, int)
+    item = pyqtSignal(object)  # a partial result (e.g. one propagated slice), in order
 
     _alive: List["Task"] = []  # keep Python references until the thread has finished
 
@@ -55,6 +56,10 @@ class Task(QThread):
     def report(self, done: int, total: int) -> None:
         self.progress.emit(int(done), int(total))
 
+    def deliver(self, value: object) -> None:
+        """Hand a partial result to the GUI thread (``item`` signal)."""
+        self.item.emit(value)
+
     def cancel(self) -> None:
         self.cancelled = True
 
@@ -73,13 +78,16 @@ class Task(QThread):
 
 def run_task(fn: Callable[[Task], object], on_result: Callable[[object], None],
              on_error: Callable[[BaseException], None], name: str = "task",
-             on_progress: Optional[Callable[[int, int], None]] = None) -> Task:
+             on_progress: Optional[Callable[[int, int], None]] = None,
+             on_item: Optional[Callable[[object], None]] = None) -> Task:
     """Start ``fn`` in a thread and deliver its outcome to GUI-thread callbacks."""
     task = Task(fn, name)
     task.result.connect(on_result)
     task.error.connect(on_error)
     if on_progress is not None:
         task.progress.connect(on_progress)
+    if on_item is not None:
+        task.item.connect(on_item)
     return task.begin()
 
 

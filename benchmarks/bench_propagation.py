@@ -1,0 +1,247 @@
+#!/usr/bin/env python
+"""3D propagation benchmark: speed beside the raw encoder, and the stop rules' measurements.
+
+    python benchmarks/bench_propagation.py               # speed + 3D Dice on BRATS
+    python benchmarks/bench_propagation.py --rules       # the table the default rules come from
+
+Speed (BRATS pat0001 FLAIR, one ground-truth box on the largest tumour slice, default rules):
+  - propagation throughput, slices/s, cold cache with and without the look-ahead encoder and
+    with a warm cache, each ÷ the raw encoder's throughput measured in the same run;
+  - the time from the first box to the whole tumour, and its 3D Dice.
+3D Dice per BRATS case: one box + propagation against a ground-truth box on every tumour slice.
+
+--rules records, for every structure with a reference label in ../shared/data (BRATS FLAIR
+whole tumour on three axes, T1c tumour core, abdominal CT and MR organs, the DICOM CT's organs),
+the propagation from one ground-truth box on its largest slice with no brake but the empty
+mask, then replays each stop rule on the recorded fronts (a rule only cuts a front short, so
+the replay is exact) and prints 3D Dice and the error of the slice range per rule setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench_model_input import DATA, cpu_model, on_grid  # noqa: E402
+from medsam_gui.engine import EmbeddingCache, Session, load_backend  # noqa: E402
+from medsam_gui.engine import propagation  # noqa: E402
+from medsam_gui.engine.evaluate import dice, mask_box  # noqa: E402
+from medsam_gui.io import load_volume  # noqa: E402
+
+BRATS = DATA / "brain_tumour_brats2015"
+
+
+def structures():
+    """(name, volume, truth3d, axes) of every labelled structure in the data pack."""
+    for pat in ("brats_2013_pat0001_1", "brats_2013_pat0002_1"):
+        gt = np.asarray(nib.load(str(BRATS / pat / "OTMultiClass.nii.gz")).dataobj)
+        yield (f"{pat[11:18]} FLAIR whole tumour", load_volume(BRATS / pat / "Flair_subtrMeanDivStd.nii.gz"),
+               gt > 0, ("axial", "coronal", "sagittal"))
+        yield (f"{pat[11:18]} T1c tumour core", load_volume(BRATS / pat / "T1c_subtrMeanDivStd.nii.gz"),
+               np.isin(gt, (1, 3, 4)), ("axial",))
+    abd = DATA / "abdomen_totalsegmentator"
+    organs = {"liver": 5, "spleen": 1, "kidney R": 2, "kidney L": 3}
+    ct = load_volume(abd / "example_ct_sm.nii.gz")
+    seg = np.asarray(nib.load(str(abd / "example_seg.nii.gz")).dataobj)
+    for k, v in organs.items():
+        yield f"abdominal CT {k}", ct, seg == v, ("axial", "coronal")
+    mr = load_volume(abd / "example_mr_sm.nii.gz")
+    seg = np.asarray(nib.load(str(abd / "example_seg_mr.nii.gz")).dataobj)
+    for k, v in organs.items():
+        yield f"abdominal MR {k}", mr, seg == v, ("axial",)
+    dcm = load_volume(DATA / "dicom" / "ct_abdomen_siemens_jpeg2000")
+    lab = on_grid(DATA / "dicom" / "reference" / "ct_abdomen_siemens_jpeg2000_totalseg_labels.nii.gz",
+                  dcm)
+    for k, v in {"liver": 5, "spleen": 1, "stomach": 6}.items():
+        yield f"DICOM CT {k}", dcm, lab == v, ("axial",)
+
+
+# ---------------------------------------------------------------------------------- rules
+def record_fronts(backend, cache):
+    """One unbraked propagation per structure and axis, with per-slice features."""
+    loose = propagation.StopRules()  # only the empty mask stops a front
+    traces = []
+    for name, vol, truth, axes in structures():
+        session = Session(vol, backend, cache)
+        for axis in axes:
+            g = vol.geometry(axis)
+            areas = [int(g.take(truth, i).sum()) for i in range(g.n_slices)]
+            seed = int(np.argmax(areas))
+            start = session.predict(axis, seed, mask_box(g.take(truth, seed))).mask
+            area, cy, cx = propagation.mask_features(start)
+            trace = {"name": name, "axis": axis, "seed": seed, "gt": areas,
+                     "seed_area": area, "seed_inter": int((start & g.take(truth, seed)).sum()),
+                     "seed_centre": (cy, cx), "fronts": {1: [], -1: []}}
+            t0 = time.perf_counter()
+            for step in propagation.propagate(session, axis, seed, [start], loose):
+                if isinstance(step, propagation.Step):
+                    a, y, x = propagation.mask_features(step.mask)
+                    trace["fronts"][step.direction].append(
+                        (step.iou, a, y, x, int((step.mask & g.take(truth, step.index)).sum()),
+                         step.index))
+            traces.append(trace)
+            nz = np.flatnonzero(areas)
+            print(f"  {name:32s} {axis:8s} seed {seed:3d}  true {nz[0]}–{nz[-1]}  unbraked "
+                  f"{seed - len(trace['fronts'][-1])}–{seed + len(trace['fronts'][1])}  "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return traces
+
+
+def replay(trace, min_iou=0.0, max_growth=math.inf, max_shift=math.inf, min_area=1):
+    """3D Dice, |first - true first| + |last - true last| and slices outside the truth."""
+    gt = np.asarray(trace["gt"])
+    inter, area, kept = trace["seed_inter"], trace["seed_area"], [trace["seed"]]
+    for d in (1, -1):
+        pa, (py, px) = trace["seed_area"], trace["seed_centre"]
+        for iou, a, y, x, hit, index in trace["fronts"][d]:
+            if a < min_area or iou < min_iou or a > max_growth * pa:
+                break
+            if math.hypot(y - py, x - px) / (2 * math.sqrt(pa / math.pi)) > max_shift:
+                break
+            inter, area = inter + hit, area + a
+            kept.append(index)
+            pa, py, px = a, y, x
+    nz = np.flatnonzero(gt)
+    return (2 * inter / (area + gt.sum()), abs(min(kept) - nz[0]) + abs(max(kept) - nz[-1]),
+            sum(1 for k in kept if gt[k] == 0))
+
+
+def rules_table(traces) -> None:
+    def row(label, **kw):
+        r = np.array([replay(t, **kw) for t in traces])
+        print(f"| {label} | {r[:, 0].mean():.3f} | {r[:, 0].min():.3f} | {r[:, 1].mean():.1f} | "
+              f"{int(r[:, 1].max())} | {r[:, 2].mean():.1f} |")
+        return r
+
+    print(f"\n{len(traces)} fronts pairs. Each rule alone, then the defaults:\n")
+    print("| rule | mean 3D Dice | worst 3D Dice | mean range error (slices) | worst range error |"
+          " mean slices outside the truth |")
+    print("|---|---|---|---|---|---|")
+    row("empty mask only")
+    for v in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85):
+        row(f"min_iou {v}", min_iou=v)
+    for v in (3, 2, 1.6, 1.4, 1.25):
+        row(f"max_growth {v}", max_growth=v)
+    for v in (1, 0.5, 0.35, 0.25, 0.15):
+        row(f"max_shift {v}", max_shift=v)
+    for v in (10, 25, 50, 100):
+        row(f"min_area {v}", min_area=v)
+    d = propagation.StopRules()
+    defaults = dict(min_iou=d.min_iou, max_growth=d.max_growth, max_shift=d.max_shift,
+                    min_area=d.min_area)
+    r = row(f"**defaults** {defaults}", **defaults)
+    grid = []
+    for mi, mg, ms, ma in itertools.product((0, 0.5, 0.6, 0.7, 0.75, 0.8),
+                                            (math.inf, 3, 2, 1.6, 1.4),
+                                            (math.inf, 1, 0.5, 0.35, 0.25), (1, 10, 25, 50)):
+        x = np.array([replay(t, mi, mg, ms, ma) for t in traces])
+        grid.append((x[:, 0].mean(), x[:, 0].min(), x[:, 1].mean(), (mi, mg, ms, ma)))
+    print("\nbest 10 of the grid by mean 3D Dice (min_iou, max_growth, max_shift, min_area):")
+    for g in sorted(grid, reverse=True)[:10]:
+        print(f"  mean {g[0]:.3f} worst {g[1]:.3f} range error {g[2]:.1f}  {g[3]}")
+    print("\nper structure, empty mask only → defaults:")
+    base = np.array([replay(t) for t in traces])
+    for t, b, x in zip(traces, base, r):
+        nz = np.flatnonzero(t["gt"])
+        print(f"  {t['name']:32s} {t['axis']:8s} Dice {b[0]:.3f} → {x[0]:.3f}   range error "
+              f"{int(b[1]):3d} → {int(x[1]):3d}   (true {nz[0]}–{nz[-1]})")
+
+
+# ---------------------------------------------------------------------------------- speed
+def speed(backend) -> None:
+    vol = load_volume(BRATS / "brats_2013_pat0001_1" / "Flair_subtrMeanDivStd.nii.gz")
+    gt = np.asarray(nib.load(str(BRATS / "brats_2013_pat0001_1" / "OTMultiClass.nii.gz")).dataobj) > 0
+    g = vol.geometry("axial")
+    seed = int(np.argmax([g.take(gt, i).sum() for i in range(g.n_slices)]))
+    box = mask_box(g.take(gt, seed))
+    img = Session(vol, backend).model_slice("axial", seed)
+    backend.encode([img])  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(5):
+        backend.encode([img])
+    raw = 5 / (time.perf_counter() - t0)
+
+    def one(lookahead: bool, cache):
+        session = Session(vol, backend, cache)
+        t0 = time.perf_counter()
+        start = session.predict("axial", seed, box).mask
+        result = propagation.run(session, "axial", seed, [start], lookahead=lookahead)
+        total = time.perf_counter() - t0
+        out = np.zeros(vol.shape, bool)
+        g.take(out, seed)[...] = start
+        for s in result.steps:
+            g.take(out, s.index)[...] = s.mask
+        return len(result.steps), total, dice(out, gt), result
+
+    cold_plain = one(False, EmbeddingCache(max_bytes=2 << 30))
+    warm_cache = EmbeddingCache(max_bytes=2 << 30)
+    cold_ahead = one(True, warm_cache)
+    warm = one(True, warm_cache)
+    print(f"\nraw encoder: {raw:.2f} slices/s\n")
+    print("| BRATS pat0001 FLAIR, one box | slices | first box → whole tumour (s) | "
+          "slices/s | ÷ raw encoder | 3D Dice |")
+    print("|---|---|---|---|---|---|")
+    for name, (n, t, d, _r) in (("cold cache, no look-ahead", cold_plain),
+                                ("cold cache, look-ahead encoder (default)", cold_ahead),
+                                ("warm cache", warm)):
+        print(f"| {name} | {n} | {t:.1f} | {n / t:.2f} | {n / t / raw:.2f} | {d:.3f} |")
+    stops = "; ".join(f"{s.direction:+d} at {s.index}: {s.reason}" for s in cold_ahead[3].stops)
+    print(f"\nstops: {stops}")
+
+
+def dice_per_case(backend) -> None:
+    print("\n| BRATS FLAIR | one box + propagation | a ground-truth box on every tumour slice |")
+    print("|---|---|---|")
+    for pat in ("brats_2013_pat0001_1", "brats_2013_pat0002_1"):
+        vol = load_volume(BRATS / pat / "Flair_subtrMeanDivStd.nii.gz")
+        gt = np.asarray(nib.load(str(BRATS / pat / "OTMultiClass.nii.gz")).dataobj) > 0
+        g = vol.geometry("axial")
+        session = Session(vol, backend, EmbeddingCache(max_bytes=2 << 30))
+        areas = [g.take(gt, i).sum() for i in range(g.n_slices)]
+        seed = int(np.argmax(areas))
+        start = session.predict("axial", seed, mask_box(g.take(gt, seed))).mask
+        result = propagation.run(session, "axial", seed, [start])
+        one = np.zeros(vol.shape, bool)
+        g.take(one, seed)[...] = start
+        for s in result.steps:
+            g.take(one, s.index)[...] = s.mask
+        every = np.zeros(vol.shape, bool)
+        for i in np.flatnonzero(areas):
+            g.take(every, i)[...] = session.predict("axial", i, mask_box(g.take(gt, i))).mask
+        print(f"| {pat[11:18]} | {dice(one, gt):.3f} | {dice(every, gt):.3f} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rules", action="store_true", help="measure the stop rules (slow)")
+    p.add_argument("--cache-dir", help="keep embeddings on disk here between runs")
+    args = p.parse_args()
+    import torch
+
+    backend = load_backend(device="cpu")
+    print(f"CPU: {cpu_model()} · torch {torch.__version__} · {torch.get_num_threads()} threads"
+          f" · encoder {backend.precision}")
+    if args.rules:
+        with tempfile.TemporaryDirectory() as tmp:
+            cache = EmbeddingCache(max_bytes=2 << 30, disk_dir=args.cache_dir or tmp,
+                                   disk_max_bytes=40 << 30)
+            rules_table(record_fronts(backend, cache))
+        return
+    speed(backend)
+    dice_per_case(backend)
+
+
+if __name__ == "__main__":
+    main()

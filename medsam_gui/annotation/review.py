@@ -1,0 +1,93 @@
+"""Review state of each slice of a label, and each label's size: what the slice strip, the
+"next unreviewed slice" keys, propagation and the labels panel need to know (no Qt).
+
+A slice of label ``value`` on a view is
+
+- ``empty``: no voxel of the label and no record a person made;
+- ``filled``: filled by propagation or interpolation and not reviewed since;
+- ``drawn``: made by a person's box, points or brush, not yet accepted (the model's mask for
+  their prompt); also voxels with no record at all (e.g. a label map from elsewhere);
+- ``reviewed``: a person edited or accepted it (also when they cleared it to empty).
+
+Propagation and interpolation may write only ``empty`` and ``filled`` slices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from medsam_gui.annotation.labels import LabelMap
+from medsam_gui.volume import VIEWS, ViewGeometry
+
+EMPTY, FILLED, DRAWN, REVIEWED = "empty", "filled", "drawn", "reviewed"
+STATES = (EMPTY, FILLED, DRAWN, REVIEWED)
+FILLABLE = (EMPTY, FILLED)
+
+
+def present_slices(labelmap: LabelMap, geometry: ViewGeometry, value: int) -> np.ndarray:
+    """Bool per slice of ``geometry``'s view: does label ``value`` have a voxel there?"""
+    axis = geometry.slice_axis
+    other = tuple(a for a in range(3) if a != axis)
+    return np.asarray((labelmap.array == int(value)).any(axis=other))
+
+
+def slice_states(labelmap: LabelMap, geometry: ViewGeometry, value: int) -> List[str]:
+    """The state (see the module docstring) of every slice of the view for label ``value``."""
+    states = [DRAWN if p else EMPTY for p in present_slices(labelmap, geometry, value)]
+    for (view, index, label), rec in labelmap.records.items():
+        if view != geometry.view or label != int(value) or not 0 <= index < len(states):
+            continue
+        if rec.reviewed:
+            states[index] = REVIEWED
+        elif rec.unreviewed_fill and states[index] != EMPTY:
+            states[index] = FILLED
+    return states
+
+
+def next_unreviewed(states: Sequence[str], index: int, step: int = 1) -> Optional[int]:
+    """The nearest ``filled`` slice after (step +1) or before (step -1) ``index``, or None."""
+    i = int(index) + step
+    while 0 <= i < len(states):
+        if states[i] == FILLED:
+            return i
+        i += step
+    return None
+
+
+@dataclass
+class LabelSize:
+    voxels: int
+    millilitres: float
+    extents: Dict[str, Optional[Tuple[int, int]]]  # view -> (first, last) slice, None if empty
+
+    def extent_text(self, view: str) -> str:
+        ext = self.extents.get(view)
+        return "—" if ext is None else f"{ext[0]}–{ext[1]}"
+
+
+def label_sizes(labelmap: LabelMap, spacing: Sequence[float],
+                geometries: Dict[str, ViewGeometry]) -> Dict[int, LabelSize]:
+    """Voxel count, volume in mL (from the voxel spacing in mm) and slice extent per view of
+    every label in the table, in one pass over the array."""
+    voxel_ml = float(np.prod([float(s) for s in spacing])) / 1000.0
+    values = [lab.value for lab in labelmap.table.labels]
+    counts = np.bincount(labelmap.array.ravel(), minlength=max(values, default=0) + 1)
+    out: Dict[int, LabelSize] = {}
+    for v in values:
+        n = int(counts[v])
+        extents: Dict[str, Optional[Tuple[int, int]]] = {view: None for view in VIEWS}
+        if n:
+            hit = labelmap.array == v
+            for view, geom in geometries.items():
+                other = tuple(a for a in range(3) if a != geom.slice_axis)
+                idx = np.flatnonzero(hit.any(axis=other))
+                extents[view] = (int(idx[0]), int(idx[-1]))
+        out[v] = LabelSize(n, n * voxel_ml, extents)
+    return out
+
+
+__all__ = ["DRAWN", "EMPTY", "FILLABLE", "FILLED", "LabelSize", "REVIEWED", "STATES",
+           "label_sizes", "next_unreviewed", "present_slices", "slice_states"]

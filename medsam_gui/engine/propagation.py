@@ -1,0 +1,274 @@
+"""Propagation: one segmented slice -> the whole structure, slice by slice, with brakes.
+
+From a seed slice the structure is followed both ways along one axis, as MedSAM's official 3D
+inference does: each slice is prompted by the bounding box of the previous slice's mask,
+widened by ``margin`` pixels of the 256² decoder frame. The two fronts advance alternately, so
+the first slices on both sides appear while later ones are still being encoded; each slice's
+embedding comes from the session's cache or is encoded once, when the front reaches it.
+
+While a slice is decoded and checked, a look-ahead thread already encodes the next slice of
+each live front (``lookahead=True``), so the encoder never waits for the decoder; the session's
+encoder lock and cache make sure no slice is encoded twice.
+
+A seed may hold several objects (two kidneys drawn as one label, two metastases): each is
+followed on its own and the masks of a slice are their union; a direction stops when all of its
+objects have stopped.
+
+Stop rules (``StopRules``), checked on every new mask of an object against the previous one;
+the mask that breaks a rule is dropped and that object stops there:
+
+- empty: the mask has fewer than ``min_area`` pixels;
+- low score: the model's own IoU estimate is below ``min_iou``;
+- area jump: the area grew more than ``max_growth`` times from the previous slice;
+- position jump: the centroid moved more than ``max_shift`` times the previous mask's
+  equivalent diameter (2·sqrt(area/π));
+- extent: the user's first/last slice (``extent``), the volume edge, or a slice a person drew,
+  edited or accepted (``writable`` says which slices may be filled; they are never touched).
+
+The defaults are measured on every structure with a reference label in the test data (BRATS
+FLAIR whole tumour on three axes, T1c tumour core, CT and MR abdominal organs), one
+ground-truth box on the largest slice: see ``benchmarks/bench_propagation.py --rules`` and the
+README for the table they were chosen from.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+Box = Tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class StopRules:
+    """When a propagation front stops (see the module docstring for the measurements)."""
+
+    min_iou: float = 0.0
+    max_growth: float = math.inf
+    max_shift: float = math.inf
+    min_area: int = 1
+    margin: float = 3.0  # box widening, pixels of the 256² decoder frame (3 upstream)
+    extent: Optional[Tuple[int, int]] = None  # first, last slice that may be filled
+
+    def limits(self, n: int) -> Tuple[int, int]:
+        """First and last fillable slice index of an axis with ``n`` slices."""
+        if self.extent is None:
+            return 0, n - 1
+        a, b = sorted(int(v) for v in self.extent)
+        return max(a, 0), min(b, n - 1)
+
+
+@dataclass
+class Step:
+    """One filled slice: the union of its objects' masks, and each object's box and score."""
+
+    index: int
+    direction: int  # +1 or -1 from the seed
+    source: int  # the slice whose masks prompted this one
+    mask: np.ndarray  # bool, display slice shape
+    boxes: List[Box]
+    ious: List[float]
+    object_masks: List[np.ndarray] = field(default_factory=list)
+
+    @property
+    def iou(self) -> float:
+        return float(min(self.ious)) if self.ious else 0.0
+
+
+@dataclass
+class Stop:
+    """Why one direction ended: ``index`` is the first slice that was not filled."""
+
+    direction: int
+    index: int
+    reason: str
+    last_filled: int  # the seed when nothing was filled that way
+
+
+Event = Union[Step, Stop]
+
+
+def mask_features(mask: np.ndarray) -> Tuple[int, float, float]:
+    """(area, centroid row, centroid column) of a binary mask (centroid NaN when empty)."""
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return 0, math.nan, math.nan
+    return int(ys.size), float(ys.mean()), float(xs.mean())
+
+
+def prompt_box(mask: np.ndarray, pad: float) -> Box:
+    """Bounding box of ``mask`` widened by ``pad`` pixels, clipped to the slice."""
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    return (max(0.0, xs.min() - pad), max(0.0, ys.min() - pad),
+            min(w - 1.0, xs.max() + pad), min(h - 1.0, ys.max() + pad))
+
+
+def broken_rule(rules: StopRules, prev: np.ndarray, mask: np.ndarray, iou: float
+                ) -> Optional[str]:
+    """The stop rule ``mask`` breaks as the successor of ``prev``, in words, or None."""
+    area, cy, cx = mask_features(mask)
+    if area < rules.min_area:
+        return "empty mask" if area == 0 else f"mask of {area} px (< {rules.min_area})"
+    if iou < rules.min_iou:
+        return f"model IoU {iou:.2f} below {rules.min_iou:.2f}"
+    p_area, py, px = mask_features(prev)
+    if p_area and area > rules.max_growth * p_area:
+        return f"area grew {area / p_area:.1f}x (limit {rules.max_growth:g}x)"
+    if p_area:
+        diameter = 2.0 * math.sqrt(p_area / math.pi)
+        moved = math.hypot(cy - py, cx - px) / diameter
+        if moved > rules.max_shift:
+            return f"moved {moved:.2f} of its diameter (limit {rules.max_shift:g})"
+    return None
+
+
+class LookAhead:
+    """Encodes wanted slices of one axis in a daemon thread, nearest need first (a slice that is
+    cached already is skipped; a failure is left for the caller's own encode to report)."""
+
+    def __init__(self, session, axis: str):
+        self.session, self.axis = session, axis
+        self._wanted: List[int] = []
+        self._closed = False
+        self._cv = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="propagation look-ahead",
+                                        daemon=True)
+        self._thread.start()
+
+    def want(self, indices: Sequence[int]) -> None:
+        with self._cv:
+            self._wanted = [int(i) for i in indices]
+            self._cv.notify()
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._wanted and not self._closed:
+                    self._cv.wait()
+                if self._closed:
+                    return
+                index = self._wanted.pop(0)
+            try:
+                if not self.session.is_cached(self.axis, index):
+                    self.session.precompute(self.axis, index, indices=[index])
+            except Exception:  # noqa: BLE001 - the propagation's own predict reports it
+                pass
+
+
+def propagate(session, axis: str, seed: int, seed_masks: Sequence[np.ndarray],
+              rules: StopRules = StopRules(),
+              writable: Optional[Callable[[int], bool]] = None,
+              cancel: Optional[Callable[[], bool]] = None,
+              directions: Sequence[int] = (1, -1), lookahead: bool = True) -> Iterator[Event]:
+    """Follow the objects of slice ``seed`` through ``axis`` of ``session.volume``.
+
+    Yields a ``Step`` for each filled slice (both fronts alternately, nearest first) and one
+    ``Stop`` per direction. ``writable(i)`` False makes a front stop before slice ``i``
+    (a person's slice); ``cancel()`` True ends every front with reason "cancelled".
+    """
+    ahead = LookAhead(session, axis) if lookahead else None
+    try:
+        yield from _fronts(session, axis, seed, seed_masks, rules, writable, cancel,
+                           directions, ahead)
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def _fronts(session, axis, seed, seed_masks, rules, writable, cancel, directions, ahead
+            ) -> Iterator[Event]:
+    n = session.volume.n_slices(axis)
+    if not 0 <= seed < n:
+        raise IndexError(f"{axis} seed slice {seed} outside 0..{n - 1}")
+    h, w = session.volume.geometry(axis).slice_shape
+    pad = rules.margin * max(h, w) / 256.0
+    first, last = rules.limits(n)
+    objects = [np.asarray(m, bool) for m in seed_masks if np.asarray(m, bool).any()]
+    fronts = {d: {"at": seed, "objects": list(objects), "reasons": []} for d in directions}
+    if not objects:
+        for d in directions:
+            yield Stop(d, seed + d, "the seed slice has no mask", seed)
+        return
+
+    def fillable(i: int) -> bool:
+        return 0 <= i < n and first <= i <= last and (writable is None or writable(i))
+
+    while fronts:
+        for d in list(fronts):
+            front = fronts[d]
+            i = front["at"] + d
+            if ahead is not None:  # what comes after this slice: the other front's, then ours
+                nxt = [f["at"] + e for e, f in fronts.items() if e != d] + [i + d]
+                ahead.want([j for j in nxt if fillable(j)])
+            reason = None
+            if cancel is not None and cancel():
+                reason = "cancelled"
+            elif not 0 <= i < n:
+                reason = "volume edge"
+            elif not first <= i <= last:
+                reason = "end of the given extent"
+            elif writable is not None and not writable(i):
+                reason = "a slice a person drew or reviewed"
+            if reason is not None:
+                del fronts[d]
+                yield Stop(d, i, reason, front["at"])
+                continue
+            step = Step(i, d, front["at"], np.zeros((h, w), bool), [], [])
+            alive = []
+            for prev in front["objects"]:
+                box = prompt_box(prev, pad)
+                pred = session.predict(axis, i, box)
+                why = broken_rule(rules, prev, pred.mask, float(pred.iou))
+                if why is not None:
+                    front["reasons"].append(why)
+                    continue
+                alive.append(pred.mask)
+                step.mask |= pred.mask
+                step.boxes.append(box)
+                step.ious.append(float(pred.iou))
+                step.object_masks.append(pred.mask)
+            if not alive:
+                del fronts[d]
+                yield Stop(d, i, "; ".join(dict.fromkeys(front["reasons"])), front["at"])
+                continue
+            front["objects"], front["at"] = alive, i
+            yield step
+
+
+@dataclass
+class Result:
+    """All steps of a propagation and the stop of each direction."""
+
+    steps: List[Step]
+    stops: List[Stop]
+
+    @property
+    def indices(self) -> List[int]:
+        return sorted(s.index for s in self.steps)
+
+    def stop(self, direction: int) -> Optional[Stop]:
+        return next((s for s in self.stops if s.direction == direction), None)
+
+
+def run(session, axis: str, seed: int, seed_masks: Sequence[np.ndarray],
+        rules: StopRules = StopRules(), **kwargs) -> Result:
+    """``propagate`` collected (for the command line, tests and benchmarks)."""
+    steps, stops = [], []
+    for event in propagate(session, axis, seed, seed_masks, rules, **kwargs):
+        (steps if isinstance(event, Step) else stops).append(event)
+    return Result(steps, stops)
+
+
+__all__ = ["Event", "Result", "Step", "Stop", "StopRules", "broken_rule", "mask_features",
+           "prompt_box", "propagate", "run"]

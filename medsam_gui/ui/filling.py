@@ -1,0 +1,120 @@
+"""Writing a propagation or an interpolation into the label map (no Qt).
+
+A ``FillRun`` takes the slices of one run as they come (``add_step`` for a propagated slice,
+``add_interpolated`` for an interpolated one), writes each at once so the window can show it,
+records how it was made, and ``finish`` pushes the whole run as one undo step. The slices a
+person drew or reviewed are fixed when the run starts (``protected``) and never written.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Set
+
+import numpy as np
+
+from medsam_gui.annotation import Change, SliceRecord, mask_sha256, review
+from medsam_gui.annotation.interpolate import Filled
+from medsam_gui.engine.propagation import Result, Step, Stop, StopRules, propagate
+
+
+def seed_masks(annotator, view: str, index: int, value: int) -> List[np.ndarray]:
+    """The objects to follow from a slice: each prompt object's mask (as the label stands
+    now), or the label's whole mask on the slice when it has no objects."""
+    current = annotator.labelmap.slice(annotator.volume.geometry(view), index) == int(value)
+    objs = annotator.objects.get((view, int(index), int(value)), [])
+    masks = [o.mask & current for o in objs if o.mask is not None]
+    masks = [m for m in masks if m.any()]
+    return masks if masks else ([current.copy()] if current.any() else [])
+
+
+class FillRun:
+    """One run of propagation or interpolation of label ``value`` on ``view``."""
+
+    def __init__(self, annotator, view: str, value: int, model: str = "",
+                 weights_sha256: str = "", model_input: Optional[dict] = None):
+        self.annotator = annotator
+        self.view, self.value = view, int(value)
+        self.model, self.weights_sha256 = model, weights_sha256
+        self.model_input = dict(model_input or {})
+        geom = annotator.volume.geometry(view)
+        states = review.slice_states(annotator.labelmap, geom, self.value)
+        self.protected: Set[int] = {i for i, s in enumerate(states) if s not in review.FILLABLE}
+        self.changes: List[Change] = []
+        self.filled: Dict[int, SliceRecord] = {}
+        self.stops: List[Stop] = []
+        self._direction: Dict[int, int] = {}  # propagated slice -> direction it came from
+
+    def writable(self, index: int) -> bool:
+        return int(index) not in self.protected
+
+    def add_step(self, step: Step) -> Change:
+        record = SliceRecord(
+            self.view, step.index, self.value, status="model", boxes=[list(b) for b in step.boxes],
+            model=self.model, weights_sha256=self.weights_sha256,
+            model_mask_sha256=mask_sha256(step.mask), iou=step.iou,
+            model_input=dict(self.model_input), method="propagated", from_slices=[step.source])
+        objects = list(zip(step.boxes, step.object_masks, step.ious))
+        self._direction[step.index] = step.direction
+        return self._write(step.index, step.mask, record, objects)
+
+    def add_stop(self, stop: Stop) -> None:
+        """Note on each slice filled in that direction why its front stopped."""
+        self.stops.append(stop)
+        text = f"stopped at {self.view} {stop.index}: {stop.reason}"
+        for index, direction in self._direction.items():
+            if direction == stop.direction:
+                self.annotator.labelmap.records[(self.view, index, self.value)].stop_reason = text
+
+    def add_interpolated(self, filled: Filled) -> Change:
+        record = SliceRecord(self.view, filled.index, self.value, status="model",
+                             model="morphological contour interpolation",
+                             method="interpolated", from_slices=list(filled.between))
+        return self._write(filled.index, filled.mask, record, ())
+
+    def _write(self, index: int, mask: np.ndarray, record: SliceRecord, objects) -> Change:
+        if not self.writable(index):
+            raise ValueError(f"{self.view} slice {index} holds a person's work")
+        change = self.annotator.fill(self.view, index, self.value, mask, record, objects)
+        self.changes.append(change)
+        self.filled[int(index)] = self.annotator.labelmap.records[(self.view, int(index),
+                                                                   self.value)]
+        return change
+
+    def finish(self, description: str) -> Optional[Change]:
+        """Push everything written as one undo step (None when nothing changed)."""
+        change = self.annotator.push_fills(self.changes, description)
+        self.changes = []
+        return change
+
+
+def propagate_into(annotator, session, view: str, seed: int, value: int,
+                   rules: StopRules = StopRules(), cancel=None) -> Result:
+    """Propagate label ``value`` from slice ``seed`` and write it, as the window does, in this
+    thread (the command line and tests use it; the window runs ``propagate`` in a worker)."""
+    backend = session.backend
+    run = FillRun(annotator, view, value, backend.name, backend.weights_sha256,
+                  session.input_transform().provenance())
+    steps, stops = [], []
+    for event in propagate(session, view, seed, seed_masks(annotator, view, seed, value), rules,
+                           writable=run.writable, cancel=cancel):
+        if isinstance(event, Step):
+            run.add_step(event)
+            steps.append(event)
+        else:
+            run.add_stop(event)
+            stops.append(event)
+    run.finish(f"propagate label {value} from {view} {seed}")
+    return Result(steps, stops)
+
+
+def interpolate_into(annotator, view: str, value: int,
+                     fills: Sequence[Filled]) -> Optional[Change]:
+    """Write interpolated slices as one undo step."""
+    run = FillRun(annotator, view, value)
+    for f in fills:
+        if run.writable(f.index):
+            run.add_interpolated(f)
+    return run.finish(f"interpolate label {value} on {view}")
+
+
+__all__ = ["FillRun", "interpolate_into", "propagate_into", "seed_masks"]

@@ -1,0 +1,245 @@
+"""Segment menu of the main window: propagate a structure through the volume, interpolate
+between key slices, walk the unreviewed slices. A mixin of ``MainWindow``.
+
+Propagation runs ``engine.propagation.propagate`` in a worker; each slice is handed to the GUI
+thread as it is done and written at once (``ui.filling.FillRun``), so the structure fills in
+while later slices are still being encoded. The status bar shows a progress bar and Cancel;
+the run, cancelled or not, is one undo step. Edits wait while a run is going.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from PyQt5.QtCore import QTimer
+from PyQt5.QtWidgets import QProgressBar, QPushButton
+
+from medsam_gui.annotation import review
+from medsam_gui.engine.propagation import Step, StopRules, propagate
+from medsam_gui.ui.filling import FillRun, seed_masks
+from medsam_gui.ui.workers import error_text, run_task
+
+PROPAGATE_TIP = ("Follow the active label's mask on this slice up and down through the volume "
+                 "(it stops where the structure ends or the model loses it; slices a person "
+                 "drew or accepted are never replaced)")
+INTERPOLATE_TIP = ("Fill the slices between the key slices of the active label (the slices you "
+                   "drew or accepted) by morphological contour interpolation")
+
+
+class PropagationActions:
+    """Needs MainWindow attributes (annotator, session, labelmap, view, index, strip, …)."""
+
+    def init_propagation_actions(self, toolbar) -> None:
+        menu = self.menuBar().addMenu("&Segment")
+        self.propagate_action = self._action(menu, "Propagate", self.propagate, "Ctrl+P",
+                                             PROPAGATE_TIP)
+        self.interpolate_action = self._action(menu, "Interpolate", self.interpolate, "Ctrl+I",
+                                               INTERPOLATE_TIP)
+        for act in (self.propagate_action, self.interpolate_action):
+            act.setToolTip(f"{act.text()} ({act.shortcut().toString()}): {act.statusTip()}")
+            toolbar.addAction(act)
+        menu.addSeparator()
+        self._action(menu, "Next unreviewed slice", lambda: self.jump_unreviewed(1), "]")
+        self._action(menu, "Previous unreviewed slice", lambda: self.jump_unreviewed(-1), "[")
+        self._action(menu, "Accept slice and go to the next unreviewed", self.accept_and_next,
+                     "Ctrl+Shift+Return")
+        menu.addSeparator()
+        self._action(menu, "Propagation extent: start at this slice",
+                     lambda: self.set_extent_end(0), "Alt+[")
+        self._action(menu, "Propagation extent: end at this slice",
+                     lambda: self.set_extent_end(1), "Alt+]")
+        self._action(menu, "Propagation extent: whole volume", self.clear_extent)
+        self.extents = {}  # view -> [first, last]
+        self.fill_progress = QProgressBar()
+        self.fill_progress.setMaximumWidth(220)
+        self.fill_cancel = QPushButton("Cancel")
+        self.fill_cancel.setToolTip("Stop the propagation; the slices done so far stay "
+                                    "(one undo step)")
+        for w in (self.fill_progress, self.fill_cancel):
+            w.hide()
+            self.statusBar().addPermanentWidget(w)
+        self.fill_cancel.clicked.connect(self.cancel_fill)
+        self._fill_task = None
+        self._fill_run: Optional[FillRun] = None
+        self._sizes_timer = QTimer(self)
+        self._sizes_timer.setSingleShot(True)
+        self._sizes_timer.setInterval(300)
+        self._sizes_timer.timeout.connect(self.update_label_sizes)
+
+    # ---- state -------------------------------------------------------------------------
+    @property
+    def filling(self) -> bool:
+        return self._fill_task is not None
+
+    def edits_blocked(self) -> bool:
+        """True (with a message) while a propagation or interpolation is writing."""
+        if self.filling:
+            self.statusBar().showMessage("Propagation is running: wait or press Cancel.", 3000)
+        return self.filling
+
+    def review_states(self):
+        if self.labelmap is None or not self.active_label:
+            return []
+        return review.slice_states(self.labelmap, self.volume.geometry(self.view),
+                                   self.active_label)
+
+    def update_label_sizes(self) -> None:
+        """Volume (mL) and extent of every label in the labels panel (debounced after edits)."""
+        if self.labelmap is None:
+            return
+        geoms = {v: self.volume.geometry(v) for v in ("axial", "coronal", "sagittal")}
+        self.labels.set_sizes(review.label_sizes(self.labelmap, self.volume.spacing, geoms),
+                              self.view)
+
+    # ---- extent ------------------------------------------------------------------------
+    def set_extent_end(self, which: int) -> None:
+        if self.volume is None:
+            return
+        ext = list(self.extents.get(self.view, (0, self.volume.n_slices(self.view) - 1)))
+        ext[which] = self.index
+        self.extents[self.view] = sorted(ext)
+        a, b = self.extents[self.view]
+        self.statusBar().showMessage(f"Propagation on {self.view} limited to slices {a}–{b}", 5000)
+
+    def clear_extent(self) -> None:
+        self.extents.pop(self.view, None)
+        self.statusBar().showMessage("Propagation may run through the whole volume", 4000)
+
+    def propagation_rules(self) -> StopRules:
+        ext = self.extents.get(self.view)
+        return StopRules(extent=tuple(ext) if ext else None)
+
+    # ---- propagate ---------------------------------------------------------------------
+    def propagate(self) -> None:
+        if self.edits_blocked() or not self._ready_to_segment():
+            return
+        view, seed, value = self.view, self.index, self.active_label
+        masks = seed_masks(self.annotator, view, seed, value)
+        if not masks:
+            self.statusBar().showMessage("Draw a box on this slice first: Propagate follows "
+                                         "its mask through the volume.", 5000)
+            return
+        session = self.session
+        try:
+            provenance = session.input_transform().provenance()
+        except Exception as exc:
+            self.show_error("The model cannot segment this scan", error_text(exc))
+            return
+        backend = session.backend
+        run = FillRun(self.annotator, view, value, backend.name, backend.weights_sha256,
+                      provenance)
+        rules = self.propagation_rules()
+        first, last = rules.limits(self.volume.n_slices(view))
+        self.precomputer.stop()
+        self._start_fill(run, max(last - first, 1), f"Propagating label {value}…")
+
+        def work(task):
+            for event in propagate(session, view, seed, masks, rules, writable=run.writable,
+                                   cancel=task.is_cancelled):
+                task.deliver(event)
+
+        self._fill_task = run_task(
+            work, lambda _r: self._fill_done(f"propagate label {value} from {view} {seed}"),
+            lambda exc: self._fill_done(f"propagate label {value} from {view} {seed}", exc),
+            name="propagate", on_item=self._on_fill_event)
+
+    def _on_fill_event(self, event) -> None:
+        run = self._fill_run
+        if run is None or self.labelmap is None or run.annotator is not self.annotator:
+            return
+        if isinstance(event, Step):
+            run.add_step(event)
+            self.fill_progress.setValue(min(self.fill_progress.value() + 1,
+                                            self.fill_progress.maximum()))
+            if event.index == self.index and run.view == self.view:
+                self._refresh_overlay()
+            self._update_strip_cache()
+        else:
+            run.add_stop(event)
+            self.fill_progress.setValue(min(self.fill_progress.value() + 1,
+                                            self.fill_progress.maximum()))
+
+    def cancel_fill(self) -> None:
+        if self._fill_task is not None:
+            self._fill_task.cancel()
+            self.fill_cancel.setEnabled(False)
+
+    # ---- interpolate -------------------------------------------------------------------
+    def interpolate(self) -> None:
+        if self.edits_blocked() or self.labelmap is None or not self.active_label:
+            return
+        from medsam_gui.annotation.interpolate import interpolate
+
+        view, value, labelmap = self.view, self.active_label, self.labelmap
+        geom = self.volume.geometry(view)
+        run = FillRun(self.annotator, view, value)
+        self._start_fill(run, 0, f"Interpolating label {value}…")
+        self.fill_cancel.hide()  # one ITK call: nothing to cancel between slices
+
+        def done(fills) -> None:
+            if self._fill_run is run and run.annotator is self.annotator:
+                for f in fills:
+                    if run.writable(f.index):
+                        run.add_interpolated(f)
+            self._fill_done(f"interpolate label {value} on {view}")
+
+        self._fill_task = run_task(
+            lambda _t: interpolate(labelmap, geom, value), done,
+            lambda exc: self._fill_done(f"interpolate label {value} on {view}", exc),
+            name="interpolate")
+
+    # ---- shared ------------------------------------------------------------------------
+    def _start_fill(self, run: FillRun, total: int, text: str) -> None:
+        self._fill_run = run
+        self.fill_progress.setRange(0, total)
+        self.fill_progress.setValue(0)
+        self.fill_progress.setFormat(text.rstrip("…") + " %v")
+        self.fill_cancel.setEnabled(True)
+        self.fill_progress.show()
+        self.fill_cancel.show()
+        self.statusBar().showMessage(text)
+
+    def _fill_done(self, description: str, exc: Optional[BaseException] = None) -> None:
+        run, self._fill_run, self._fill_task = self._fill_run, None, None
+        self.fill_progress.hide()
+        self.fill_cancel.hide()
+        if run is None or run.annotator is not self.annotator:
+            return  # the scan was closed meanwhile
+        change = run.finish(description)
+        self._refresh_overlay()
+        if change is not None:
+            self.changed()
+        self._update_strip_cache()
+        if self.session is not None:
+            self.precomputer.follow(self.session, self.view, self.index)
+        if exc is not None:
+            kept = f" The {len(run.filled)} slices done before it stay (one undo step)." \
+                if run.filled else ""
+            self.show_error("Propagation failed" if "propagate" in description
+                            else "Interpolation failed", error_text(exc) + kept)
+            return
+        self.statusBar().showMessage(self.fill_summary(run), 15000)
+
+    def fill_summary(self, run: FillRun) -> str:
+        if not run.filled:
+            what = "Nothing to fill"
+        else:
+            first, last = min(run.filled), max(run.filled)
+            what = f"Filled {len(run.filled)} slices ({run.view} {first}–{last})"
+        stops = "; ".join(f"{'up' if s.direction > 0 else 'down'}: stopped at {s.index}, "
+                          f"{s.reason}" for s in sorted(run.stops, key=lambda s: -s.direction))
+        return f"{what}{' — ' + stops if stops else ''}. Review with ] and [; Ctrl+Return accepts."
+
+    def jump_unreviewed(self, step: int) -> Optional[int]:
+        states = self.review_states()
+        target = review.next_unreviewed(states, self.index, step)
+        if target is None:
+            self.statusBar().showMessage("No unreviewed slice of this label "
+                                         f"{'after' if step > 0 else 'before'} this one.", 4000)
+            return None
+        self.set_index(target)
+        return target
+
+    def accept_and_next(self) -> None:
+        self.accept_slice()
+        self.jump_unreviewed(1)
