@@ -71,7 +71,7 @@ def structures():
 # ---------------------------------------------------------------------------------- rules
 def record_fronts(backend, cache):
     """One unbraked propagation per structure and axis, with per-slice features."""
-    loose = propagation.StopRules()  # only the empty mask stops a front
+    loose = propagation.StopRules(0.0, math.inf, math.inf, 1)  # only the empty mask stops
     traces = []
     for name, vol, truth, axes in structures():
         session = Session(vol, backend, cache)

@@ -7,6 +7,8 @@ encoded once however many tests propagate through it.
 
 from __future__ import annotations
 
+import math
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -92,7 +94,8 @@ def test_without_brakes_it_runs_past_the_tumour(pat1, backend, cache):
     vol, truth, seed, extent = pat1
     session = Session(vol, backend, cache)
     start = boxed(session, truth, seed)
-    loose = propagation.StopRules(extent=(seed, min(extent[-1] + 12, vol.shape[2] - 1)))
+    loose = propagation.StopRules(0.0, math.inf, math.inf, 1,
+                                  extent=(seed, min(extent[-1] + 12, vol.shape[2] - 1)))
     result = propagation.run(session, "axial", seed, [start], loose, directions=(1,))
     assert max(result.indices) > extent[-1] + 8
     tight = propagation.run(session, "axial", seed, [start], directions=(1,))

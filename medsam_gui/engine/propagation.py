@@ -25,10 +25,17 @@ the mask that breaks a rule is dropped and that object stops there:
 - extent: the user's first/last slice (``extent``), the volume edge, or a slice a person drew,
   edited or accepted (``writable`` says which slices may be filled; they are never touched).
 
-The defaults are measured on every structure with a reference label in the test data (BRATS
-FLAIR whole tumour on three axes, T1c tumour core, CT and MR abdominal organs), one
-ground-truth box on the largest slice: see ``benchmarks/bench_propagation.py --rules`` and the
-README for the table they were chosen from.
+Defaults (min_iou 0.5, max_growth 2, max_shift 0.35, min_area 25 px) were chosen on all 23
+structure/axis pairs with a reference label in the test data (BRATS FLAIR whole tumour on three
+axes and T1c tumour core, abdominal CT organs axial and coronal, abdominal MR and DICOM CT
+organs), each from one ground-truth box on its largest slice (``benchmarks/bench_propagation.py
+--rules``). With no brake but the empty mask, fronts ran on to the volume edge (mean 3D Dice
+0.741, the slice range off by 40 slices on average, up to 126); with the defaults, mean 3D Dice
+0.765 and the range off by 5 slices on average. The position rule does most of the braking
+(alone: 0.764, 7 slices); the IoU and area rules are mild backstops (alone: 0.757 / 0.751), and
+the grid is flat around these values (IoU 0 to 0.5 and growth 2 to unlimited score the same), so
+they were not tuned to the last digit. An IoU limit of 0.7 or more cuts fronts short at the
+tumour poles, where the model is unsure but right.
 """
 
 from __future__ import annotations
@@ -45,12 +52,13 @@ Box = Tuple[float, float, float, float]
 
 @dataclass(frozen=True)
 class StopRules:
-    """When a propagation front stops (see the module docstring for the measurements)."""
+    """When a propagation front stops (see the module docstring for the measurements).
+    ``StopRules(0, math.inf, math.inf, 1)`` keeps only the empty-mask stop, as upstream."""
 
-    min_iou: float = 0.0
-    max_growth: float = math.inf
-    max_shift: float = math.inf
-    min_area: int = 1
+    min_iou: float = 0.5  # the model's own IoU estimate of the new mask
+    max_growth: float = 2.0  # area of the new mask ÷ area of the previous one
+    max_shift: float = 0.35  # centroid move ÷ the previous mask's equivalent diameter
+    min_area: int = 25  # pixels; smaller masks count as empty
     margin: float = 3.0  # box widening, pixels of the 256² decoder frame (3 upstream)
     extent: Optional[Tuple[int, int]] = None  # first, last slice that may be filled
 
@@ -123,7 +131,7 @@ def broken_rule(rules: StopRules, prev: np.ndarray, mask: np.ndarray, iou: float
         diameter = 2.0 * math.sqrt(p_area / math.pi)
         moved = math.hypot(cy - py, cx - px) / diameter
         if moved > rules.max_shift:
-            return f"moved {moved:.2f} of its diameter (limit {rules.max_shift:g})"
+            return f"moved {moved:.3f} of its diameter (limit {rules.max_shift:g})"
     return None
 
 

@@ -33,8 +33,9 @@ from medsam_gui.volume import VIEWS
 TOOL_KEYS = {"box": "B", "point": "P", "brush": "N", "eraser": "E", "pan": "H"}
 TOOL_TIPS = {
     "box": "Drag a box around a structure: the model draws its mask for the active label. "
-           "A box over an existing one replaces that object; Shift+drag adds another object; "
-           "drag an edge of the box to redraw it. Ctrl+P then follows it through the volume.",
+           "A box over an existing box replaces that object; a box elsewhere adds another "
+           "object of the same label (Shift+drag always adds); drag an edge of a box to redraw "
+           "it. Ctrl+P then follows the mask through the volume.",
     "point": "Refine the last box: left click = include, right click = exclude.",
     "brush": "Paint the active label (size in the box next to the tools).",
     "eraser": "Erase the active label.",

@@ -5,8 +5,11 @@ clear, accept) into one ``LabelMap`` change pushed on the ``History``. It knows 
 widgets; the main window calls it and refreshes the overlay.
 
 Objects: on each (view, slice, label) the boxes drawn so far are kept as objects (box, points,
-model mask). A box without Shift that overlaps an object replaces that object's mask; Shift adds
-a new object; point clicks refine the active object. Undo/redo restore the object lists too.
+model mask). A box that overlaps an object replaces that object's mask; a box that overlaps none
+adds a new object (two kidneys, two lesions of one label), as does any box drawn with Shift;
+point clicks refine the active object. On a slice whose label has pixels but no objects (brush,
+interpolation, a label map from elsewhere), a box replaces only the connected parts of the
+label it touches. Undo/redo restore the object lists too.
 """
 
 from __future__ import annotations
@@ -42,6 +45,20 @@ def stamp_line(mask: np.ndarray, p0: Tuple[float, float], p1: Tuple[float, float
     t = np.zeros_like(px) if length2 == 0 else np.clip(((px - x0) * dx + (py - y0) * dy) / length2, 0, 1)
     d2 = (px - (x0 + t * dx)) ** 2 + (py - (y0 + t * dy)) ** 2
     mask[r0:r1, c0:c1] |= d2 <= r * r
+
+
+def untouched_parts(mask: np.ndarray, box: Box) -> np.ndarray:
+    """The connected parts of ``mask`` (8-connected) with no pixel inside ``box``."""
+    from scipy.ndimage import label
+
+    if not mask.any():
+        return np.zeros_like(mask, dtype=bool)
+    parts, n = label(mask, structure=np.ones((3, 3), bool))
+    h, w = mask.shape
+    x0, y0 = max(int(np.floor(box[0])), 0), max(int(np.floor(box[1])), 0)
+    x1, y1 = min(int(np.ceil(box[2])) + 1, w), min(int(np.ceil(box[3])) + 1, h)
+    touched = np.unique(parts[y0:y1, x0:x1])
+    return (parts > 0) & ~np.isin(parts, touched[touched > 0])
 
 
 def _overlap(a: Box, b: Box) -> float:
@@ -104,7 +121,7 @@ class Annotator:
             return len(objs)
         overlaps = [_overlap(box, o.box) for o in objs]
         best = int(np.argmax(overlaps))
-        return best if overlaps[best] > 0 else self.active.get(key, len(objs) - 1)
+        return best if overlaps[best] > 0 else len(objs)  # nothing overlapped: a new object
 
     def point_target(self, key: Key) -> Optional[Tuple[int, PromptObject]]:
         objs = self.objects.get(key, [])
@@ -140,10 +157,10 @@ class Annotator:
             objs.append(obj)
             slot = len(objs) - 1
             mode, paint_mask = "add", obj.mask
-        else:  # first box on this slice: the label becomes exactly this mask
+        else:  # first box: it replaces the parts of the label it touches, keeps the rest
             objs = [obj]
             slot = 0
-            mode, paint_mask = "replace", obj.mask
+            mode, paint_mask = "replace", untouched_parts(current, box) | obj.mask
         union = np.zeros_like(obj.mask)
         for o in objs:
             union |= o.mask
