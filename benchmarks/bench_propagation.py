@@ -5,8 +5,8 @@
     python benchmarks/bench_propagation.py --rules       # the table the default rules come from
 
 Speed (BRATS pat0001 FLAIR, one ground-truth box on the largest tumour slice, default rules):
-  - propagation throughput, slices/s, cold cache with and without the look-ahead encoder and
-    with a warm cache, each ÷ the raw encoder's throughput measured in the same run;
+  - propagation throughput, slices/s, with a cold and a warm cache, each ÷ the raw encoder's
+    throughput measured in the same run;
   - the time from the first box to the whole tumour, and its 3D Dice.
 3D Dice per BRATS case: one box + propagation against a ground-truth box on every tumour slice.
 
@@ -173,11 +173,11 @@ def speed(backend) -> None:
         backend.encode([img])
     raw = 5 / (time.perf_counter() - t0)
 
-    def one(lookahead: bool, cache):
+    def one(cache):
         session = Session(vol, backend, cache)
         t0 = time.perf_counter()
         start = session.predict("axial", seed, box).mask
-        result = propagation.run(session, "axial", seed, [start], lookahead=lookahead)
+        result = propagation.run(session, "axial", seed, [start])
         total = time.perf_counter() - t0
         out = np.zeros(vol.shape, bool)
         g.take(out, seed)[...] = start
@@ -185,19 +185,16 @@ def speed(backend) -> None:
             g.take(out, s.index)[...] = s.mask
         return len(result.steps), total, dice(out, gt), result
 
-    cold_plain = one(False, EmbeddingCache(max_bytes=2 << 30))
-    warm_cache = EmbeddingCache(max_bytes=2 << 30)
-    cold_ahead = one(True, warm_cache)
-    warm = one(True, warm_cache)
+    cache = EmbeddingCache(max_bytes=2 << 30)
+    cold = one(cache)
+    warm = one(cache)
     print(f"\nraw encoder: {raw:.2f} slices/s\n")
     print("| BRATS pat0001 FLAIR, one box | slices | first box → whole tumour (s) | "
           "slices/s | ÷ raw encoder | 3D Dice |")
     print("|---|---|---|---|---|---|")
-    for name, (n, t, d, _r) in (("cold cache, no look-ahead", cold_plain),
-                                ("cold cache, look-ahead encoder (default)", cold_ahead),
-                                ("warm cache", warm)):
+    for name, (n, t, d, _r) in (("cold cache", cold), ("warm cache", warm)):
         print(f"| {name} | {n} | {t:.1f} | {n / t:.2f} | {n / t / raw:.2f} | {d:.3f} |")
-    stops = "; ".join(f"{s.direction:+d} at {s.index}: {s.reason}" for s in cold_ahead[3].stops)
+    stops = "; ".join(f"{s.direction:+d} at {s.index}: {s.reason}" for s in cold[3].stops)
     print(f"\nstops: {stops}")
 
 

@@ -77,7 +77,7 @@ def test_one_box_segments_the_whole_tumour(which, request, backend, cache):
     start = boxed(session, truth, seed)
     result = propagation.run(session, "axial", seed, [start])
     pred = assemble(vol, result, seed, start)
-    # measured 0.84 / 0.83 with the default rules (benchmarks/bench_propagation.py)
+    # measured 0.840 / 0.886 with the default rules (benchmarks/bench_propagation.py)
     assert dice(pred, truth) >= 0.80
     filled = result.indices + [seed]
     # the brakes keep it on the tumour: the predicted range ends near the true one
@@ -239,8 +239,9 @@ def test_interpolation_between_two_key_slices(pat1):
     assert change is not None and ann.history.n_undo == 1
     scores = [dice(geom.take(ann.labelmap.array, i) == 1, geom.take(truth, i))
               for i in range(a + 1, b)]
-    # measured: mean 0.79 over the 19 slices between two ground-truth slices 20 apart
-    assert np.mean(scores) >= 0.72
+    # measured: mean 0.91 over the 19 slices between two ground-truth slices 20 apart
+    # (copying the nearer key slice instead: 0.88)
+    assert np.mean(scores) >= 0.85
     assert not np.any((geom.take(ann.labelmap.array, seed) == 1) & other)
     rec = ann.labelmap.records[("axial", seed, 1)]
     assert (rec.method, rec.from_slices, rec.status) == ("interpolated", [a, b], "model")

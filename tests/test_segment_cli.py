@@ -59,3 +59,32 @@ def test_bad_boxes_exit_2_no_output(tmp_path, capsys):
     assert str(boxes) in err and "malformed" in err
     assert main([str(FLAIR), "--out", str(out)]) == 2  # no boxes at all
     assert not out.exists() and not list(tmp_path.glob("labels*"))
+
+
+def test_propagate_fills_the_tumour_inside_the_extent(tmp_path, gt, capsys):
+    k = 70
+    xs, ys = np.nonzero(gt[:, :, k])
+    out = tmp_path / "tumour.nii.gz"
+    box = ["--box", "2", str(k), str(xs.min()), str(ys.min()), str(xs.max()), str(ys.max())]
+    assert main([str(FLAIR), *box, "--propagate", "--extent", str(k - 3), str(k + 4),
+                 "--out", str(out)]) == 0
+    arr = np.asarray(nib.load(str(out)).dataobj) == 1
+    filled = np.flatnonzero(arr.any(axis=(0, 1))).tolist()
+    assert filled == list(range(k - 3, k + 5))
+    sub, truth = arr[:, :, k - 3:k + 5], gt[:, :, k - 3:k + 5]
+    assert 2 * (sub & truth).sum() / (sub.sum() + truth.sum()) >= 0.75
+    err = capsys.readouterr().err
+    assert f"slices {k - 3}..{k + 4} of axis 2" in err and "end of the given extent" in err
+
+
+def test_propagation_options_are_checked(tmp_path, capsys):
+    out = tmp_path / "labels.nii.gz"
+    box = ["--box", "2", "70", "60", "80", "100", "160"]
+    assert main([str(FLAIR), *box, "--extent", "60", "80", "--out", str(out)]) == 2
+    assert "add --propagate" in capsys.readouterr().err
+    assert main([str(FLAIR), *box, "--propagate", "--extent", "80", "90", "--out", str(out)]) == 2
+    assert "outside its extent 80..90" in capsys.readouterr().err
+    assert main([str(FLAIR), *box, "--propagate", "--extent", "60", "300", "--out",
+                 str(out)]) == 2
+    assert "outside 0..154" in capsys.readouterr().err
+    assert not out.exists()

@@ -388,32 +388,6 @@ class LabelMap:
         if table is not None:
             self.table.labels = LabelTable.from_json(table).labels
 
-    def merge(self, changes: Sequence[Change], description: str) -> Change:
-        """One change equal to ``changes`` applied in order (they must be the latest edits of
-        this map): a propagation through many slices becomes a single undo step."""
-        merged = Change(description=description)
-        regions = [c.region for c in changes if c.region is not None]
-        if regions:
-            region = tuple((min(r[a][0] for r in regions), max(r[a][1] for r in regions))
-                           for a in range(3))
-            sl = _slices(region)  # type: ignore[arg-type]
-            after = self.array[sl].copy()
-            before = after.copy()
-            for c in reversed(changes):  # unwind to the state before the first change
-                if c.region is not None:
-                    inner = tuple(slice(a - o[0], b - o[0]) for (a, b), o in zip(c.region, region))
-                    before[inner] = c.before
-            merged.region = region  # type: ignore[assignment]
-            merged._before, merged._after = _Packed(before), _Packed(after)
-        for c in changes:
-            for key, rec in c.records_before.items():
-                merged.records_before.setdefault(key, rec)
-            merged.records_after.update(c.records_after)
-        tables = [c for c in changes if c.table_before is not None or c.table_after is not None]
-        if tables:
-            merged.table_before, merged.table_after = tables[0].table_before, tables[-1].table_after
-        return merged
-
     def records_for(self, status: Sequence[str] = STATUSES) -> List[SliceRecord]:
         return sorted((r for r in self.records.values() if r.status in status),
                       key=lambda r: (r.axis, r.index, r.label))

@@ -226,8 +226,8 @@ class PropagationActions:
         else:
             first, last = min(run.filled), max(run.filled)
             what = f"Filled {len(run.filled)} slices ({run.view} {first}–{last})"
-        stops = "; ".join(f"{'up' if s.direction > 0 else 'down'}: stopped at {s.index}, "
-                          f"{s.reason}" for s in sorted(run.stops, key=lambda s: -s.direction))
+        stops = "; ".join(f"stopped at {s.index}: {s.reason}"
+                          for s in sorted(run.stops, key=lambda s: -s.direction))
         return f"{what}{' — ' + stops if stops else ''}. Review with ] and [; Ctrl+Return accepts."
 
     def jump_unreviewed(self, step: int) -> Optional[int]:
