@@ -10,7 +10,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medsam_gui.annotation import LabelMap, SliceRecord, Workspace, read_dir
+from medsam_gui.annotation import (LabelMap, SliceRecord, Workspace, beside_scan, place_workspace,
+                                   read_dir)
 from medsam_gui.errors import MedsamError
 
 try:  # the writer comes from the IO part; these tests need it
@@ -132,19 +133,57 @@ def test_damaged_files_raise_medsam_error(flair, tmp_path):
     assert ws.entries() == []
 
 
-def test_default_for(tmp_path, monkeypatch):
+def test_beside_scan(tmp_path):
     nii = tmp_path / "case1.nii.gz"
     nii.write_bytes(b"")
-    assert Workspace.default_for(nii) == tmp_path / "case1.medsam"
-    assert Workspace.default_for(tmp_path / "case2.nii") == tmp_path / "case2.medsam"
+    assert beside_scan(nii) == tmp_path / "case1.medsam"
+    assert beside_scan(tmp_path / "case2.nii") == tmp_path / "case2.medsam"
     dcm = tmp_path / "series"
     dcm.mkdir()
-    assert Workspace.default_for(dcm) == tmp_path / "series.medsam"
+    assert beside_scan(dcm) == tmp_path / "series.medsam"
     (dcm / "IM0001").write_bytes(b"")
-    assert Workspace.default_for(dcm / "IM0001") == tmp_path / "series.medsam"
-    # not writable beside the scan: a per-scan folder in the user data dir
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "userdata"))
-    monkeypatch.setattr(os, "access", lambda *a, **k: False)
-    alt = Workspace.default_for(nii)
-    assert str(alt).startswith(str(tmp_path / "userdata")) and alt.name.startswith("case1-")
-    assert alt.name.endswith(".medsam")
+    assert beside_scan(dcm / "IM0001") == tmp_path / "series.medsam"
+
+
+def test_work_goes_to_the_user_folder_and_is_found_from_a_copy(flair, tmp_path, monkeypatch):
+    vol, gt = flair
+    monkeypatch.setenv("MEDSAM_GUI_DATA_DIR", str(tmp_path / "userdata"))
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    scan = scans / "case.nii.gz"
+    shutil.copy(vol.source.path, scan)
+    before = sorted(os.listdir(scans))
+    placed = place_workspace(scan, vol)
+    assert placed.note == "" and placed.workspace.folder == tmp_path / "userdata" / "workspaces"
+    placed.workspace.save(vol, annotate(vol, gt, slices=(70,)))
+    assert sorted(os.listdir(scans)) == before  # the scan's folder was not written to
+    # the same scan copied elsewhere under another name finds its work by content hash
+    copy = tmp_path / "elsewhere" / "renamed.nii.gz"
+    copy.parent.mkdir()
+    shutil.copy(scan, copy)
+    again = place_workspace(copy, vol).workspace
+    assert np.array_equal(again.load(vol).array, annotate(vol, gt, slices=(70,)).array)
+
+
+def test_work_beside_the_scan_is_still_found(flair, tmp_path, monkeypatch):
+    vol, gt = flair
+    monkeypatch.setenv("MEDSAM_GUI_DATA_DIR", str(tmp_path / "userdata"))
+    scan = tmp_path / "case.nii.gz"
+    old = Workspace(beside_scan(scan))
+    old.save(vol, annotate(vol, gt, slices=(70,)))
+    assert place_workspace(scan, vol, "user").workspace.folder == beside_scan(scan)
+    # a folder the user names explicitly wins
+    named = place_workspace(scan, vol, str(tmp_path / "mine")).workspace
+    assert named.folder == tmp_path / "mine"
+
+
+def test_an_unwritable_place_falls_back_with_a_note(flair, tmp_path, monkeypatch):
+    vol, _ = flair
+    monkeypatch.setenv("MEDSAM_GUI_DATA_DIR", str(tmp_path / "userdata"))
+    scan = tmp_path / "case.nii.gz"
+    beside_scan(scan).write_bytes(b"")  # a file where the folder would go: cannot be written
+    placed = place_workspace(scan, vol, "beside")
+    assert placed.workspace.folder == tmp_path / "userdata" / "workspaces"
+    assert str(beside_scan(scan)) in placed.note and "instead" in placed.note
+    with pytest.raises(MedsamError, match="cannot write here"):
+        Workspace(beside_scan(scan)).check_writable()

@@ -9,9 +9,11 @@ from medsam_gui.annotation.labels import (
     SliceRecord,
     mask_sha256,
 )
-from medsam_gui.annotation.store import Workspace, WorkspaceEntry, read_dir
+from medsam_gui.annotation.store import (Placement, Workspace, WorkspaceEntry, beside_scan,
+                                         place_workspace, read_dir, user_workspace)
 
 __all__ = [
-    "Change", "History", "Label", "LabelMap", "LabelTable", "SliceRecord", "Workspace",
-    "WorkspaceEntry", "mask_sha256", "read_dir",
+    "Change", "History", "Label", "LabelMap", "LabelTable", "Placement", "SliceRecord",
+    "Workspace", "WorkspaceEntry", "beside_scan", "mask_sha256", "place_workspace", "read_dir",
+    "user_workspace",
 ]

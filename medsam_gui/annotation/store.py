@@ -1,5 +1,12 @@
 """Workspace: a folder of saved annotations, one subfolder per volume.
 
+Where: by default one folder in the user's data directory (``user_workspace()``), so scans on
+read-only media or in other people's folders are never written to; beside the scan
+(``<scan>.medsam/``) or any folder on request. ``place_workspace`` decides, finds work saved
+beside a scan earlier, and falls back to the user folder, with a note, when the chosen place
+cannot be written. A volume's subfolder is found by content hash, so a copied or renamed scan
+finds its work.
+
 Each subfolder (``<source stem>-<first 12 hex of content hash>``) holds ``labels.nii.gz`` on
 the source grid (written by ``medsam_gui.io.save_label_map``) and ``annotation.json``
 (format ``medsam-gui-workspace/1``: source, label table, per-slice provenance). Both files are
@@ -102,12 +109,25 @@ class Workspace:
     def __init__(self, folder: PathLike):
         self.folder = Path(folder)
         self._saved_labels: Dict[Path, str] = {}  # labels file -> digest of what we wrote
+        self._found: Dict[str, Path] = {}  # content hash -> folder found under another name
 
     def key(self, volume: Volume) -> str:
         return f"{_source_stem(volume)}-{volume.content_hash[:12]}"
 
     def volume_dir(self, volume: Volume) -> Path:
-        return self.folder / self.key(volume)
+        """``<stem>-<hash>``; a folder of the same content under another name (the scan was
+        copied or renamed) is found by its content hash."""
+        exact = self.folder / self.key(volume)
+        if exact.exists() or not self.folder.is_dir():
+            return exact
+        known = self._found.get(volume.content_hash)
+        if known is not None and known.exists():
+            return known
+        for other in self.folder.glob(f"*-{volume.content_hash[:12]}"):
+            if (other / JSON_FILE).is_file():
+                self._found[volume.content_hash] = other
+                return other
+        return exact
 
     def save(self, volume: Volume, labelmap: LabelMap) -> Path:
         """Save labels + annotation.json atomically; returns the per-volume folder."""
@@ -198,23 +218,87 @@ class Workspace:
                 continue
         return out
 
-    @staticmethod
-    def default_for(volume_path: PathLike) -> Path:
-        """"<scan without .nii[.gz]>.medsam" beside a NIfTI, "<folder>.medsam" beside a DICOM
-        folder; a per-scan folder in the user data dir when that place is not writable."""
-        p = Path(os.path.abspath(os.fspath(volume_path)))
-        if p.is_dir():
-            base = p
-        elif p.name.lower().endswith((".nii", ".nii.gz")):
-            base = p.with_name(_strip_nifti(p.name))
-        else:  # one file of a DICOM series
-            base = p.parent
-        candidate = base.with_name(base.name + ".medsam")
-        probe = candidate if candidate.exists() else candidate.parent
-        if os.access(probe, os.W_OK) and (candidate.is_dir() or not candidate.exists()):
-            return candidate
-        import platformdirs
+    def has(self, volume: Volume) -> bool:
+        """Are there saved annotations of this volume here?"""
+        return (self.volume_dir(volume) / JSON_FILE).is_file()
 
-        tag = hashlib.sha1(str(base).encode()).hexdigest()[:8]
-        return (Path(platformdirs.user_data_dir("medsam-gui")) / "workspaces"
-                / f"{base.name}-{tag}.medsam")
+    def check_writable(self) -> None:
+        """Raise MedsamError (naming the folder and the reason) unless files can be written
+        here: creates the folder and writes and removes a probe file."""
+        probe = self.folder / f".medsam-write-test-{os.getpid()}"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise MedsamError(f"cannot write here ({exc.strerror or exc})", self.folder) from None
+
+
+# ------------------------------------------------------------------------- where work goes
+DATA_DIR_ENV = "MEDSAM_GUI_DATA_DIR"  # overrides the per-user data folder (tests, portable use)
+PLACES = ("user", "beside")  # or a folder path
+
+
+def user_data_dir() -> Path:
+    """The per-user data folder (platformdirs), or ``$MEDSAM_GUI_DATA_DIR``."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("medsam-gui"))
+
+
+def user_workspace() -> Path:
+    """The default workspace: one folder of the user's, a subfolder per scan content hash."""
+    return user_data_dir() / "workspaces"
+
+
+def beside_scan(volume_path: PathLike) -> Path:
+    """"<scan without .nii[.gz]>.medsam" beside a NIfTI, "<folder>.medsam" beside a DICOM
+    folder (or beside the folder of one file of a series)."""
+    p = Path(os.path.abspath(os.fspath(volume_path)))
+    if p.is_dir():
+        base = p
+    elif p.name.lower().endswith((".nii", ".nii.gz")):
+        base = p.with_name(_strip_nifti(p.name))
+    else:  # one file of a DICOM series
+        base = p.parent
+    return base.with_name(base.name + ".medsam")
+
+
+@dataclass
+class Placement:
+    workspace: Workspace
+    note: str = ""  # why it is not where the user asked, for the status bar / a dialog
+
+
+def place_workspace(volume_path: PathLike, volume: Volume, place: str = "user") -> Placement:
+    """Where the work on ``volume`` is saved.
+
+    Work saved beside the scan earlier is found and kept there (unless ``place`` is a folder the
+    user named). Otherwise ``place``: "user"
+    (default: the per-user data folder, so a scan's own folder is never written to unless the
+    user asks), "beside" the scan, or a folder path. A place that cannot be written (read-only
+    media, a PACS mount, someone else's folder) falls back to the user folder with a note.
+    """
+    beside = Workspace(beside_scan(volume_path))
+    try:
+        if place in PLACES and beside.has(volume):
+            return Placement(beside)
+    except OSError:
+        pass
+    if place == "user":
+        chosen = Workspace(user_workspace())
+    elif place == "beside":
+        chosen = beside
+    else:
+        chosen = Workspace(place)
+    try:
+        chosen.check_writable()
+        return Placement(chosen)
+    except MedsamError as exc:
+        fallback = Workspace(user_workspace())
+        if fallback.folder == chosen.folder:
+            raise
+        return Placement(fallback, f"{exc}; your work is saved in {fallback.folder} instead")

@@ -18,8 +18,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--model", default="litemedsam",
                    help="model kind: litemedsam, medsam_vit_b, sam_vit_b/l/h")
     p.add_argument("--checkpoint", help="checkpoint file (required except for litemedsam)")
-    p.add_argument("--workspace", help="folder for the autosaved annotations "
-                                       "(default: beside the scan)")
+    p.add_argument("--workspace", help="folder for the autosaved annotations (default: your "
+                                       "user data folder; File ▸ Workspace to change)")
     p.add_argument("--no-background", action="store_true",
                    help="do not encode neighbouring slices in the background")
     return p.parse_args(argv)
@@ -32,15 +32,6 @@ def style_sheet() -> str:
         return resource_path("style.qss").read_text(encoding="utf-8")
     except (MedsamError, OSError):
         return ""  # the default Qt look is fine
-
-
-def demo_workspace() -> str:
-    """The demo's annotations go to the user data dir, not into the installed package."""
-    import os
-
-    import platformdirs
-
-    return os.path.join(platformdirs.user_data_dir("medsam-gui"), "workspaces", "demo")
 
 
 def install_excepthook() -> None:
@@ -86,7 +77,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         except MedsamError as exc:
             print(f"medsam-gui: {exc}", file=sys.stderr)
             return 2
-        workspace = workspace or demo_workspace()
     window = MainWindow(background=not args.no_background, model_kind=args.model,
                         checkpoint=args.checkpoint, workspace_dir=workspace)
     window.show()

@@ -27,6 +27,7 @@ from medsam_gui.ui.model_menu import ModelActions
 from medsam_gui.ui.propagation_actions import PropagationActions
 from medsam_gui.ui.slice_view import SliceView
 from medsam_gui.ui.window_io import FileActions
+from medsam_gui.ui.workspace_menu import WorkspaceActions
 from medsam_gui.ui.workers import Precomputer, error_text, run_task
 from medsam_gui.volume import VIEWS
 
@@ -44,7 +45,7 @@ TOOL_TIPS = {
 
 
 class MainWindow(EditActions, FileActions, ModelActions, ModelInputActions,
-                 PropagationActions, QMainWindow):
+                 PropagationActions, WorkspaceActions, QMainWindow):
     """``background=False`` keeps background encoding off (tests); ``cache`` shares an
     EmbeddingCache; ``load_model=False`` skips loading the default backend at start."""
 

@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from medsam_gui.annotation import Change, History, LabelMap, SliceRecord
+from medsam_gui.annotation.history import merge
 from medsam_gui.annotation.labels import mask_sha256
 from medsam_gui.volume import Volume
 
@@ -202,7 +203,7 @@ class Annotator:
 
     def push_fills(self, changes: Sequence[Change], description: str) -> Optional[Change]:
         """Push the changes of ``fill`` calls as one undo step (returns it, None if empty)."""
-        merged = self.labelmap.merge(list(changes), description)
+        merged = merge(self.labelmap, list(changes), description)
         entries: Dict[Key, tuple] = {}
         for c in changes:
             entry = self._pending.pop(id(c), None)

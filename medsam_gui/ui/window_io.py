@@ -11,7 +11,7 @@ from typing import Optional
 from PyQt5.QtCore import QTimer
 from PyQt5.QtWidgets import QApplication, QFileDialog, QMenu, QMessageBox
 
-from medsam_gui.annotation import History, LabelMap, LabelTable, Workspace
+from medsam_gui.annotation import History, LabelMap, LabelTable, place_workspace
 from medsam_gui.engine.intensity import volume_modality
 from medsam_gui.errors import MedsamError
 from medsam_gui.io.atomic import atomic_write_bytes
@@ -40,8 +40,7 @@ class FileActions:
         self._action(menu, "Open DICOM folder…", self.open_folder_dialog, "Ctrl+Shift+O")
         self.recent_menu = menu.addMenu("Open recent")
         menu.addSeparator()
-        self._action(menu, "Workspace folder…", self.choose_workspace,
-                     tip="Where annotations are saved automatically")
+        self.init_workspace_menu(menu)
         self.export_action = self._action(menu, "Export labels…", self.export_labels, "Ctrl+E")
         self._action(menu, "Export label table (JSON)…", self.export_table)
         menu.addSeparator()
@@ -92,17 +91,18 @@ class FileActions:
                     return None
         if not self.flush_autosave():
             return None
-        ws_dir = self.workspace_dir
+        place = self.workspace_place()
 
         def work(_task):
             volume = load_volume(path, series_uid=series_uid)
-            workspace = Workspace(ws_dir or Workspace.default_for(path))
+            placement = place_workspace(path, volume, place)
+            workspace = placement.workspace
             try:
                 labelmap = workspace.load(volume)
                 note = None
             except MedsamError as exc:  # keep the volume usable, start fresh
                 labelmap, note = None, error_text(exc)
-            return volume, labelmap, workspace, note
+            return volume, labelmap, workspace, note, placement.note
 
         self.statusBar().showMessage(f"Opening {path} …")
         self._set_busy(True)
@@ -112,9 +112,10 @@ class FileActions:
                                      self.show_error("Cannot open", error_text(exc))),
                         name="load")
 
-    def _on_loaded(self, path: str, volume, labelmap, workspace, note) -> None:
+    def _on_loaded(self, path: str, volume, labelmap, workspace, note, place_note="") -> None:
         self.precomputer.stop()
-        self.volume, self.workspace = volume, workspace
+        self.volume = volume
+        self.use_workspace(workspace)
         self.labelmap = labelmap or LabelMap(volume.shape, LabelTable())
         self.history = History(max_steps=200)
         self.annotator = Annotator(volume, self.labelmap, self.history)
@@ -147,8 +148,8 @@ class FileActions:
         msg = f"Opened {volume.shape[0]}×{volume.shape[1]}×{volume.shape[2]} {modality}{how}"
         if labelmap is not None:
             msg += f"; restored {len(labelmap.records)} annotated slices from {workspace.folder}"
-        notes = [str(w) for w in volume.source.warnings]
-        self.statusBar().showMessage("; ".join([msg] + notes), 12000)
+        notes = [str(w) for w in volume.source.warnings] + ([place_note] if place_note else [])
+        self.statusBar().showMessage("; ".join([msg] + notes), 20000 if place_note else 12000)
         if note:
             self.show_error("Saved annotations not restored", note)
         self.volume_loaded.emit()
@@ -256,6 +257,8 @@ class FileActions:
 
     def _save_failed(self, exc) -> None:
         self._save_task = None
+        if self.save_elsewhere(exc):
+            return
         self.statusBar().showMessage("Autosave failed: " + error_text(exc), 10000)
         if not self._save_error_shown:  # once per session; the status bar repeats it
             self._save_error_shown = True
@@ -272,18 +275,11 @@ class FileActions:
             try:
                 self.workspace.save(self.volume, self.labelmap)
             except Exception as exc:
+                if self.save_elsewhere(exc):
+                    return True
                 self.show_error("Autosave failed", error_text(exc))
                 return False
         return True
-
-    def choose_workspace(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Workspace folder", self.workspace_dir
-                                                  or os.getcwd())
-        if folder:
-            self.workspace_dir = folder
-            if self.volume is not None:
-                self.workspace = Workspace(folder)
-                self.changed()
 
     # ---- export ------------------------------------------------------------------------------
     def _default_export(self, suffix: str) -> str:
