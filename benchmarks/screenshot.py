@@ -102,7 +102,7 @@ def main(argv=None) -> int:
         window.set_index(index)
     centre = view.image_to_viewport((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
     QTest.mouseMove(view.viewport(), centre)  # fills the status bar (voxel, value)
-    for _ in range(20):
+    for _ in range(60):  # the labels panel updates its sizes 300 ms after the last change
         app.processEvents()
         time.sleep(0.01)
     window.grab().save(args.out)

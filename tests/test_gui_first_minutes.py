@@ -100,8 +100,8 @@ def test_work_is_saved_in_the_user_folder_and_found_from_a_copy(qtbot, tmp_path,
     assert os.listdir(scans.parent) == ["flair.nii.gz"]  # nothing written beside the scan
     assert w.workspace.folder == tmp_path / "userdata" / "workspaces"
     assert (w.workspace.volume_dir(w.volume) / "labels.nii.gz").is_file()
-    assert w.workspace_label.text().startswith("saved in") and "workspaces" in \
-        w.workspace_label.toolTip()
+    assert w.workspace_label.text() == "saved in: user data folder"
+    assert str(w.workspace.volume_dir(w.volume)) in w.workspace_label.toolTip()
     assert w.show_workspace_folder() == str(w.workspace.volume_dir(w.volume)) == opened[0]
     saved = w.labelmap.array.copy()
     w.shutdown()
@@ -119,6 +119,7 @@ def test_an_autosave_that_fails_goes_to_the_user_folder_and_says_so(qtbot, tmp_p
     open_and_wait(qtbot, w, scans, session=False)
     beside = scans.parent / "flair.medsam"
     assert w.workspace.folder == beside
+    assert w.workspace_label.text() == "saved in: beside the scan"
     stroke(w, 70)
     assert (beside / w.workspace.key(w.volume) / "labels.nii.gz").is_file()
     shutil.rmtree(beside)
@@ -126,6 +127,7 @@ def test_an_autosave_that_fails_goes_to_the_user_folder_and_says_so(qtbot, tmp_p
     stroke(w, 71)
     assert w.workspace.folder == tmp_path / "userdata" / "workspaces"
     assert "instead" in w.statusBar().currentMessage()
+    assert w.workspace_label.text() == "saved in: user data folder"
     from medsam_gui.annotation import Workspace
 
     restored = Workspace(tmp_path / "userdata" / "workspaces").load(w.volume)

@@ -91,7 +91,7 @@ class LabelPanel(QWidget):
         size = self.sizes.get(lab.value)
         if size is None or not size.voxels:
             return f"{lab.value}  {lab.name}"
-        return (f"{lab.value}  {lab.name}   {size.millilitres:.3g} mL · "
+        return (f"{lab.value}  {lab.name}\n      {size.millilitres:.3g} mL · "
                 f"{self.size_view} {size.extent_text(self.size_view)}")
 
     def set_sizes(self, sizes: Dict[int, LabelSize], view: str) -> None:

@@ -51,7 +51,7 @@ class PropagationActions:
         self._action(menu, "Propagation extent: whole volume", self.clear_extent)
         self.extents = {}  # view -> [first, last]
         self.fill_progress = QProgressBar()
-        self.fill_progress.setMaximumWidth(220)
+        self.fill_progress.setMaximumWidth(160)
         self.fill_cancel = QPushButton("Cancel")
         self.fill_cancel.setToolTip("Stop the propagation; the slices done so far stay "
                                     "(one undo step)")
@@ -154,6 +154,7 @@ class PropagationActions:
             if event.index == self.index and run.view == self.view:
                 self._refresh_overlay()
             self._update_strip_cache()
+            self._sizes_timer.start()
         else:
             run.add_stop(event)
             self.fill_progress.setValue(min(self.fill_progress.value() + 1,
@@ -193,7 +194,7 @@ class PropagationActions:
         self._fill_run = run
         self.fill_progress.setRange(0, total)
         self.fill_progress.setValue(0)
-        self.fill_progress.setFormat(text.rstrip("…") + " %v")
+        self.fill_progress.setFormat("%v slices" if total else "working…")
         self.fill_cancel.setEnabled(True)
         self.fill_progress.show()
         self.fill_cancel.show()

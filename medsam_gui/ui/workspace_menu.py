@@ -9,14 +9,13 @@ user folder instead and the status bar says so: an autosave is never lost silent
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 from PyQt5.QtCore import QUrl
 from PyQt5.QtGui import QDesktopServices
 from PyQt5.QtWidgets import QActionGroup, QFileDialog, QLabel
 
-from medsam_gui.annotation import Workspace, user_workspace
+from medsam_gui.annotation import Workspace, beside_scan, user_workspace
 from medsam_gui.ui.workers import error_text
 
 PLACE_KEY = "workspace/place"
@@ -91,13 +90,10 @@ class WorkspaceActions:
             self.workspace_label.setText("")
             return
         folder = self.workspace.volume_dir(self.volume)
-        home = os.path.expanduser("~")
-        text = str(folder)
-        if text.startswith(home + os.sep):
-            text = "~" + text[len(home):]
-        if len(text) > 48:
-            text = "…" + text[-47:]
-        self.workspace_label.setText(f"saved in {text}")
+        where = ("user data folder" if self.workspace.folder == user_workspace()
+                 else "beside the scan" if self.workspace.folder == beside_scan(
+                     self.volume.source.path or ".") else self.workspace.folder.name)
+        self.workspace_label.setText(f"saved in: {where}")
         self.workspace_label.setToolTip(f"Work is saved automatically in\n{folder}\n"
                                         "(File ▸ Workspace to change)")
 
