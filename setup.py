@@ -1,16 +1,49 @@
+import shutil
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+# Shipped inside the package (medsam_gui/_bundled/...) so that a wheel carries them; a checkout
+# keeps them at the top level, where medsam_gui.resources finds them for editable installs.
+BUNDLED = ("resources", "models/manifest.json")
+
+
+class BuildWithBundledData(build_py):
+    """build_py that also copies resources/ and models/manifest.json into the package."""
+
+    def run(self):
+        super().run()
+        target = Path(self.build_lib) / "medsam_gui" / "_bundled"
+        for name in BUNDLED:
+            src, dst = HERE / name, target / name
+            if src.is_dir():
+                shutil.copytree(src, dst, dirs_exist_ok=True)
+            else:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+
+
+def version() -> str:
+    for line in (HERE / "medsam_gui" / "__init__.py").read_text(encoding="utf-8").splitlines():
+        if line.startswith("__version__"):
+            return line.split("=", 1)[1].strip().strip('"')
+    raise RuntimeError("no __version__ in medsam_gui/__init__.py")
+
 
 setup(
     name="medsam-gui",
-    version="0.1.0",
+    version=version(),
     description="Annotate CT/MR volumes with box prompts to LiteMedSAM/MedSAM/SAM, "
     "export NIfTI labels on the source grid, and fine-tune on the corrections.",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    license_files=["LICENSE", "resources/demo/License_CC_BY_NC_SA_3.0.txt"],
     python_requires=">=3.9",
     packages=find_packages(include=["medsam_gui", "medsam_gui.*"]),
-    package_data={"medsam_gui": []},
-    include_package_data=True,
+    cmdclass={"build_py": BuildWithBundledData},
     install_requires=[
         "numpy",
         "torch",
@@ -38,5 +71,26 @@ setup(
             "medsam-segment=medsam_gui.cli:segment_main",
             "medsam-train=medsam_gui.cli:train_main",
         ]
+    },
+    classifiers=[
+        "Development Status :: 4 - Beta",
+        "Environment :: X11 Applications :: Qt",
+        "Intended Audience :: Healthcare Industry",
+        "Intended Audience :: Science/Research",
+        "License :: OSI Approved :: Apache Software License",
+        "Operating System :: OS Independent",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.9",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Topic :: Scientific/Engineering :: Image Processing",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+    ],
+    keywords="medical imaging segmentation annotation MedSAM segment-anything DICOM NIfTI",
+    project_urls={
+        "Upstream model (MedSAM / LiteMedSAM)": "https://github.com/bowang-lab/MedSAM",
+        "Segment Anything": "https://github.com/facebookresearch/segment-anything",
     },
 )

