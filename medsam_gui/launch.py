@@ -4,7 +4,8 @@ On CPU the memory allocator decides how fast the image encoder runs: with glibc 
 encoder call re-faults its large temporary buffers. A tcmalloc preload made the LiteMedSAM encoder
 about 2x faster on a 2-core machine; PyTorch's own THP allocator setting helps where tcmalloc is
 absent. Both are process-wide and only work when set before start-up, hence the re-exec.
-Set MEDSAM_NO_PRELOAD=1 to keep the process as started.
+Set MEDSAM_NO_PRELOAD=1 to keep the process as started. OpenVINO cannot run beside tcmalloc, so
+processes whose encoder runs on OpenVINO are not given it (see ``prefer_fast_allocator``).
 """
 
 from __future__ import annotations
@@ -32,13 +33,27 @@ def find_tcmalloc() -> Optional[str]:
     return None
 
 
-def prefer_fast_allocator() -> None:
+def openvino_wanted() -> bool:
+    """Will this process run the image encoder on OpenVINO (installed, not switched off)?"""
+    import importlib.util
+
+    return (not os.environ.get("MEDSAM_NO_OPENVINO")
+            and importlib.util.find_spec("openvino") is not None)
+
+
+def prefer_fast_allocator(encoder_runtime: bool = True) -> None:
     """Re-exec this process with tcmalloc preloaded (Linux), else enable torch's THP allocator.
 
-    Must run before torch is imported. Does nothing when already done or opted out.
+    ``encoder_runtime``: the process segments (GUI, medsam-segment); when OpenVINO will run its
+    encoder, tcmalloc is not preloaded, because OpenVINO aborts beside it, and OpenVINO's
+    encoder is faster than PyTorch's with tcmalloc (benchmarks/bench_engine.py). Training
+    (medsam-train) keeps tcmalloc: its time is PyTorch's. Must run before torch is imported.
+    Does nothing when already done or opted out.
     """
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     if os.environ.get("MEDSAM_NO_PRELOAD") or not sys.platform.startswith("linux"):
+        return
+    if encoder_runtime and openvino_wanted():
         return
     if "torch" in sys.modules or "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
         return

@@ -126,3 +126,16 @@ def test_propagate_without_a_mask_says_what_to_do(qtbot, make_window):
     w.propagate_action.trigger()
     assert not w.filling
     assert "Draw a box" in w.statusBar().currentMessage()
+
+
+def test_interpolate_with_one_key_slice_says_why(qtbot, make_window, tumour):
+    w = make_window()
+    open_and_wait(qtbot, w, FLAIR, session=False)
+    index, truth2d = tumour
+    geom = w.volume.geometry("axial")
+    w.labelmap.paint(geom, index, truth2d, 1, record=SliceRecord("axial", index, 1,
+                                                                 status="accepted"))
+    w.interpolate_action.trigger()
+    wait_fill(qtbot, w)
+    assert "at least two slices" in w.statusBar().currentMessage()
+    assert w.history.n_undo == 0

@@ -12,6 +12,7 @@ encoder block and on each block's direct children).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import warnings
@@ -36,6 +37,7 @@ _NAMES = {
     "sam_vit_h": "SAM ViT-H",
 }
 Points = Optional[Sequence[Tuple[float, float, int]]]
+log = logging.getLogger(__name__)
 
 
 class LiteMedSAMModel(nn.Module):
@@ -91,6 +93,38 @@ class Backend:
                 block.register_forward_pre_hook(self._gate.wait_hook)
 
     encoder_sha256 = ""  # set by load_backend from the image encoder's weights alone
+    runtime = "pytorch"  # or "openvino" (the image encoder only)
+    runtime_note = ""  # why a runtime that was asked for is not used
+
+    def use_openvino(self) -> None:
+        """Run the image encoder on OpenVINO when the precision asks for it (``ov_*``); on any
+        failure keep PyTorch (channels_last), logged and kept in ``runtime_note``."""
+        self._ov = None
+        if not self.precision.startswith("ov_"):
+            return
+        from medsam_gui.engine import ov_encoder
+
+        reason = ov_encoder.blocked_reason()
+        if reason is None:
+            try:
+                self._ov = ov_encoder.OpenVinoEncoder(
+                    self.model.image_encoder, self.encoder_sha256 or self.weights_sha256,
+                    self.input_size, self.precision)
+                self.runtime = "openvino"
+                return
+            except Exception as exc:  # conversion or compilation failed
+                reason = f"{type(exc).__name__}: {exc}"
+        log.warning("image encoder stays on PyTorch: %s", reason)
+        self.runtime_note = f"OpenVINO not used: {reason}"
+        self.precision = "channels_last"
+        self.model.image_encoder.to(memory_format=torch.channels_last)
+
+    @property
+    def runtime_label(self) -> str:
+        """What the status bar and --help show, e.g. "openvino f32" or "pytorch channels_last"."""
+        if self.runtime == "openvino":
+            return f"openvino {self.precision[3:]}"
+        return f"pytorch {self.precision}"
 
     @property
     def cache_tag(self) -> str:
@@ -125,8 +159,12 @@ class Backend:
         """(B, 256, 64, 64) float32 embeddings; one encoder call per slice (batching is slower
         on CPU)."""
         outs = []
+        ov = getattr(self, "_ov", None)
         for s in slices_uint8:
             x = self.model_input(s)
+            if ov is not None:
+                outs.append(ov(x).to(self.device))
+                continue
             if self.precision in ("channels_last", "bf16"):
                 x = x.contiguous(memory_format=torch.channels_last)
             with encoder_context(self.precision, self.device):
@@ -375,4 +413,5 @@ def load_backend(kind: str = "litemedsam", checkpoint: Optional[str] = None,
         else:
             backend = SamBackend(kind, model, sha, dev, prec, path)
     backend.encoder_sha256 = encoder_digest(state)
+    backend.use_openvino()
     return backend

@@ -1,4 +1,11 @@
-"""Where and how the models run: device choice, encoder precision variant, allocator advice.
+"""Where and how the models run: device choice, image encoder runtime and precision.
+
+On CPU the image encoder runs on OpenVINO when it can (``engine.ov_encoder``): ``ov_f32`` is
+exact (max relative difference to PyTorch fp32 ~1e-5) and faster than PyTorch with any
+allocator; ``ov_bf16`` on CPUs with AMX or AVX-512 BF16 is faster still and as accurate
+against ground truth (see ``BF16_WITHIN_TOLERANCE``), so ``auto`` picks it there. Without
+OpenVINO (not installed, or a process with tcmalloc preloaded, where it aborts) the PyTorch
+variants below apply. CUDA and MPS always run PyTorch.
 
 Encoder variants, measured on the 2-core CI-like CPU on real slices (benchmarks/bench_engine.py):
 ``channels_last`` is exact (mask Dice 1.000 against fp32) and faster; bf16 autocast +
@@ -16,7 +23,15 @@ from typing import Iterator, Optional
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "channels_last", "bf16")
+PRECISIONS = ("auto", "fp32", "channels_last", "bf16", "ov_f32", "ov_bf16")
+# auto on a CPU with bf16 units (AMX / AVX-512 BF16) picks OpenVINO bf16: its ground-truth-box
+# Dice was within 0.01 of fp32's on every kind of labelled scan in the test data
+# (benchmarks/bench_runtime_accuracy.py, 8 slices per structure, Intel Xeon with AMX; per kind,
+# bf16 − fp32: BRATS FLAIR +0.001 / +0.021, BRATS T1c +0.001 / −0.001, abdominal MR −0.003,
+# abdominal CT +0.000, DICOM CT −0.002; worst structure MR spleen −0.009, worst single slice
+# −0.078). On CPUs without bf16 units it would be emulated and slower: never picked. OpenVINO f32
+# gave the same Dice as PyTorch fp32 to three decimals everywhere.
+BF16_WITHIN_TOLERANCE = True
 
 
 def pick_device(device: Optional[str] = None) -> torch.device:
@@ -39,7 +54,14 @@ def resolve_precision(precision: str, device: torch.device, kind: str) -> str:
         return precision
     if device.type != "cpu":
         return "fp32"
-    return "channels_last"  # exact; bf16 failed the Dice >= 0.99 bar on real MR slices
+    if kind == "litemedsam":
+        from medsam_gui.engine import ov_encoder
+
+        if ov_encoder.blocked_reason() is None:
+            if BF16_WITHIN_TOLERANCE and ov_encoder.cpu_has_fast_bf16():
+                return "ov_bf16"
+            return "ov_f32"  # exact (max rel. difference ~1e-5) and faster than PyTorch
+    return "channels_last"  # exact; bf16 autocast failed the Dice >= 0.99 bar on MR slices
 
 
 @contextlib.contextmanager

@@ -43,6 +43,9 @@ in stored values otherwise.
 """
 
 
+PRECISION_CHOICES = ("auto", "fp32", "channels_last", "ov_f32", "ov_bf16")
+
+
 @dataclass
 class BoxPrompt:
     axis: int
@@ -64,8 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="litemedsam",
                    help="litemedsam (bundled, default) | medsam_vit_b | sam_vit_b|l|h")
     p.add_argument("--checkpoint", help="checkpoint file (needed except for litemedsam)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32"),
-                   help="encoder precision (auto: fastest variant with unchanged masks)")
+    p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
+                   help="image encoder runtime and precision. auto: OpenVINO f32 on CPU when "
+                        "installed (exact, fastest), else PyTorch channels_last; fp32: plain "
+                        "PyTorch; ov_f32 / ov_bf16: OpenVINO. The choice is printed.")
     p.add_argument("--device", help="cpu, cuda, mps (default: best available)")
     p.add_argument("--modality", default="auto", type=_modality, metavar="CT|MR|auto",
                    help="modality rule for the model input (auto: DICOM's, or guessed)")
@@ -189,6 +194,8 @@ def run(args: argparse.Namespace) -> Path:
     session = Session(volume, backend)
     transform = session.set_model_input(choice)  # ModelInputError (a MedsamError) if unusable
     print(f"model input: {transform.summary()}", file=sys.stderr)
+    note = f" ({backend.runtime_note})" if backend.runtime_note else ""
+    print(f"image encoder: {backend.runtime_label} on {backend.device}{note}", file=sys.stderr)
     labels = np.zeros(volume.shape, np.uint16)
     for n, (prompt, (geom, k, box)) in enumerate(tqdm(list(zip(prompts, placed)),
                                                       desc="segmenting", unit="box",

@@ -22,6 +22,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--checkpoint", help="checkpoint file (required except for litemedsam)")
     p.add_argument("--workspace", help="folder for the autosaved annotations (default: your "
                                        "user data folder; File ▸ Workspace to change)")
+    p.add_argument("--precision", default="auto",
+                   choices=("auto", "fp32", "channels_last", "ov_f32", "ov_bf16"),
+                   help="image encoder runtime and precision (auto: OpenVINO f32 on CPU when "
+                        "installed, else PyTorch; the status bar shows which)")
     p.add_argument("--no-background", action="store_true",
                    help="do not encode neighbouring slices in the background")
     return p.parse_args(argv)
@@ -80,6 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"medsam-gui: {exc}", file=sys.stderr)
             return 2
     window = MainWindow(background=not args.no_background, model_kind=args.model,
+                        precision=args.precision,
                         checkpoint=args.checkpoint, workspace_dir=workspace)
     window.show()
     if path:

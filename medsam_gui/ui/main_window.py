@@ -47,7 +47,8 @@ TOOL_TIPS = {
 class MainWindow(EditActions, FileActions, ModelActions, ModelInputActions,
                  PropagationActions, WorkspaceActions, QMainWindow):
     """``background=False`` keeps background encoding off (tests); ``cache`` shares an
-    EmbeddingCache; ``load_model=False`` skips loading the default backend at start."""
+    EmbeddingCache; ``load_model=False`` skips loading the default backend at start;
+    ``precision`` chooses the image encoder's runtime (``engine.runtime.PRECISIONS``)."""
 
     volume_loaded = pyqtSignal()
     session_ready = pyqtSignal()
@@ -56,8 +57,10 @@ class MainWindow(EditActions, FileActions, ModelActions, ModelInputActions,
 
     def __init__(self, background: bool = True, model_kind: str = "litemedsam",
                  checkpoint: Optional[str] = None, workspace_dir: Optional[str] = None,
-                 cache=None, settings: Optional[QSettings] = None, load_model: bool = True):
+                 cache=None, settings: Optional[QSettings] = None, load_model: bool = True,
+                 precision: str = "auto"):
         super().__init__()
+        self.precision = precision  # image encoder runtime and precision (load_backend)
         self.setWindowTitle("medsam-gui")
         self.settings = settings or QSettings("medsam-gui", "medsam-gui")
         self.volume = self.session = self.backend = self.labelmap = self.annotator = None
@@ -231,7 +234,8 @@ class MainWindow(EditActions, FileActions, ModelActions, ModelInputActions,
         self._show_image()
         self._refresh_overlay()
         self.strip.set_current(self.index)
-        self.precomputer.follow(self.session, self.view, self.index)
+        if not self.filling:  # a propagation encodes the slices it needs itself
+            self.precomputer.follow(self.session, self.view, self.index)
 
     def _show_image(self) -> None:
         geom = self.volume.geometry(self.view)

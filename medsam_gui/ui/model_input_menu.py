@@ -93,6 +93,9 @@ class ModelInputActions:
     def set_model_input(self, choice: ModelInput) -> None:
         """Resolve ``choice`` in a worker, then point the session at it (nothing changes on a
         bad choice: the error says why)."""
+        if self.filling:  # a propagation keeps the input it started with
+            self.edits_blocked()
+            return
         session = self.session
         self._input_request = choice
         if session is None:  # applied when the session is made

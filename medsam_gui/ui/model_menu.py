@@ -108,6 +108,9 @@ class ModelActions:
         """Load a backend in a worker, then point the session at it."""
         from medsam_gui.engine import load_backend
 
+        if getattr(self, "filling", False):
+            self.edits_blocked()  # says why
+            return
         preload_model_code()
         self.precomputer.stop()
         self.model_label.setText(f"model: loading {kind}…")
@@ -115,7 +118,7 @@ class ModelActions:
         session = self.session
 
         def work(_task):
-            backend = load_backend(kind, checkpoint=checkpoint)
+            backend = load_backend(kind, checkpoint=checkpoint, precision=self.precision)
             if session is not None:
                 session.set_backend(backend)
             return backend
@@ -124,7 +127,9 @@ class ModelActions:
             self._loading_model = False
             self.backend = backend
             self.model_label.setText(f"model: {backend.name} · {backend.device} · "
-                                     f"{backend.precision}")
+                                     f"{backend.runtime_label}")
+            self.model_label.setToolTip(backend.runtime_note or
+                                        "Image encoder runtime and precision")
             if self.session is None or self.session is not session:
                 self.make_session()
             else:

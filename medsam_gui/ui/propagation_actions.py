@@ -3,7 +3,7 @@ between key slices, walk the unreviewed slices. A mixin of ``MainWindow``.
 
 Propagation runs ``engine.propagation.propagate`` in a worker; each slice is handed to the GUI
 thread as it is done and written at once (``ui.filling.FillRun``), so the structure fills in
-while later slices are still being encoded. The status bar shows a progress bar and Cancel;
+slice by slice instead of after the whole volume is encoded. The status bar shows a progress bar and Cancel;
 the run, cancelled or not, is one undo step. Edits wait while a run is going.
 """
 
@@ -16,6 +16,7 @@ from PyQt5.QtWidgets import QProgressBar, QPushButton
 
 from medsam_gui.annotation import review
 from medsam_gui.engine.propagation import Step, StopRules, propagate
+from medsam_gui.errors import MedsamError
 from medsam_gui.ui.filling import FillRun, seed_masks
 from medsam_gui.ui.workers import error_text, run_task
 
@@ -213,6 +214,9 @@ class PropagationActions:
         self._update_strip_cache()
         if self.session is not None:
             self.precomputer.follow(self.session, self.view, self.index)
+        if isinstance(exc, MedsamError) and not run.filled:  # e.g. fewer than two key slices
+            self.statusBar().showMessage(error_text(exc), 10000)
+            return
         if exc is not None:
             kept = f" The {len(run.filled)} slices done before it stay (one undo step)." \
                 if run.filled else ""
