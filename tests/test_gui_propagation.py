@@ -63,7 +63,7 @@ def test_propagate_fills_the_tumour_and_undoes_in_one_step(qtbot, make_window, t
     w.accept_and_next()
     assert w.index == index + 2
     assert w.labelmap.records[("axial", index + 1, 1)].status == "accepted"
-    assert w.strip.review[index + 1] == "reviewed"
+    qtbot.waitUntil(lambda: w.strip.review[index + 1] == "reviewed", timeout=5000)
 
     # the labels panel shows the volume in mL and the slice extent
     extent = f"axial {index - 3}–{index + 3}"

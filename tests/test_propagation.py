@@ -146,12 +146,18 @@ def put_box(ann, session, view, index, box, value=1):
                          pred.iou, "LiteMedSAM", "sha", model_input=pred.model_input)
 
 
-def test_repropagation_never_overwrites_a_persons_slice(pat1, backend, cache):
-    vol, truth, seed, _ = pat1
+def boxed_annotator(case, backend, cache):
+    """An annotator on ``case`` with one ground-truth box drawn on its largest tumour slice."""
+    vol, truth, seed, _ = case
     session = Session(vol, backend, cache)
     ann = make_annotator(vol)
     geom = vol.geometry("axial")
     put_box(ann, session, "axial", seed, mask_box(geom.take(truth, seed)))
+    return seed, session, ann, geom
+
+
+def test_repropagation_never_overwrites_a_persons_slice(pat1, backend, cache):
+    seed, session, ann, geom = boxed_annotator(pat1, backend, cache)
     rules = propagation.StopRules(extent=(seed - 6, seed + 6))
     first = propagate_into(ann, session, "axial", seed, 1, rules)
     assert first.indices == list(range(seed - 6, seed)) + list(range(seed + 1, seed + 7))
@@ -191,11 +197,7 @@ def test_repropagation_never_overwrites_a_persons_slice(pat1, backend, cache):
 
 
 def test_cancel_leaves_a_consistent_map_and_one_undo_step(pat1, backend, cache):
-    vol, truth, seed, _ = pat1
-    session = Session(vol, backend, cache)
-    ann = make_annotator(vol)
-    geom = vol.geometry("axial")
-    put_box(ann, session, "axial", seed, mask_box(geom.take(truth, seed)))
+    seed, session, ann, geom = boxed_annotator(pat1, backend, cache)
     after_box = ann.labelmap.array.copy()
     calls = []
 

@@ -47,7 +47,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-Box = Tuple[float, float, float, float]
+from medsam_gui.engine.evaluate import Box, mask_box
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,7 @@ def mask_features(mask: np.ndarray) -> Tuple[int, float, float]:
 
 def prompt_box(mask: np.ndarray, pad: float) -> Box:
     """Bounding box of ``mask`` widened by ``pad`` pixels, clipped to the slice."""
-    h, w = mask.shape
-    ys, xs = np.nonzero(mask)
-    return (max(0.0, xs.min() - pad), max(0.0, ys.min() - pad),
-            min(w - 1.0, xs.max() + pad), min(h - 1.0, ys.max() + pad))
+    return mask_box(mask, pad)
 
 
 def broken_rule(rules: StopRules, prev: np.ndarray, mask: np.ndarray, iou: float

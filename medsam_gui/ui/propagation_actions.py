@@ -154,7 +154,7 @@ class PropagationActions:
                                             self.fill_progress.maximum()))
             if event.index == self.index and run.view == self.view:
                 self._refresh_overlay()
-            self._update_strip_cache()
+            self.labels_changed()
             self._sizes_timer.start()
         else:
             run.add_stop(event)
@@ -211,6 +211,7 @@ class PropagationActions:
         self._refresh_overlay()
         if change is not None:
             self.changed()
+        self._bands = None
         self._update_strip_cache()
         if self.session is not None:
             self.precomputer.follow(self.session, self.view, self.index)

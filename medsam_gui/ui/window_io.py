@@ -225,7 +225,7 @@ class FileActions:
         """After every change of the labels: debounce an autosave, update actions."""
         self.unexported = True
         self._sizes_timer.start()
-        self._update_strip_cache()  # review states
+        self.labels_changed()  # strip bands: debounced, off the box -> mask path
         self.undo_action.setEnabled(self.history.can_undo)
         self.redo_action.setEnabled(self.history.can_redo)
         self._autosave_timer.start(self.autosave_delay_ms)
