@@ -56,6 +56,7 @@ setup(
         "pydicom>=3",
         "pylibjpeg",
         "pylibjpeg-openjpeg",  # JPEG 2000 DICOM
+        "highdicom",  # DICOM Segmentation out and in
         "Pillow",
         "scikit-image",
         "itk-morphologicalcontourinterpolation",  # interpolation between key slices (ITK)

@@ -23,9 +23,11 @@ RecordKey = Tuple[str, int, int]  # (axis, index, label value)
 STATUSES = ("model", "edited", "accepted")
 REVIEWED = ("edited", "accepted")  # a person looked at the slice: training data
 # how a mask was made: "" a person's box/points or brush (and records from before methods were
-# recorded), "propagated" from a neighbouring slice, "interpolated" between key slices
-METHODS = ("", "propagated", "interpolated")
+# recorded), "propagated" from a neighbouring slice, "interpolated" between key slices,
+# "imported" from a segmentation made elsewhere (its file name is in ``model``)
+METHODS = ("", "propagated", "interpolated", "imported")
 FILLED = ("propagated", "interpolated")
+UNREVIEWED_METHODS = FILLED + ("imported",)  # machine-made until a person accepts or edits
 MODES = ("replace", "add", "erase")
 
 # Distinct colours for new labels (value 1 is red, like most annotation tools).
@@ -55,6 +57,7 @@ class Label:
     name: str
     color: Color
     visible: bool = True
+    property_type: str = ""  # DICOM SEG segment type (io.seg_terms key); "" = guess from name
 
 
 class LabelTable:
@@ -101,16 +104,20 @@ class LabelTable:
         self.labels.remove(self._require(value))
 
     def to_json(self) -> List[dict]:
-        return [
-            {"value": lab.value, "name": lab.name, "color": list(lab.color), "visible": lab.visible}
-            for lab in self.labels
-        ]
+        out = []
+        for lab in self.labels:
+            d = {"value": lab.value, "name": lab.name, "color": list(lab.color),
+                 "visible": lab.visible}
+            if lab.property_type:
+                d["property_type"] = lab.property_type
+            out.append(d)
+        return out
 
     @classmethod
     def from_json(cls, items: List[dict]) -> "LabelTable":
         return cls([
             Label(int(d["value"]), str(d["name"]), tuple(int(c) for c in d["color"]),  # type: ignore[arg-type]
-                  bool(d.get("visible", True)))
+                  bool(d.get("visible", True)), str(d.get("property_type", "")))
             for d in items
         ])
 
@@ -155,8 +162,9 @@ class SliceRecord:
 
     @property
     def unreviewed_fill(self) -> bool:
-        """Filled by propagation or interpolation and not looked at by a person since."""
-        return self.method in FILLED and not self.reviewed
+        """Filled by propagation or interpolation, or imported, and not looked at by a person
+        since."""
+        return self.method in UNREVIEWED_METHODS and not self.reviewed
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -376,6 +384,33 @@ class LabelMap:
         if self.table.get(value) is not None:
             self.table.remove(value)
         change.table_after = self.table.to_json()
+        return change
+
+    def replace_all(self, array: np.ndarray, table: LabelTable,
+                    records: Dict[RecordKey, SliceRecord], description: str) -> Change:
+        """Replace every voxel, the label table and all records at once (an import), as one
+        undoable change holding only the bounding box of the voxels that differ."""
+        array = np.asarray(array, dtype=np.uint16)
+        if array.shape != self.shape:
+            raise ValueError(f"label array shape {array.shape} is not {self.shape}")
+        change = Change(description=description, table_before=self.table.to_json(),
+                        table_after=table.to_json())
+        diff = array != self.array
+        if diff.any():
+            idx = [np.flatnonzero(diff.any(axis=tuple(a for a in range(3) if a != ax)))
+                   for ax in range(3)]
+            region = tuple((int(i[0]), int(i[-1]) + 1) for i in idx)
+            sl = _slices(region)  # type: ignore[arg-type]
+            change.region = region  # type: ignore[assignment]
+            change._before = _Packed(self.array[sl])
+            self.array[sl] = array[sl]
+            change._after = _Packed(self.array[sl])
+        for key in set(self.records) | set(records):
+            if self.records.get(key) is not records.get(key):
+                change.records_before[key] = self.records.get(key)
+                change.records_after[key] = records.get(key)
+        self._put_records(change.records_after)
+        self.table.labels = LabelTable.from_json(change.table_after or []).labels
         return change
 
     def apply(self, change: Change, undo: bool) -> None:

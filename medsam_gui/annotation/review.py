@@ -4,7 +4,8 @@
 A slice of label ``value`` on a view is
 
 - ``empty``: no voxel of the label and no record a person made;
-- ``filled``: filled by propagation or interpolation and not reviewed since;
+- ``filled``: filled by propagation or interpolation, or imported from another tool's
+  segmentation, and not reviewed since;
 - ``drawn``: made by a person's box, points or brush, not yet accepted (the model's mask for
   their prompt); also voxels with no record at all (e.g. a label map from elsewhere);
 - ``reviewed``: a person edited or accepted it (also when they cleared it to empty).

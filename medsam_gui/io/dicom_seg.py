@@ -1,0 +1,218 @@
+"""DICOM Segmentation (SEG) out and in, with highdicom.
+
+Out: a BINARY SEG with one segment per label that has voxels (see ``segments``), one frame per
+source slice and segment that holds any voxel, each frame referencing its source instance. After
+writing, the file is read back and checked: every frame's source instance maps to the slice it
+came from and the decoded segments equal the label map voxel for voxel; only then is it renamed
+into place.
+
+In: a SEG that references the open series (by its source instances, or failing that by frame of
+reference and plane positions) becomes a label array on the volume grid plus its segment names
+and colours.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import List, Mapping, Optional, Tuple, Union
+
+import highdicom as hd
+import numpy as np
+from pydicom.sr.codedict import codes
+
+from .. import __version__
+from ..annotation.labels import LabelMap
+from ..errors import MedsamError
+from ..volume import Volume
+from .atomic import atomic_path
+from .dicom_source import SourceInstances, source_instances
+from .segments import MANUFACTURER, Export, ImportedSegments, Segment, segment_numbers, segments_of
+
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+def _frames(labels: np.ndarray) -> np.ndarray:
+    """Volume-grid labels (col, row, slice) as source frames (slice, row, col)."""
+    return np.ascontiguousarray(np.transpose(labels, (2, 1, 0)))
+
+
+def _description(seg: Segment) -> hd.seg.SegmentDescription:
+    algorithm = None
+    if seg.algorithm_type != "MANUAL":
+        algorithm = hd.AlgorithmIdentificationSequence(
+            name=", ".join(seg.algorithms)[:64] or MANUFACTURER,
+            family=codes.cid7162.ArtificialIntelligence,
+            version=__version__)
+    return hd.seg.SegmentDescription(
+        segment_number=seg.number,
+        segment_label=seg.name[:64],
+        segmented_property_category=seg.prop.category,
+        segmented_property_type=seg.prop.type,
+        algorithm_type=seg.algorithm_type,
+        algorithm_identification=algorithm,
+        display_color=hd.color.CIELabColor.from_rgb(*seg.color))
+
+
+def build_seg(labelmap: LabelMap, volume: Volume, instances: SourceInstances,
+              types: Optional[Mapping[int, str]] = None,
+              series_number: int = 900) -> Tuple[hd.seg.Segmentation, List[Segment]]:
+    segments = segments_of(labelmap, types)
+    if not segments:
+        raise MedsamError("the label map is empty: there is no segment to export",
+                          volume.source.path)
+    pixels = segment_numbers(_frames(labelmap.array), segments)
+    with warnings.catch_warnings():  # names copied from the source as they are
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
+        seg = _segmentation(instances, pixels, segments, series_number)
+    return seg, segments
+
+
+def _segmentation(instances: SourceInstances, pixels: np.ndarray, segments: List[Segment],
+                  series_number: int) -> hd.seg.Segmentation:
+    return hd.seg.Segmentation(
+        source_images=instances.datasets,
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[_description(s) for s in segments],
+        series_instance_uid=hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=MANUFACTURER,
+        software_versions=__version__,
+        device_serial_number="0",
+        content_label="MEDSAM",
+        content_description="Segmentation made with medsam-gui",
+        series_description="medsam-gui segmentation",
+    )
+
+
+def _check_written(path: Path, labelmap: LabelMap, instances: SourceInstances,
+                   segments: List[Segment], final: Path) -> None:
+    try:
+        back = hd.seg.segread(str(path))
+    except Exception as exc:
+        raise MedsamError(f"the written SEG cannot be read back ({exc})", final) from None
+    uids = instances.sop_instance_uids
+    referenced = {uid for _series, _sop_class, uid in back.get_source_image_uids()}
+    if not referenced <= set(uids):
+        raise MedsamError("the written SEG references instances outside the open series", final)
+    got = back.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, combine_segments=True, relabel=False, dtype=np.uint16)
+    want = segment_numbers(_frames(labelmap.array), segments)
+    if got.shape != want.shape or not np.array_equal(got, want):
+        n = int(np.count_nonzero(got != want)) if got.shape == want.shape else -1
+        raise MedsamError(f"the written SEG failed verification ({n} voxels differ from the "
+                          "label map)", final)
+
+
+def write_seg(labelmap: LabelMap, volume: Volume, path: Union[str, "os.PathLike[str]"],
+              types: Optional[Mapping[int, str]] = None) -> Export:
+    """Write ``labelmap`` as a DICOM SEG referencing ``volume``'s source series, verified."""
+    path = Path(os.fspath(path)).expanduser()
+    _check_target(path)
+    instances = source_instances(volume)
+    seg, segments = build_seg(labelmap, volume, instances, types)
+    try:
+        with atomic_path(path) as tmp:
+            seg.save_as(str(tmp))
+            _check_written(tmp, labelmap, instances, segments, path)
+    except OSError as exc:
+        raise MedsamError(f"cannot write the SEG ({exc.strerror or exc})", path) from None
+    notes = list(instances.notes)
+    missing = [lab.name for lab in labelmap.table.labels
+               if lab.value not in {s.value for s in segments}]
+    if missing:
+        notes.append(f"labels without voxels were left out: {', '.join(missing)}")
+    return Export(path, segments, notes)
+
+
+def _check_target(path: Path) -> None:
+    if path.is_dir():
+        raise MedsamError("this is a folder; give a file name", path)
+    if not path.parent.is_dir():
+        raise MedsamError(f"the folder {path.parent} does not exist", path)
+
+
+# ---- in ----------------------------------------------------------------------------------------
+def is_seg_file(path: Path) -> bool:
+    """Is ``path`` a DICOM file holding a Segmentation (read from its header only)?"""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPClassUID",
+                                                                                "Modality"])
+    except Exception:
+        return False
+    return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS or ds.get("Modality") == "SEG"
+
+
+def read_seg(path: Union[str, "os.PathLike[str]"], volume: Volume) -> ImportedSegments:
+    """Read a SEG made on ``volume``'s series as labels on the volume grid (see module doc)."""
+    path = Path(os.fspath(path)).expanduser()
+    try:
+        seg = hd.seg.segread(str(path))
+    except Exception as exc:
+        raise MedsamError(f"not a readable DICOM Segmentation ({type(exc).__name__}: {exc})",
+                          path) from None
+    instances = source_instances(volume)
+    numbers = list(seg.segment_numbers)
+    names, colors = {}, {}
+    for n in numbers:
+        desc = seg.get_segment_description(n)
+        names[n] = str(desc.segment_label)
+        lab = getattr(desc, "RecommendedDisplayCIELabValue", None)
+        colors[n] = (tuple(int(c) for c in hd.color.CIELabColor.from_dicom_value(lab).to_rgb())
+                     if lab is not None else None)
+    if str(seg.get("FrameOfReferenceUID", "")) != instances.frame_of_reference_uid:
+        raise MedsamError("this SEG was made on another scan: its frame of reference "
+                          f"{seg.get('FrameOfReferenceUID', '?')} is not the open series' "
+                          f"{instances.frame_of_reference_uid}", path)
+    referenced = {uid for _s, _c, uid in seg.get_source_image_uids()}
+    ours = instances.sop_instance_uids
+    notes: List[str] = []
+    overlap_note = "segments overlap; where they do, the higher segment number was kept"
+    if referenced and referenced <= set(ours):
+        try:
+            frames = seg.get_pixels_by_source_instance(ours, combine_segments=True,
+                                                       relabel=False, dtype=np.uint16)
+        except RuntimeError:  # overlapping segments
+            frames = _combine(seg.get_pixels_by_source_instance(ours, dtype=np.uint8), numbers)
+            notes.append(overlap_note)
+        array = np.ascontiguousarray(np.transpose(frames, (2, 1, 0)))
+    else:
+        if referenced:
+            raise MedsamError("this SEG references instances that are not in the open series "
+                              f"({len(referenced - set(ours))} of {len(referenced)} unknown): "
+                              "it was made on another series", path)
+        array = _by_geometry(seg, volume, numbers, notes, overlap_note, path)
+    return ImportedSegments(array.astype(np.uint16), names, colors, notes)
+
+
+def _combine(binary: np.ndarray, numbers: List[int]) -> np.ndarray:
+    out = np.zeros(binary.shape[:-1], np.uint16)
+    for i, n in enumerate(numbers):
+        out[binary[..., i] > 0] = n
+    return out
+
+
+def _by_geometry(seg, volume: Volume, numbers: List[int], notes: List[str], overlap_note: str,
+                 path: Path) -> np.ndarray:
+    """A SEG without source references, in the same frame of reference: place by geometry."""
+    from .resample import onto_volume_grid
+
+    try:
+        vol = seg.get_volume(combine_segments=True, relabel=False, dtype=np.uint16)
+    except RuntimeError:
+        vol = seg.get_volume(dtype=np.uint8)
+        vol = vol.with_array(_combine(vol.array, numbers))
+        notes.append(overlap_note)
+    except Exception as exc:
+        raise MedsamError(f"the SEG's frames do not form a regular volume ({exc})", path) from None
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(vol.affine, dtype=np.float64)
+    placed = onto_volume_grid(np.asarray(vol.array), ras, volume, path)
+    notes.extend(placed.notes)
+    return placed.array

@@ -1,0 +1,299 @@
+"""RT Structure Set out: one ROI per label, closed planar contours per source slice.
+
+Contours are the label's boundary on each source image, traced by marching squares at the 0.5
+level (scikit-image), so each vertex lies half-way between a pixel inside and one outside, and
+mapped to patient coordinates (LPS mm) through that image's own position, orientation and pixel
+spacing. Holes are contours of their own; readers combine nested contours of a slice by the
+even-odd rule, as radiotherapy planning systems do.
+
+After writing, the file is read back: every contour must lie in the plane of the image it
+references, and the contours are rasterised again (pixel centres inside, even-odd) and compared
+with the label map. A ROI whose voxels differ by more than ``TOLERANCE`` of its size fails the
+export.
+
+Written with pydicom: highdicom has no RT Structure Set, and the usual helper package brings a
+second OpenCV build with its own Qt, which clashes with the window's PyQt5.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from skimage import draw, measure
+
+from .. import __version__
+from ..annotation.labels import LabelMap
+from ..errors import MedsamError
+from ..volume import Volume
+from .atomic import atomic_path
+from .dicom_source import SourceInstances, source_instances
+from .segments import MANUFACTURER, Export, Segment, segments_of
+
+RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
+DETACHED_STUDY_SOP_CLASS = "1.2.840.10008.3.1.2.3.1"
+TOLERANCE = 0.01  # fraction of a ROI's voxels that may differ after re-rasterising
+PLANE_TOLERANCE_MM = 0.01
+# attributes copied from the source so that the structure set joins the same patient and study
+_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+                  "StudyTime", "AccessionNumber", "ReferringPhysicianName", "StudyID",
+                  "StudyDescription", "StudyInstanceUID")
+
+
+@dataclass(frozen=True)
+class _Plane:
+    origin: np.ndarray  # ImagePositionPatient
+    col_dir: np.ndarray  # direction of increasing column index (IOP[:3])
+    row_dir: np.ndarray  # direction of increasing row index (IOP[3:])
+    spacing: Tuple[float, float]  # (between rows, between columns)
+
+    @classmethod
+    def of(cls, ds: Dataset) -> "_Plane":
+        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+        ps = [float(v) for v in ds.PixelSpacing]
+        return cls(np.array([float(v) for v in ds.ImagePositionPatient]), iop[:3], iop[3:],
+                   (ps[0], ps[1]))
+
+    def to_patient(self, rc: np.ndarray) -> np.ndarray:
+        """(n, 2) row/col pixel coordinates -> (n, 3) LPS mm."""
+        return (self.origin + np.outer(rc[:, 1] * self.spacing[1], self.col_dir)
+                + np.outer(rc[:, 0] * self.spacing[0], self.row_dir))
+
+    def to_pixels(self, xyz: np.ndarray) -> Tuple[np.ndarray, float]:
+        """(n, 3) LPS mm -> (n, 2) row/col, and the largest distance from the plane (mm)."""
+        d = xyz - self.origin
+        normal = np.cross(self.col_dir, self.row_dir)
+        rc = np.stack([d @ self.row_dir / self.spacing[0], d @ self.col_dir / self.spacing[1]], 1)
+        return rc, float(np.abs(d @ normal).max()) if len(d) else 0.0
+
+
+def mask_contours(mask: np.ndarray) -> List[np.ndarray]:
+    """Closed contours (row, col) around the True pixels of a 2D mask, holes included."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return []
+    r0, c0 = int(rows[0]), int(cols[0])
+    crop = mask[r0:int(rows[-1]) + 1, c0:int(cols[-1]) + 1]
+    padded = np.pad(np.asarray(crop, dtype=np.uint8), 1)
+    out = []
+    for c in measure.find_contours(padded, 0.5):
+        c = c[:-1] - 1.0 + (r0, c0)  # closed: last point repeats the first; undo crop, padding
+        if len(c) >= 3:
+            out.append(_drop_collinear(c))
+    return out
+
+
+def _drop_collinear(c: np.ndarray) -> np.ndarray:
+    """The same polygon without vertices in the middle of straight runs (exact, no tolerance)."""
+    before = c - np.roll(c, 1, axis=0)
+    after = np.roll(c, -1, axis=0) - c
+    cross = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]
+    keep = np.abs(cross) > 1e-9
+    return c[keep] if keep.sum() >= 3 else c
+
+
+def rasterise(contours: List[np.ndarray], shape: Tuple[int, int]) -> np.ndarray:
+    """Even-odd fill of (row, col) polygons: pixels whose centre lies inside."""
+    out = np.zeros(shape, dtype=bool)
+    for c in contours:
+        rr, cc = draw.polygon(c[:, 0], c[:, 1], shape)
+        out[rr, cc] ^= True
+    return out
+
+
+def _frame(labels: np.ndarray, k: int) -> np.ndarray:
+    return labels[:, :, k].T  # volume grid (col, row, slice) -> image (row, col)
+
+
+def _ref_image(ds: Dataset) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = ds.SOPClassUID
+    item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    return item
+
+
+def build_rtstruct(labelmap: LabelMap, volume: Volume, instances: SourceInstances,
+                   types: Optional[Mapping[int, str]] = None) -> Tuple[Dataset, List[Segment]]:
+    segments = segments_of(labelmap, types)
+    if not segments:
+        raise MedsamError("the label map is empty: there is no structure to export",
+                          volume.source.path)
+    src = instances.datasets
+    first = src[0]
+    now = datetime.now()
+    ds = Dataset()
+    for keyword in _PATIENT_STUDY:
+        if keyword in first:
+            setattr(ds, keyword, first.data_element(keyword).value)
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+                    "StudyTime", "AccessionNumber", "ReferringPhysicianName", "StudyID"):
+        if keyword not in ds:  # type 2: present, may be empty
+            setattr(ds, keyword, "")
+    ds.StudyInstanceUID = first.StudyInstanceUID
+    ds.SOPClassUID = RTSTRUCT_SOP_CLASS
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "RTSTRUCT"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 901
+    ds.SeriesDescription = "medsam-gui structures"
+    ds.InstanceNumber = 1
+    ds.Manufacturer = MANUFACTURER
+    ds.ManufacturerModelName = MANUFACTURER
+    ds.SoftwareVersions = __version__
+    ds.OperatorsName = ""
+    ds.FrameOfReferenceUID = instances.frame_of_reference_uid
+    ds.StructureSetLabel = "MEDSAM"
+    ds.StructureSetName = "medsam-gui"
+    ds.StructureSetDate = now.strftime("%Y%m%d")
+    ds.StructureSetTime = now.strftime("%H%M%S")
+    ds.SpecificCharacterSet = "ISO_IR 192"
+
+    series = Dataset()
+    series.SeriesInstanceUID = instances.series_uid
+    series.ContourImageSequence = Sequence([_ref_image(s) for s in src])
+    study = Dataset()
+    study.ReferencedSOPClassUID = DETACHED_STUDY_SOP_CLASS
+    study.ReferencedSOPInstanceUID = first.StudyInstanceUID
+    study.RTReferencedSeriesSequence = Sequence([series])
+    frame = Dataset()
+    frame.FrameOfReferenceUID = instances.frame_of_reference_uid
+    frame.RTReferencedStudySequence = Sequence([study])
+    ds.ReferencedFrameOfReferenceSequence = Sequence([frame])
+
+    planes = [_Plane.of(s) for s in src]
+    by_value = {seg.value: seg for seg in segments}
+    contours: Dict[int, List[Dataset]] = {seg.number: [] for seg in segments}
+    for k, plane in enumerate(planes):
+        frame = _frame(labelmap.array, k)
+        for value in np.unique(frame):
+            if int(value) not in by_value:
+                continue
+            for c in mask_contours(frame == value):
+                item = Dataset()
+                item.ContourImageSequence = Sequence([_ref_image(src[k])])
+                item.ContourGeometricType = "CLOSED_PLANAR"
+                item.NumberOfContourPoints = len(c)
+                item.ContourData = [round(float(v), 4) for v in plane.to_patient(c).ravel()]
+                contours[by_value[int(value)].number].append(item)
+    rois, roi_contours, observations = [], [], []
+    for seg in segments:
+        roi = Dataset()
+        roi.ROINumber = seg.number
+        roi.ReferencedFrameOfReferenceUID = instances.frame_of_reference_uid
+        roi.ROIName = seg.name[:64]
+        roi.ROIGenerationAlgorithm = seg.algorithm_type
+        if seg.algorithms:
+            roi.ROIGenerationDescription = ("medsam-gui with " + ", ".join(seg.algorithms))[:64]
+        rois.append(roi)
+        rc = Dataset()
+        rc.ROIDisplayColor = list(seg.color)
+        rc.ReferencedROINumber = seg.number
+        rc.ContourSequence = Sequence(contours[seg.number])
+        roi_contours.append(rc)
+        obs = Dataset()
+        obs.ObservationNumber = seg.number
+        obs.ReferencedROINumber = seg.number
+        obs.RTROIInterpretedType = seg.prop.rt_type
+        obs.ROIInterpreter = ""
+        observations.append(obs)
+    ds.StructureSetROISequence = Sequence(rois)
+    ds.ROIContourSequence = Sequence(roi_contours)
+    ds.RTROIObservationsSequence = Sequence(observations)
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta = meta
+    return ds, segments
+
+
+def read_rtstruct_masks(path: Path, instances: SourceInstances, shape3d: Tuple[int, int, int]
+                        ) -> Tuple[Dict[int, np.ndarray], Dict[int, str], float]:
+    """ROI number -> mask on the volume grid, ROI names, and the largest off-plane distance."""
+    ds = pydicom.dcmread(str(path))
+    by_uid = {uid: k for k, uid in enumerate(instances.sop_instance_uids)}
+    planes = [_Plane.of(s) for s in instances.datasets]
+    names = {int(r.ROINumber): str(r.ROIName) for r in ds.StructureSetROISequence}
+    image_shape = (shape3d[1], shape3d[0])
+    masks: Dict[int, np.ndarray] = {}
+    worst = 0.0
+    for rc in ds.ROIContourSequence:
+        per_slice: Dict[int, List[np.ndarray]] = {}
+        for item in getattr(rc, "ContourSequence", []):
+            uid = str(item.ContourImageSequence[0].ReferencedSOPInstanceUID)
+            if uid not in by_uid:
+                raise MedsamError(f"a contour references instance {uid}, not in the series", path)
+            k = by_uid[uid]
+            xyz = np.asarray(item.ContourData, dtype=np.float64).reshape(-1, 3)
+            pix, off = planes[k].to_pixels(xyz)
+            worst = max(worst, off)
+            per_slice.setdefault(k, []).append(pix)
+        mask = np.zeros(shape3d, dtype=bool)
+        for k, contours in per_slice.items():
+            mask[:, :, k] = rasterise(contours, image_shape).T
+        masks[int(rc.ReferencedROINumber)] = mask
+    return masks, names, worst
+
+
+def _check_written(tmp: Path, labelmap: LabelMap, instances: SourceInstances,
+                   segments: List[Segment], final: Path) -> List[str]:
+    try:
+        masks, _names, off_plane = read_rtstruct_masks(tmp, instances, labelmap.shape)
+    except MedsamError:
+        raise
+    except Exception as exc:
+        raise MedsamError(f"the written RT Structure Set cannot be read back ({exc})",
+                          final) from None
+    if off_plane > PLANE_TOLERANCE_MM:
+        raise MedsamError(f"a written contour lies {off_plane:.3f} mm off its image plane", final)
+    notes = []
+    worst = 0.0
+    for seg in segments:
+        want = labelmap.array == seg.value
+        got = masks.get(seg.number)
+        if got is None:
+            raise MedsamError(f"the written structure set lost ROI {seg.name!r}", final)
+        frac = float(np.count_nonzero(got != want)) / max(1, int(np.count_nonzero(want)))
+        worst = max(worst, frac)
+        if frac > TOLERANCE:
+            raise MedsamError(f"ROI {seg.name!r}: the contours re-rasterise to a mask that "
+                              f"differs in {100 * frac:.2f} % of its voxels (tolerance "
+                              f"{100 * TOLERANCE:.0f} %)", final)
+    notes.append(f"contours re-rasterise to the label map within {100 * worst:.2f} % of each "
+                 "structure's voxels")
+    return notes
+
+
+def write_rtstruct(labelmap: LabelMap, volume: Volume, path: Union[str, "os.PathLike[str]"],
+                   types: Optional[Mapping[int, str]] = None) -> Export:
+    """Write ``labelmap`` as an RT Structure Set on ``volume``'s CT/MR series, verified."""
+    path = Path(os.fspath(path)).expanduser()
+    if path.is_dir():
+        raise MedsamError("this is a folder; give a file name", path)
+    if not path.parent.is_dir():
+        raise MedsamError(f"the folder {path.parent} does not exist", path)
+    instances = source_instances(volume)
+    modality = str(instances.datasets[0].get("Modality", ""))
+    if modality not in ("CT", "MR"):
+        raise MedsamError(f"RT Structure Sets are written for CT and MR series; this one is "
+                          f"{modality or 'of unknown modality'}", volume.source.path)
+    ds, segments = build_rtstruct(labelmap, volume, instances, types)
+    try:
+        with atomic_path(path) as tmp:
+            pydicom.dcmwrite(str(tmp), ds, enforce_file_format=True)
+            notes = _check_written(tmp, labelmap, instances, segments, path)
+    except OSError as exc:
+        raise MedsamError(f"cannot write the RT Structure Set ({exc.strerror or exc})",
+                          path) from None
+    return Export(path, segments, list(instances.notes) + notes)
