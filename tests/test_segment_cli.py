@@ -88,3 +88,41 @@ def test_propagation_options_are_checked(tmp_path, capsys):
                  str(out)]) == 2
     assert "outside 0..154" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_dicom_series_to_seg_and_rtstruct(tmp_path, capsys):
+    """--format seg|rtstruct (or the .seg.dcm / .rtstruct.dcm name) for a DICOM series."""
+    import pydicom
+
+    from medsam_gui.io import load_volume
+    from medsam_gui.io.dicom_seg import read_seg
+    from test_dicom_export import CT, LIVER, ct_reference
+
+    volume = load_volume(CT)
+    liver = ct_reference(volume) == LIVER
+    xs, ys = np.nonzero(liver[:, :, 10])
+    box = ["--box", "2", "10", str(xs.min()), str(ys.min()), str(xs.max()), str(ys.max())]
+    seg = tmp_path / "liver.dcm"
+    assert main([str(CT), *box, "--format", "seg", "--out", str(seg)]) == 0
+    back = read_seg(seg, volume)
+    got = back.array[:, :, 10] == 1
+    assert 2 * (got & liver[:, :, 10]).sum() / (got.sum() + liver[:, :, 10].sum()) > 0.9
+    assert not back.array[:, :, :10].any() and back.names == {1: "label 1"}
+    ds = pydicom.dcmread(str(seg), stop_before_pixels=True)
+    assert ds.SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
+    rt = tmp_path / "liver.rtstruct.dcm"
+    assert main([str(CT), *box, "--out", str(rt)]) == 0
+    assert pydicom.dcmread(str(rt)).Modality == "RTSTRUCT"
+    assert "re-rasterise to the label map" in capsys.readouterr().err
+
+
+def test_output_format_problems_exit_2_before_any_work(tmp_path, capsys):
+    box = ["--box", "2", "70", "60", "80", "100", "160"]
+    assert main([str(FLAIR), *box, "--out", str(tmp_path / "x.dcm")]) == 2
+    assert "cannot tell the format" in capsys.readouterr().err
+    assert main([str(FLAIR), *box, "--out", str(tmp_path / "x.seg.dcm")]) == 2
+    assert "opened from a NIfTI file" in capsys.readouterr().err
+    assert main([str(FLAIR), *box, "--format", "rtstruct", "--out",
+                 str(tmp_path / "x.nii.gz")]) == 2
+    assert "not written to a file named like this" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,4 @@
-"""medsam-segment: box prompts on a scan -> NIfTI label map on the source grid, headless."""
+"""medsam-segment: box prompts on a scan -> label map (NIfTI, DICOM SEG or RTSTRUCT), headless."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from medsam_gui.errors import MedsamError
 
 DESCRIPTION = """\
 Segment structures in a CT/MR volume from box prompts and write a label map (NIfTI) with the
-source image's shape, voxel order and affine.
+source image's shape, voxel order and affine, or, for a DICOM series, a DICOM Segmentation or
+an RT Structure Set that references it.
 
 Coordinates are plain voxel indices of the source array (for a DICOM series: the array the
 exported NIfTI holds), so no display convention is involved:
@@ -44,6 +45,7 @@ in stored values otherwise.
 
 
 PRECISION_CHOICES = ("auto", "fp32", "channels_last", "ov_f32", "ov_bf16")
+FORMATS = ("nifti", "seg", "rtstruct")
 
 
 @dataclass
@@ -80,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="follow each box's structure through the volume along its AXIS")
     p.add_argument("--extent", nargs=2, type=int, metavar=("FIRST", "LAST"),
                    help="with --propagate: slices along AXIS it may fill (default: all)")
-    p.add_argument("--out", required=True, metavar="LABELS.nii.gz", help="output label map")
+    p.add_argument("--out", required=True, metavar="LABELS.nii.gz",
+                   help="output: .nii.gz (with .json/.itksnap.txt/.ctbl label descriptions "
+                        "beside it), .seg.dcm or .rtstruct.dcm")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="nifti, seg (DICOM Segmentation) or rtstruct (RT Structure Set); "
+                        "default: from the --out name (a plain .dcm needs it)")
     return p
 
 
@@ -175,8 +182,11 @@ def run(args: argparse.Namespace) -> Path:
     from medsam_gui.engine import propagation
     from medsam_gui.engine.backends import load_backend
     from medsam_gui.engine.session import Session
-    from medsam_gui.io import load_volume, save_label_map
+    from medsam_gui.annotation.labels import PALETTE, Label, LabelMap, LabelTable, SliceRecord
+    from medsam_gui.io import load_volume
+    from medsam_gui.io.export import export_labels, format_for
 
+    fmt = format_for(args.out, args.format)  # a wrong name fails before any work
     prompts = [BoxPrompt(b[0], b[1], b[2:], args.label, args.extent) for b in args.box]
     if args.boxes:
         prompts += read_boxes_json(args.boxes, args.label)
@@ -189,6 +199,10 @@ def run(args: argparse.Namespace) -> Path:
             raise MedsamError(f"label must be within 1..65535 (got {p.label})")
     choice = model_input_of(args)
     volume = load_volume(args.image)
+    if fmt != "nifti":
+        from medsam_gui.io.dicom_source import require_dicom
+
+        require_dicom(volume)
     placed = [display_box(volume, p, args.image) for p in prompts]  # validate all first
     backend = load_backend(args.model, args.checkpoint, args.device, args.precision)
     session = Session(volume, backend)
@@ -197,22 +211,38 @@ def run(args: argparse.Namespace) -> Path:
     note = f" ({backend.runtime_note})" if backend.runtime_note else ""
     print(f"image encoder: {backend.runtime_label} on {backend.device}{note}", file=sys.stderr)
     labels = np.zeros(volume.shape, np.uint16)
+    records = {}
+
+    def record(geom, k, label, **kw):
+        rec = SliceRecord(geom.view, k, label, status="model", model=backend.name,
+                          weights_sha256=backend.weights_sha256,
+                          model_input=transform.provenance(), **kw)
+        records[rec.key] = rec
     for n, (prompt, (geom, k, box)) in enumerate(tqdm(list(zip(prompts, placed)),
                                                       desc="segmenting", unit="box",
                                                       file=sys.stderr)):
         pred = session.predict(geom.view, k, box)
         geom.take(labels, k)[pred.mask] = prompt.label
+        record(geom, k, prompt.label, boxes=[list(box)])
         if args.propagate:
             result = propagation.run(session, geom.view, k, [pred.mask],
                                      propagation.StopRules(extent=prompt.extent))
             for step in result.steps:
                 geom.take(labels, step.index)[step.mask] = prompt.label
+                record(geom, step.index, prompt.label, method="propagated", from_slices=[k])
             filled = result.indices + [k]
             stops = "; ".join(f"{'+' if s.direction > 0 else '-'} stopped at {s.index}: "
                               f"{s.reason}" for s in result.stops)
             tqdm.write(f"box {n + 1}: label {prompt.label} on slices {min(filled)}..{max(filled)}"
                        f" of axis {prompt.axis} ({stops})", file=sys.stderr)
-    return save_label_map(labels, volume, args.out)
+    table = LabelTable([Label(v, f"label {v}", PALETTE[(v - 1) % len(PALETTE)])
+                        for v in sorted({p.label for p in prompts})])
+    labelmap = LabelMap(volume.shape, table, labels)
+    labelmap.records = records
+    exported = export_labels(labelmap, volume, args.out, fmt)
+    for note in exported.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return exported.path
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -23,6 +23,7 @@ from .atomic import atomic_write_bytes
 
 PathArg = Union[str, "os.PathLike[str]"]
 MAX_VALUE = 65535
+_ITKSNAP_LINE = re.compile(r'^-?\d+(\s+\S+){6}\s+"')
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def slicer_ctbl_text(labels: Sequence[Label], name: str = "medsam-gui") -> str:
              "0 Background 0 0 0 0"]
     for lab in sorted(labels, key=lambda x: x.value):
         r, g, b = lab.color
-        safe = re.sub(r"\s+", "_", lab.name.strip()) or f"label_{lab.value}"
+        safe = re.sub(r"\s+", "_", lab.name.strip().replace('"', "'")) or f"label_{lab.value}"
         lines.append(f"{lab.value} {safe} {r} {g} {b} 255")
     return "\n".join(lines) + "\n"
 
@@ -110,7 +111,7 @@ def read_descriptions(path: PathArg) -> List[LabelDescription]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        if '"' in line:  # ITK-SNAP: IDX R G B A VIS MSH "LABEL"
+        if _ITKSNAP_LINE.match(line):  # IDX R G B A VIS MSH "LABEL"
             try:
                 parts = shlex.split(line)
             except ValueError:
