@@ -21,6 +21,7 @@ from PyQt5.QtWidgets import (QAction, QActionGroup, QApplication, QComboBox, QDo
 from medsam_gui.ui import render
 from medsam_gui.ui.cache_strip import CacheStrip
 from medsam_gui.ui.edit_actions import EditActions
+from medsam_gui.ui.interop_actions import InteropActions
 from medsam_gui.ui.label_panel import LabelPanel
 from medsam_gui.ui.model_input_menu import ModelInputActions
 from medsam_gui.ui.model_menu import ModelActions
@@ -44,7 +45,7 @@ TOOL_TIPS = {
 }
 
 
-class MainWindow(EditActions, FileActions, ModelActions, ModelInputActions,
+class MainWindow(EditActions, FileActions, InteropActions, ModelActions, ModelInputActions,
                  PropagationActions, WorkspaceActions, QMainWindow):
     """``background=False`` keeps background encoding off (tests); ``cache`` shares an
     EmbeddingCache; ``load_model=False`` skips loading the default backend at start;

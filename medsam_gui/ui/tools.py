@@ -264,6 +264,13 @@ class Annotator:
         """Record a change made directly on the label map (e.g. deleting a label)."""
         self._push(change)
 
+    def push_import(self, change: Change) -> None:
+        """Record an import: the prompt objects are derived again from the new records."""
+        self._push(change)
+        self.objects.clear()
+        self.active.clear()
+        self.restore_objects()
+
     def _push(self, change: Change, key: Optional[Key] = None, before: Optional[list] = None,
               before_active: int = -1) -> None:
         if not self.history.push(change):

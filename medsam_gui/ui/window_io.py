@@ -3,7 +3,6 @@ autosave, export, and the question on close. A mixin of ``MainWindow``."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -14,7 +13,6 @@ from PyQt5.QtWidgets import QApplication, QFileDialog, QMenu, QMessageBox
 from medsam_gui.annotation import History, LabelMap, LabelTable, place_workspace
 from medsam_gui.engine.intensity import volume_modality
 from medsam_gui.errors import MedsamError
-from medsam_gui.io.atomic import atomic_write_bytes
 from medsam_gui.ui.tools import Annotator
 from medsam_gui.ui.workers import Task, error_text, run_task
 
@@ -41,8 +39,8 @@ class FileActions:
         self.recent_menu = menu.addMenu("Open recent")
         menu.addSeparator()
         self.init_workspace_menu(menu)
-        self.export_action = self._action(menu, "Export labels…", self.export_labels, "Ctrl+E")
-        self._action(menu, "Export label table (JSON)…", self.export_table)
+        menu.addSeparator()
+        self.init_interop_actions(menu)
         menu.addSeparator()
         self._action(menu, "Quit", self.close, "Ctrl+Q")
         self._rebuild_recent()
@@ -152,6 +150,7 @@ class FileActions:
         self.statusBar().showMessage("; ".join([msg] + notes), 20000 if place_note else 12000)
         if note:
             self.show_error("Saved annotations not restored", note)
+        self.update_interop_actions()
         self.volume_loaded.emit()
         self.make_session()
 
@@ -293,7 +292,7 @@ class FileActions:
         return os.path.join(folder, base + suffix)
 
     def export_labels(self, path: Optional[str] = None) -> Optional[Path]:
-        """NIfTI on the source grid plus the label table as JSON beside it."""
+        """NIfTI on the source grid plus the label table beside it (JSON, ITK-SNAP, Slicer)."""
         if self.labelmap is None:
             return None
         if path is None:
@@ -302,18 +301,18 @@ class FileActions:
                                                    "NIfTI (*.nii.gz *.nii)")
             if not path:
                 return None
-        from medsam_gui.io import save_label_map
+        from medsam_gui.io.export import export_nifti
 
         try:
-            out = save_label_map(self.labelmap.array, self.volume, path)
-            table = self.export_table(_table_path(out), quiet=True)
+            result = export_nifti(self.labelmap, self.volume, path)
         except Exception as exc:
             self.show_error("Export failed", error_text(exc))
             return None
         self.unexported = False
         QMessageBox.information(self, "Labels exported",
-                                f"Saved the label map to\n{out}\n\nand the label table to\n{table}")
-        return out
+                                f"Saved the label map to\n{result.path}\n\n"
+                                + "\n".join(result.notes))
+        return result.path
 
     def export_table(self, path: Optional[str] = None, quiet: bool = False) -> Optional[Path]:
         if self.labelmap is None:
@@ -324,14 +323,14 @@ class FileActions:
                                                    "JSON (*.json)")
             if not path:
                 return None
-        data = {"labels": self.labelmap.table.to_json(), "source": self.volume.source.path}
+        from medsam_gui.io.export import write_table_json
+
         try:
-            out = atomic_write_bytes(path, json.dumps(data, indent=1).encode("utf-8"))
-        except OSError as exc:
+            out = write_table_json(self.labelmap, self.volume, path)
+        except MedsamError as exc:
             if quiet:  # the caller reports it
-                raise MedsamError(f"cannot write the label table ({exc.strerror})", path) from None
-            self.show_error("Export failed", f"{path}: cannot write the label table "
-                                             f"({exc.strerror})")
+                raise
+            self.show_error("Export failed", error_text(exc))
             return None
         if not quiet:
             QMessageBox.information(self, "Label table exported", f"Saved to\n{out}")
@@ -365,11 +364,3 @@ class FileActions:
         for t in list(Task._alive):
             t.cancel()
             t.wait()
-
-
-def _table_path(nifti: Path) -> Path:
-    name = nifti.name
-    for ext in (".nii.gz", ".nii"):
-        if name.lower().endswith(ext):
-            name = name[: -len(ext)]
-    return nifti.with_name(name + ".json")

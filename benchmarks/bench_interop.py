@@ -1,0 +1,74 @@
+"""Time the clinical exports and imports on the real DICOM CT (31 reference organs, 512²×20),
+side by side with the NIfTI export, each including its read-back check.
+
+    python benchmarks/bench_interop.py [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    from medsam_gui.annotation.labels import LabelMap
+    from medsam_gui.io import load_volume
+    from medsam_gui.io.export import export_labels
+    from medsam_gui.io.label_import import read_segmentation
+    from test_dicom_export import CT, CT_LABELS
+
+    volume = load_volume(CT)
+    imported = read_segmentation(CT_LABELS, volume)
+    lm = LabelMap(volume.shape, array=imported.array)
+    n = len(set(imported.array.ravel().tolist()) - {0})
+    print(f"CPU: {cpu_model()}; CT {volume.shape}, {n} labels; best of {args.repeat}")
+    out = Path(tempfile.mkdtemp())
+    export_labels(lm, volume, out / "warm.seg.dcm")  # imports and first-call costs
+    export_labels(lm, volume, out / "warm.rtstruct.dcm")
+    rows = [
+        ("export NIfTI (+ 3 label files)", lambda: export_labels(lm, volume, out / "a.nii.gz")),
+        ("export DICOM SEG", lambda: export_labels(lm, volume, out / "a.seg.dcm")),
+        ("export RT Structure Set", lambda: export_labels(lm, volume, out / "a.rtstruct.dcm")),
+        ("import NIfTI (reordered grid)", lambda: read_segmentation(CT_LABELS, volume)),
+        ("import DICOM SEG", lambda: read_segmentation(out / "warm.seg.dcm", volume)),
+    ]
+    base = None
+    for name, fn in rows:
+        t = best(fn, args.repeat)
+        base = base or t
+        print(f"{name:34s} {t:7.3f} s   {t / base:5.1f}x NIfTI export")
+    for name in ("a.nii.gz", "a.seg.dcm", "a.rtstruct.dcm"):
+        print(f"{name:16s} {(out / name).stat().st_size / 1e6:6.2f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""File ▸ Import / Export for other tools: DICOM SEG, RT Structure Set, label maps and label
+descriptions made elsewhere. A mixin of ``MainWindow``; the work is ``io.export``,
+``io.label_import`` and ``annotation.importing``, run in workers.
+
+DICOM exports need DICOM instances to reference, so they are offered only for a scan opened
+from DICOM; for a NIfTI scan the menu entries are disabled and say why.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+from PyQt5.QtWidgets import QDialog, QFileDialog, QMessageBox
+
+from medsam_gui.annotation.importing import import_segmentation
+from medsam_gui.annotation.labels import Change, Label, LabelTable, PALETTE
+from medsam_gui.errors import MedsamError
+from medsam_gui.io.export import FORMAT_NAMES
+from medsam_gui.ui.workers import Task, error_text, run_task
+from medsam_gui.volume import view_for_axis
+
+SEG_FILTER = "DICOM Segmentation (*.dcm);;All files (*)"
+IMPORT_FILTER = ("Segmentations (*.nii *.nii.gz *.dcm);;NIfTI label map (*.nii *.nii.gz);;"
+                 "DICOM SEG (*.dcm);;All files (*)")
+DESCRIPTION_FILTER = ("Label descriptions (*.txt *.ctbl *.json);;ITK-SNAP (*.txt);;"
+                      "3D Slicer colour table (*.ctbl *.txt);;medsam-gui table (*.json)")
+NO_DICOM_TIP = ("This scan was opened from NIfTI: there are no DICOM instances for a SEG or RT "
+                "Structure Set to reference. Export NIfTI instead (names and colours go into "
+                "ITK-SNAP and Slicer label files beside it), or open the DICOM series.")
+
+
+class InteropActions:
+    """Needs MainWindow attributes (volume, labelmap, annotator, labels, statusBar…)."""
+
+    def init_interop_actions(self, file_menu) -> None:
+        self._action(file_menu, "Import segmentation…", self.import_segmentation_dialog,
+                     tip="A NIfTI label map or DICOM SEG of this scan, to correct it here")
+        self._action(file_menu, "Import label descriptions…", self.import_descriptions,
+                     tip="Names and colours from an ITK-SNAP or 3D Slicer label file")
+        menu = file_menu.addMenu("Export")
+        menu.setToolTipsVisible(True)
+        self.export_action = self._action(menu, "NIfTI label map…", self.export_labels,
+                                          "Ctrl+E", "Label map on the scan's grid, with its "
+                                          "label table for ITK-SNAP and 3D Slicer")
+        self.dicom_export_actions = {
+            "seg": self._action(menu, "DICOM Segmentation (SEG)…",
+                                lambda: self.export_dicom("seg")),
+            "rtstruct": self._action(menu, "RT Structure Set…",
+                                     lambda: self.export_dicom("rtstruct")),
+        }
+        menu.addSeparator()
+        self._action(menu, "Label table (JSON)…", self.export_table)
+        self._interop_task: Optional[Task] = None
+        self.update_interop_actions()
+
+    def update_interop_actions(self) -> None:
+        """Enable the DICOM exports only for a scan opened from DICOM."""
+        dicom = self.volume is not None and self.volume.source.kind == "dicom"
+        for fmt, act in self.dicom_export_actions.items():
+            act.setEnabled(dicom)
+            act.setToolTip(f"{FORMAT_NAMES[fmt]} referencing the open DICOM series" if dicom
+                           else NO_DICOM_TIP)
+
+    # ---- export ------------------------------------------------------------------------------
+    def _present_labels(self):
+        present = {int(v) for v in np.unique(self.labelmap.array) if v}
+        labels = [lab for lab in self.labelmap.table.labels if lab.value in present]
+        labels += [Label(v, f"label {v}", PALETTE[(v - 1) % len(PALETTE)])
+                   for v in sorted(present - {lab.value for lab in labels})]
+        return labels
+
+    def export_dicom(self, fmt: str, path: Optional[str] = None,
+                     types: Optional[Dict[int, str]] = None) -> Optional[Task]:
+        """Write a SEG or RT Structure Set in a worker; ``path``/``types`` skip the dialogs."""
+        if self.labelmap is None:
+            return None
+        if self.volume.source.kind != "dicom":
+            QMessageBox.information(self, f"{FORMAT_NAMES[fmt]} not available", NO_DICOM_TIP)
+            return None
+        labels = self._present_labels()
+        if not labels:
+            self.show_error("Nothing to export", "The label map is empty.")
+            return None
+        if types is None:
+            from medsam_gui.ui.segment_types_dialog import SegmentTypesDialog
+
+            dialog = SegmentTypesDialog(labels, f"Export {FORMAT_NAMES[fmt]}", self)
+            if dialog.exec_() != QDialog.Accepted:
+                return None
+            types = dialog.types()
+        if path is None:
+            suffix = ".seg.dcm" if fmt == "seg" else ".rtstruct.dcm"
+            path, _f = QFileDialog.getSaveFileName(self, f"Export {FORMAT_NAMES[fmt]}",
+                                                   self._default_export(suffix), SEG_FILTER)
+            if not path:
+                return None
+        self._remember_types(types)
+        snap, volume = self._snapshot(), self.volume
+
+        def work(_task):
+            from medsam_gui.io.export import export_labels
+
+            return export_labels(snap, volume, path, fmt, types)
+
+        def done(result) -> None:
+            self._set_busy(False)
+            self.statusBar().showMessage(f"Wrote {result.path}", 8000)
+            notes = "".join(f"\n\n• {n}" for n in result.notes)
+            QMessageBox.information(
+                self, f"{FORMAT_NAMES[fmt]} exported",
+                f"Saved {len(result.segments)} segment(s) to\n{result.path}\n\nRead back and "
+                f"checked against the label map.{notes}")
+
+        def failed(exc) -> None:
+            self._set_busy(False)
+            self.show_error("Export failed", error_text(exc))
+
+        self._set_busy(True)
+        self.statusBar().showMessage(f"Writing the {FORMAT_NAMES[fmt]}…")
+        self._interop_task = run_task(work, done, failed, name="export")
+        return self._interop_task
+
+    def _remember_types(self, types: Dict[int, str]) -> None:
+        """Keep the chosen segment types in the label table (saved with the workspace)."""
+        changed = False
+        for value, key in types.items():
+            lab = self.labelmap.table.get(value)
+            if lab is not None and lab.property_type != key:
+                lab.property_type = key
+                changed = True
+        if changed:
+            self.changed()
+
+    # ---- import ------------------------------------------------------------------------------
+    def import_segmentation_dialog(self) -> Optional[Task]:
+        if self.volume is None:
+            return None
+        path, _f = QFileDialog.getOpenFileName(self, "Import segmentation", self._last_dir(),
+                                               IMPORT_FILTER)
+        return self.import_segmentation(path) if path else None
+
+    def import_segmentation(self, path: str, mode: Optional[str] = None) -> Optional[Task]:
+        """Read ``path`` in a worker, then apply it (``mode`` replace/merge, else ask)."""
+        if self.volume is None or self.labelmap is None or self.edits_blocked():
+            return None
+        volume = self.volume
+
+        def work(_task):
+            from medsam_gui.io.label_import import read_segmentation
+
+            return read_segmentation(path, volume)
+
+        def done(imported) -> None:
+            self._set_busy(False)
+            if self.volume is volume:
+                self._apply_import(Path(path), imported, mode)
+
+        def failed(exc) -> None:
+            self._set_busy(False)
+            self.statusBar().clearMessage()
+            self.show_error("Cannot import", error_text(exc))
+
+        self._set_busy(True)
+        self.statusBar().showMessage(f"Reading {os.path.basename(path)}…")
+        self._interop_task = run_task(work, done, failed, name="import")
+        return self._interop_task
+
+    def _apply_import(self, path: Path, imported, mode: Optional[str]) -> None:
+        if mode is None:
+            mode = "replace"
+            if self.labelmap.array.any():
+                mode = self._ask_import_mode(path)
+                if mode is None:
+                    self.statusBar().showMessage("Import cancelled; nothing changed.", 5000)
+                    return
+        geometry = view_for_axis(self.volume.affine, self.volume.shape, 2)
+        try:
+            change, mapping = import_segmentation(self.labelmap, imported, geometry, path, mode)
+        except ValueError as exc:
+            self.show_error("Cannot import", f"{path}: {exc}")
+            return
+        self.annotator.push_import(change)
+        self.labels.refresh()
+        self._rebuild_lut()
+        self._refresh_overlay()
+        self.changed()
+        self.update_label_sizes()
+        n = len(mapping)
+        msg = (f"Imported {n} label{'s' if n != 1 else ''} from {path.name} ({mode}); the "
+               f"{geometry.view} slices are marked unreviewed until you accept or edit them")
+        self.statusBar().showMessage("; ".join([msg] + imported.notes), 15000)
+        warnings = [note for note in imported.notes if "resampled" in note or "outside" in note]
+        if warnings:
+            QMessageBox.warning(self, "Imported onto another grid", "\n\n".join(warnings))
+
+    def _ask_import_mode(self, path: Path) -> Optional[str]:
+        box = QMessageBox(self)
+        box.setWindowTitle("Import segmentation")
+        box.setText(f"The scan already has labels. What should {path.name} do?")
+        box.setInformativeText("Replace: the imported labels take their place (Undo brings "
+                               "them back).\nAdd: the imported labels are added under new "
+                               "values, only where there is no label yet.")
+        replace = box.addButton("Replace", QMessageBox.DestructiveRole)
+        merge = box.addButton("Add to current labels", QMessageBox.AcceptRole)
+        box.addButton(QMessageBox.Cancel)
+        box.exec_()
+        clicked = box.clickedButton()
+        return "replace" if clicked is replace else "merge" if clicked is merge else None
+
+    def import_descriptions(self, path: Optional[str] = None) -> bool:
+        """Names and colours for the labels from an ITK-SNAP / Slicer / JSON file (undoable)."""
+        if self.labelmap is None or self.edits_blocked():
+            return False
+        if path is None:
+            path, _f = QFileDialog.getOpenFileName(self, "Import label descriptions",
+                                                   self._last_dir(), DESCRIPTION_FILTER)
+            if not path:
+                return False
+        from medsam_gui.io.label_import import read_label_descriptions
+
+        try:
+            descriptions = read_label_descriptions(path)
+        except MedsamError as exc:
+            self.show_error("Cannot import label descriptions", error_text(exc))
+            return False
+        present = {int(v) for v in np.unique(self.labelmap.array) if v}
+        table = LabelTable.from_json(self.labelmap.table.to_json())
+        known = {lab.value for lab in table.labels}
+        used = 0
+        for d in descriptions:
+            if d.value in known:
+                table.rename(d.value, d.name)
+                table.recolor(d.value, d.color)
+                used += 1
+            elif d.value in present:
+                table.labels.append(Label(d.value, d.name, d.color))
+                used += 1
+        table.labels.sort(key=lambda lab: lab.value)
+        change = Change(description=f"label descriptions from {os.path.basename(path)}",
+                        table_before=self.labelmap.table.to_json(), table_after=table.to_json())
+        self.labelmap.table.labels = table.labels
+        self.annotator.push(change)
+        self.labels.refresh()
+        self._on_table_changed()
+        skipped = len(descriptions) - used
+        self.statusBar().showMessage(
+            f"Names and colours of {used} label(s) from {os.path.basename(path)}"
+            + (f"; {skipped} entries name labels this scan does not have" if skipped else ""),
+            8000)
+        return True
