@@ -105,8 +105,12 @@ def rasterise(contours: List[np.ndarray], shape: Tuple[int, int]) -> np.ndarray:
     """Even-odd fill of (row, col) polygons: pixels whose centre lies inside."""
     out = np.zeros(shape, dtype=bool)
     for c in contours:
-        rr, cc = draw.polygon(c[:, 0], c[:, 1], shape)
-        out[rr, cc] ^= True
+        lo = np.clip(np.floor(c.min(axis=0)).astype(int), 0, None)
+        hi = np.minimum(np.ceil(c.max(axis=0)).astype(int) + 1, shape)
+        if (hi <= lo).any():
+            continue
+        rr, cc = draw.polygon(c[:, 0] - lo[0], c[:, 1] - lo[1], tuple(hi - lo))
+        out[rr + lo[0], cc + lo[1]] ^= True
     return out
 
 
