@@ -42,7 +42,7 @@ def main() -> None:
     args = ap.parse_args()
     from medsam_gui.annotation.labels import LabelMap
     from medsam_gui.io import load_volume
-    from medsam_gui.io.export import export_labels
+    from medsam_gui.annotation.exporting import export_labels
     from medsam_gui.io.label_import import read_segmentation
     from test_dicom_export import CT, CT_LABELS
 

@@ -17,7 +17,8 @@ from medsam_gui.annotation.labels import Label, LabelMap, LabelTable, SliceRecor
 from medsam_gui.engine.evaluate import dice, mask_box
 from medsam_gui.errors import MedsamError
 from medsam_gui.io import load_volume
-from medsam_gui.io.export import export_labels, format_for
+from medsam_gui.annotation.exporting import export_labels
+from medsam_gui.io.formats import format_for
 from medsam_gui.volume import view_for_axis
 from conftest import DICOM, PAT1
 

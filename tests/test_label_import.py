@@ -17,7 +17,7 @@ from medsam_gui.annotation.review import FILLED, REVIEWED as REVIEWED_STATE, sli
 from medsam_gui.engine.evaluate import dice
 from medsam_gui.errors import MedsamError
 from medsam_gui.io import load_volume
-from medsam_gui.io.export import export_labels
+from medsam_gui.annotation.exporting import export_labels
 from medsam_gui.io.label_descriptions import (itksnap_text, read_descriptions,
                                               slicer_ctbl_text)
 from medsam_gui.io.label_import import read_label_descriptions, read_segmentation

@@ -184,7 +184,8 @@ def run(args: argparse.Namespace) -> Path:
     from medsam_gui.engine.session import Session
     from medsam_gui.annotation.labels import PALETTE, Label, LabelMap, LabelTable, SliceRecord
     from medsam_gui.io import load_volume
-    from medsam_gui.io.export import export_labels, format_for
+    from medsam_gui.annotation.exporting import export_labels
+    from medsam_gui.io.formats import format_for
 
     fmt = format_for(args.out, args.format)  # a wrong name fails before any work
     prompts = [BoxPrompt(b[0], b[1], b[2:], args.label, args.extent) for b in args.box]

@@ -16,19 +16,18 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import List, Mapping, Optional, Tuple, Union
+from typing import List, Union
 
 import highdicom as hd
 import numpy as np
 from pydicom.sr.codedict import codes
 
 from .. import __version__
-from ..annotation.labels import LabelMap
 from ..errors import MedsamError
 from ..volume import Volume
 from .atomic import atomic_path
 from .dicom_source import SourceInstances, source_instances
-from .segments import MANUFACTURER, Export, ImportedSegments, Segment, segment_numbers, segments_of
+from .segments import MANUFACTURER, Export, ImportedSegments, Segment, segment_numbers
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
@@ -55,18 +54,13 @@ def _description(seg: Segment) -> hd.seg.SegmentDescription:
         display_color=hd.color.CIELabColor.from_rgb(*seg.color))
 
 
-def build_seg(labelmap: LabelMap, volume: Volume, instances: SourceInstances,
-              types: Optional[Mapping[int, str]] = None,
-              series_number: int = 900) -> Tuple[hd.seg.Segmentation, List[Segment]]:
-    segments = segments_of(labelmap, types)
-    if not segments:
-        raise MedsamError("the label map is empty: there is no segment to export",
-                          volume.source.path)
-    pixels = segment_numbers(_frames(labelmap.array), segments)
+def build_seg(labels: np.ndarray, segments: List[Segment], instances: SourceInstances,
+              series_number: int = 900) -> hd.seg.Segmentation:
+    """The SEG of ``labels`` (volume grid) with one segment per entry of ``segments``."""
+    pixels = segment_numbers(_frames(labels), segments)
     with warnings.catch_warnings():  # names copied from the source as they are
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
-        seg = _segmentation(instances, pixels, segments, series_number)
-    return seg, segments
+        return _segmentation(instances, pixels, segments, series_number)
 
 
 def _segmentation(instances: SourceInstances, pixels: np.ndarray, segments: List[Segment],
@@ -90,7 +84,7 @@ def _segmentation(instances: SourceInstances, pixels: np.ndarray, segments: List
     )
 
 
-def _check_written(path: Path, labelmap: LabelMap, instances: SourceInstances,
+def _check_written(path: Path, labels: np.ndarray, instances: SourceInstances,
                    segments: List[Segment], final: Path) -> None:
     try:
         back = hd.seg.segread(str(path))
@@ -102,32 +96,31 @@ def _check_written(path: Path, labelmap: LabelMap, instances: SourceInstances,
         raise MedsamError("the written SEG references instances outside the open series", final)
     got = back.get_pixels_by_source_instance(
         source_sop_instance_uids=uids, combine_segments=True, relabel=False, dtype=np.uint16)
-    want = segment_numbers(_frames(labelmap.array), segments)
+    want = segment_numbers(_frames(labels), segments)
     if got.shape != want.shape or not np.array_equal(got, want):
         n = int(np.count_nonzero(got != want)) if got.shape == want.shape else -1
         raise MedsamError(f"the written SEG failed verification ({n} voxels differ from the "
                           "label map)", final)
 
 
-def write_seg(labelmap: LabelMap, volume: Volume, path: Union[str, "os.PathLike[str]"],
-              types: Optional[Mapping[int, str]] = None) -> Export:
-    """Write ``labelmap`` as a DICOM SEG referencing ``volume``'s source series, verified."""
+def write_seg(labels: np.ndarray, segments: List[Segment], volume: Volume,
+              path: Union[str, "os.PathLike[str]"]) -> Export:
+    """Write ``labels`` (volume grid) as a DICOM SEG referencing ``volume``'s source series,
+    one segment per entry of ``segments``; verified before it is renamed into place."""
     path = Path(os.fspath(path)).expanduser()
     _check_target(path)
     instances = source_instances(volume)
-    seg, segments = build_seg(labelmap, volume, instances, types)
+    if not segments:
+        raise MedsamError("the label map is empty: there is no segment to export",
+                          volume.source.path)
+    seg = build_seg(labels, segments, instances)
     try:
         with atomic_path(path) as tmp:
             seg.save_as(str(tmp))
-            _check_written(tmp, labelmap, instances, segments, path)
+            _check_written(tmp, labels, instances, segments, path)
     except OSError as exc:
         raise MedsamError(f"cannot write the SEG ({exc.strerror or exc})", path) from None
-    notes = list(instances.notes)
-    missing = [lab.name for lab in labelmap.table.labels
-               if lab.value not in {s.value for s in segments}]
-    if missing:
-        notes.append(f"labels without voxels were left out: {', '.join(missing)}")
-    return Export(path, segments, notes)
+    return Export(path, segments, list(instances.notes))
 
 
 def _check_target(path: Path) -> None:

@@ -15,15 +15,23 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Tuple, Union
+from typing import List, Protocol, Sequence, Tuple, Union
 
-from ..annotation.labels import Label
 from ..errors import MedsamError
 from .atomic import atomic_write_bytes
 
 PathArg = Union[str, "os.PathLike[str]"]
 MAX_VALUE = 65535
 _ITKSNAP_LINE = re.compile(r'^-?\d+(\s+\S+){6}\s+"')
+
+
+class Described(Protocol):
+    """A label as these files describe it (``annotation.labels.Label`` is one)."""
+
+    value: int
+    name: str
+    color: Tuple[int, int, int]
+    visible: bool
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,7 @@ class LabelDescription:
     visible: bool = True
 
 
-def itksnap_text(labels: Sequence[Label]) -> str:
+def itksnap_text(labels: Sequence[Described]) -> str:
     lines = [
         "################################################",
         "# ITK-SnAP Label Description File",
@@ -51,7 +59,7 @@ def itksnap_text(labels: Sequence[Label]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def slicer_ctbl_text(labels: Sequence[Label], name: str = "medsam-gui") -> str:
+def slicer_ctbl_text(labels: Sequence[Described], name: str = "medsam-gui") -> str:
     lines = [f"# Color table file {name}", f"# {len(labels) + 1} values",
              "0 Background 0 0 0 0"]
     for lab in sorted(labels, key=lambda x: x.value):
@@ -70,7 +78,7 @@ def description_paths(nifti: Path) -> Tuple[Path, Path]:
     return nifti.with_name(stem + ".itksnap.txt"), nifti.with_name(stem + ".ctbl")
 
 
-def write_descriptions(labels: Sequence[Label], nifti: Path) -> List[Path]:
+def write_descriptions(labels: Sequence[Described], nifti: Path) -> List[Path]:
     """Write both description files beside ``nifti``; returns their paths."""
     itk, ctbl = description_paths(nifti)
     atomic_write_bytes(itk, itksnap_text(labels).encode("utf-8"))

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 import numpy as np
 import pydicom
@@ -31,12 +31,11 @@ from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, gene
 from skimage import draw, measure
 
 from .. import __version__
-from ..annotation.labels import LabelMap
 from ..errors import MedsamError
 from ..volume import Volume
 from .atomic import atomic_path
 from .dicom_source import SourceInstances, source_instances
-from .segments import MANUFACTURER, Export, Segment, segments_of
+from .segments import MANUFACTURER, Export, Segment
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 DETACHED_STUDY_SOP_CLASS = "1.2.840.10008.3.1.2.3.1"
@@ -125,12 +124,9 @@ def _ref_image(ds: Dataset) -> Dataset:
     return item
 
 
-def build_rtstruct(labelmap: LabelMap, volume: Volume, instances: SourceInstances,
-                   types: Optional[Mapping[int, str]] = None) -> Tuple[Dataset, List[Segment]]:
-    segments = segments_of(labelmap, types)
-    if not segments:
-        raise MedsamError("the label map is empty: there is no structure to export",
-                          volume.source.path)
+def build_rtstruct(labels: np.ndarray, segments: List[Segment],
+                   instances: SourceInstances) -> Dataset:
+    """The RT Structure Set of ``labels`` (volume grid), one ROI per entry of ``segments``."""
     src = instances.datasets
     first = src[0]
     now = datetime.now()
@@ -177,7 +173,7 @@ def build_rtstruct(labelmap: LabelMap, volume: Volume, instances: SourceInstance
     by_value = {seg.value: seg for seg in segments}
     contours: Dict[int, List[Dataset]] = {seg.number: [] for seg in segments}
     for k, plane in enumerate(planes):
-        frame = _frame(labelmap.array, k)
+        frame = _frame(labels, k)
         for value in np.unique(frame):
             if int(value) not in by_value:
                 continue
@@ -219,7 +215,7 @@ def build_rtstruct(labelmap: LabelMap, volume: Volume, instances: SourceInstance
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.file_meta = meta
-    return ds, segments
+    return ds
 
 
 def read_rtstruct_masks(path: Path, instances: SourceInstances, shape3d: Tuple[int, int, int]
@@ -250,10 +246,10 @@ def read_rtstruct_masks(path: Path, instances: SourceInstances, shape3d: Tuple[i
     return masks, names, worst
 
 
-def _check_written(tmp: Path, labelmap: LabelMap, instances: SourceInstances,
+def _check_written(tmp: Path, labels: np.ndarray, instances: SourceInstances,
                    segments: List[Segment], final: Path) -> List[str]:
     try:
-        masks, _names, off_plane = read_rtstruct_masks(tmp, instances, labelmap.shape)
+        masks, _names, off_plane = read_rtstruct_masks(tmp, instances, labels.shape)
     except MedsamError:
         raise
     except Exception as exc:
@@ -264,7 +260,7 @@ def _check_written(tmp: Path, labelmap: LabelMap, instances: SourceInstances,
     notes = []
     worst = 0.0
     for seg in segments:
-        want = labelmap.array == seg.value
+        want = labels == seg.value
         got = masks.get(seg.number)
         if got is None:
             raise MedsamError(f"the written structure set lost ROI {seg.name!r}", final)
@@ -279,9 +275,10 @@ def _check_written(tmp: Path, labelmap: LabelMap, instances: SourceInstances,
     return notes
 
 
-def write_rtstruct(labelmap: LabelMap, volume: Volume, path: Union[str, "os.PathLike[str]"],
-                   types: Optional[Mapping[int, str]] = None) -> Export:
-    """Write ``labelmap`` as an RT Structure Set on ``volume``'s CT/MR series, verified."""
+def write_rtstruct(labels: np.ndarray, segments: List[Segment], volume: Volume,
+                   path: Union[str, "os.PathLike[str]"]) -> Export:
+    """Write ``labels`` (volume grid) as an RT Structure Set on ``volume``'s CT/MR series, one
+    ROI per entry of ``segments``; verified before it is renamed into place."""
     path = Path(os.fspath(path)).expanduser()
     if path.is_dir():
         raise MedsamError("this is a folder; give a file name", path)
@@ -292,11 +289,14 @@ def write_rtstruct(labelmap: LabelMap, volume: Volume, path: Union[str, "os.Path
     if modality not in ("CT", "MR"):
         raise MedsamError(f"RT Structure Sets are written for CT and MR series; this one is "
                           f"{modality or 'of unknown modality'}", volume.source.path)
-    ds, segments = build_rtstruct(labelmap, volume, instances, types)
+    if not segments:
+        raise MedsamError("the label map is empty: there is no structure to export",
+                          volume.source.path)
+    ds = build_rtstruct(labels, segments, instances)
     try:
         with atomic_path(path) as tmp:
             pydicom.dcmwrite(str(tmp), ds, enforce_file_format=True)
-            notes = _check_written(tmp, labelmap, instances, segments, path)
+            notes = _check_written(tmp, labels, instances, segments, path)
     except OSError as exc:
         raise MedsamError(f"cannot write the RT Structure Set ({exc.strerror or exc})",
                           path) from None

@@ -1,5 +1,5 @@
 """File ▸ Import / Export for other tools: DICOM SEG, RT Structure Set, label maps and label
-descriptions made elsewhere. A mixin of ``MainWindow``; the work is ``io.export``,
+descriptions made elsewhere. A mixin of ``MainWindow``; the work is ``annotation.exporting``,
 ``io.label_import`` and ``annotation.importing``, run in workers.
 
 DICOM exports need DICOM instances to reference, so they are offered only for a scan opened
@@ -18,7 +18,7 @@ from PyQt5.QtWidgets import QDialog, QFileDialog, QMessageBox
 from medsam_gui.annotation.importing import import_segmentation
 from medsam_gui.annotation.labels import Change, Label, LabelTable, PALETTE
 from medsam_gui.errors import MedsamError
-from medsam_gui.io.export import FORMAT_NAMES
+from medsam_gui.io.formats import FORMAT_NAMES
 from medsam_gui.ui.workers import Task, error_text, run_task
 from medsam_gui.volume import view_for_axis
 
@@ -101,7 +101,7 @@ class InteropActions:
         snap, volume = self._snapshot(), self.volume
 
         def work(_task):
-            from medsam_gui.io.export import export_labels
+            from medsam_gui.annotation.exporting import export_labels
 
             return export_labels(snap, volume, path, fmt, types)
 

@@ -301,7 +301,7 @@ class FileActions:
                                                    "NIfTI (*.nii.gz *.nii)")
             if not path:
                 return None
-        from medsam_gui.io.export import export_nifti
+        from medsam_gui.annotation.exporting import export_nifti
 
         try:
             result = export_nifti(self.labelmap, self.volume, path)
@@ -323,7 +323,7 @@ class FileActions:
                                                    "JSON (*.json)")
             if not path:
                 return None
-        from medsam_gui.io.export import write_table_json
+        from medsam_gui.annotation.exporting import write_table_json
 
         try:
             out = write_table_json(self.labelmap, self.volume, path)
