@@ -168,6 +168,32 @@ def test_seg_without_source_references_is_placed_by_its_plane_positions(ct, tmp_
     assert np.array_equal(back.array, lm.array) and back.names == {1: "liver"}
 
 
+def test_rtstruct_comes_back_as_the_labels_it_was_made_from(ct, tmp_path):
+    """Structures from planning go both ways; contours without image references are placed
+    by their plane, contours of another series are refused."""
+    import pydicom
+
+    truth = ct_reference(ct)
+    lm = LabelMap(ct.shape, array=truth)
+    out = export_labels(lm, ct, tmp_path / "organs.rtstruct.dcm")
+    back = read_segmentation(out.path, ct)
+    restored = np.zeros_like(back.array)
+    for seg in out.segments:  # ROI numbers are the segment numbers 1..n
+        restored[back.array == seg.number] = seg.value
+    assert np.array_equal(restored, truth)
+    assert back.names[1] == "label 1" and back.notes == []
+    ds = pydicom.dcmread(str(out.path))
+    for rc in ds.ROIContourSequence:
+        for item in rc.ContourSequence:
+            del item.ContourImageSequence
+    bare = tmp_path / "bare.rtstruct.dcm"
+    ds.save_as(str(bare))
+    assert np.array_equal(read_segmentation(bare, ct).array, back.array)
+    dwi = load_volume(DICOM / "mr_brain_ax30_dwi_b0_toshiba")
+    with pytest.raises(MedsamError, match="made on another scan"):
+        read_segmentation(out.path, dwi)
+
+
 def test_import_marks_slices_unreviewed_and_a_corrected_slice_alone_becomes_training(ct,
                                                                                      tmp_path):
     """The issue's workflow: reference organs in, one slice corrected, SEG out, rest intact."""

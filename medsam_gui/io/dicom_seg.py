@@ -131,16 +131,22 @@ def _check_target(path: Path) -> None:
 
 
 # ---- in ----------------------------------------------------------------------------------------
-def is_seg_file(path: Path) -> bool:
-    """Is ``path`` a DICOM file holding a Segmentation (read from its header only)?"""
+def dicom_object_kind(path: Path) -> str:
+    """"SEG", "RTSTRUCT", another DICOM Modality, or "" when ``path`` is not DICOM."""
     import pydicom
 
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPClassUID",
-                                                                                "Modality"])
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True,
+                             specific_tags=["SOPClassUID", "Modality"])
     except Exception:
-        return False
-    return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS or ds.get("Modality") == "SEG"
+        return ""
+    sop = str(ds.get("SOPClassUID", "") or getattr(getattr(ds, "file_meta", None),
+                                                    "MediaStorageSOPClassUID", "") or "")
+    if sop == SEG_SOP_CLASS:
+        return "SEG"
+    if sop == "1.2.840.10008.5.1.4.1.1.481.3":
+        return "RTSTRUCT"
+    return str(ds.get("Modality", "") or "?")
 
 
 def read_seg(path: Union[str, "os.PathLike[str]"], volume: Volume) -> ImportedSegments:

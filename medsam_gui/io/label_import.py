@@ -1,10 +1,12 @@
-"""Segmentations made elsewhere, in: a NIfTI label map or a DICOM SEG, onto the open scan's grid.
+"""Segmentations made elsewhere, in: a NIfTI label map, a DICOM SEG or an RT Structure Set,
+onto the open scan's grid.
 
 A NIfTI label map may be on the scan's grid, on the same grid in another voxel order, or on
 another grid of the same scan (see ``resample``). Its values must be whole numbers within
 0..65535 (a probability map or a float image is refused, not rounded). Names and colours come
 from a label description file beside it when there is one (``x.itksnap.txt``, ``x.ctbl`` or
-medsam-gui's ``x.json`` for ``x.nii.gz``), or from the SEG's segment descriptions.
+medsam-gui's ``x.json`` for ``x.nii.gz``), from the SEG's segment descriptions, or from the
+structure set's ROI names and colours.
 
 Nothing here touches a label map: ``annotation.importing`` applies the result as one undoable
 change.
@@ -21,7 +23,7 @@ import numpy as np
 
 from ..errors import MedsamError
 from ..volume import Volume
-from .dicom_seg import is_seg_file, read_seg
+from .dicom_seg import dicom_object_kind, read_seg
 from .label_descriptions import LabelDescription, description_paths, read_descriptions
 from .nifti import (_check_truncation, _open, _read_voxels, _spatial_shape, check_array_size,
                     is_nifti_path)
@@ -123,7 +125,7 @@ def _read_table_json(path: Path) -> List[LabelDescription]:
 
 
 def read_segmentation(path: PathArg, volume: Volume) -> ImportedSegments:
-    """A NIfTI label map or DICOM SEG as labels on ``volume``'s grid (module docstring)."""
+    """A NIfTI label map, DICOM SEG or RT Structure Set as labels on ``volume``'s grid."""
     p = Path(os.fspath(path)).expanduser()
     if not p.exists():
         raise MedsamError("no such file", p)
@@ -134,12 +136,20 @@ def read_segmentation(path: PathArg, volume: Volume) -> ImportedSegments:
     if p.suffix.lower() in DESCRIPTION_SUFFIXES:
         raise MedsamError("this is a label description file, not a segmentation; import it "
                           "with File ▸ Import label descriptions…", p)
-    if is_seg_file(p):
+    kind = dicom_object_kind(p)
+    if kind in ("SEG", "RTSTRUCT"):
+        what = "DICOM SEG" if kind == "SEG" else "RT Structure Set"
         if volume.source.kind != "dicom":
-            raise MedsamError("a DICOM SEG refers to DICOM images, but the open scan was "
-                              "opened from NIfTI; open its DICOM series to import it", p)
-        return read_seg(p, volume)
-    raise MedsamError("neither a NIfTI label map (.nii, .nii.gz) nor a DICOM Segmentation", p)
+            raise MedsamError(f"a {what} refers to DICOM images, but the open scan was opened "
+                              "from NIfTI; open its DICOM series to import it", p)
+        if kind == "SEG":
+            return read_seg(p, volume)
+        from .rtstruct import read_rtstruct
+
+        return read_rtstruct(p, volume)
+    found = f" (it is a DICOM {kind} object)" if kind else ""
+    raise MedsamError("neither a NIfTI label map (.nii, .nii.gz), a DICOM Segmentation nor an "
+                      f"RT Structure Set{found}", p)
 
 
 def read_label_descriptions(path: PathArg) -> List[LabelDescription]:

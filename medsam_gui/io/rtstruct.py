@@ -1,4 +1,4 @@
-"""RT Structure Set out: one ROI per label, closed planar contours per source slice.
+"""RT Structure Set out (one ROI per label, closed planar contours per source slice) and in.
 
 Contours are the label's boundary on each source image, traced by marching squares at the 0.5
 level (scikit-image), so each vertex lies half-way between a pixel inside and one outside, and
@@ -11,6 +11,9 @@ references, and the contours are rasterised again (pixel centres inside, even-od
 with the label map. A ROI whose voxels differ by more than ``TOLERANCE`` of its size fails the
 export.
 
+In: each ROI's contours are placed on the source slice they reference (or, without a reference,
+the image plane they lie in) and filled the same way; the label value is the ROI number.
+
 Written with pydicom: highdicom has no RT Structure Set, and the usual helper package brings a
 second OpenCV build with its own Qt, which clashes with the window's PyQt5.
 """
@@ -21,7 +24,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import pydicom
@@ -35,7 +38,7 @@ from ..errors import MedsamError
 from ..volume import Volume
 from .atomic import atomic_path
 from .dicom_source import SourceInstances, source_instances
-from .segments import MANUFACTURER, Export, Segment
+from .segments import MANUFACTURER, Export, ImportedSegments, Segment
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 DETACHED_STUDY_SOP_CLASS = "1.2.840.10008.3.1.2.3.1"
@@ -218,50 +221,118 @@ def build_rtstruct(labels: np.ndarray, segments: List[Segment],
     return ds
 
 
-def read_rtstruct_masks(path: Path, instances: SourceInstances, shape3d: Tuple[int, int, int]
-                        ) -> Tuple[Dict[int, np.ndarray], Dict[int, str], float]:
-    """ROI number -> mask on the volume grid, ROI names, and the largest off-plane distance."""
+@dataclass
+class _Contours:
+    masks: Dict[int, np.ndarray]  # ROI number -> mask on the volume grid
+    names: Dict[int, str]
+    colors: Dict[int, Tuple[int, int, int]]
+    off_plane: float  # largest distance of a placed contour from its image plane (mm)
+    skipped: int  # contours that lie in no image plane, or are not closed planar
+
+
+def _slice_of(item: Dataset, xyz: np.ndarray, by_uid: Dict[str, int],
+              planes: List[_Plane]) -> Optional[int]:
+    """The source slice a contour belongs to: by its image reference, else by its plane."""
+    refs = getattr(item, "ContourImageSequence", None)
+    if refs:
+        k = by_uid.get(str(refs[0].ReferencedSOPInstanceUID))
+        if k is not None:
+            return k
+    normal = np.cross(planes[0].col_dir, planes[0].row_dir)
+    depth = np.array([p.origin @ normal for p in planes])
+    step = float(np.median(np.abs(np.diff(depth)))) if len(depth) > 1 else 1.0
+    here = float(xyz.mean(axis=0) @ normal)
+    k = int(np.argmin(np.abs(depth - here)))
+    return k if abs(depth[k] - here) <= step / 2 else None
+
+
+def read_contours(path: Path, instances: SourceInstances,
+                  shape3d: Tuple[int, int, int]) -> _Contours:
+    """Every ROI of an RT Structure Set rasterised on the volume grid (even-odd per slice)."""
     ds = pydicom.dcmread(str(path))
     by_uid = {uid: k for k, uid in enumerate(instances.sop_instance_uids)}
     planes = [_Plane.of(s) for s in instances.datasets]
     names = {int(r.ROINumber): str(r.ROIName) for r in ds.StructureSetROISequence}
     image_shape = (shape3d[1], shape3d[0])
-    masks: Dict[int, np.ndarray] = {}
-    worst = 0.0
+    out = _Contours({}, names, {}, 0.0, 0)
     for rc in ds.ROIContourSequence:
+        number = int(rc.ReferencedROINumber)
+        if "ROIDisplayColor" in rc:
+            out.colors[number] = tuple(int(c) for c in rc.ROIDisplayColor)[:3]  # type: ignore
         per_slice: Dict[int, List[np.ndarray]] = {}
         for item in getattr(rc, "ContourSequence", []):
-            uid = str(item.ContourImageSequence[0].ReferencedSOPInstanceUID)
-            if uid not in by_uid:
-                raise MedsamError(f"a contour references instance {uid}, not in the series", path)
-            k = by_uid[uid]
             xyz = np.asarray(item.ContourData, dtype=np.float64).reshape(-1, 3)
+            k = _slice_of(item, xyz, by_uid, planes)
+            if k is None or str(item.get("ContourGeometricType", "")) != "CLOSED_PLANAR" \
+                    or len(xyz) < 3:
+                out.skipped += 1
+                continue
             pix, off = planes[k].to_pixels(xyz)
-            worst = max(worst, off)
+            out.off_plane = max(out.off_plane, off)
             per_slice.setdefault(k, []).append(pix)
         mask = np.zeros(shape3d, dtype=bool)
         for k, contours in per_slice.items():
             mask[:, :, k] = rasterise(contours, image_shape).T
-        masks[int(rc.ReferencedROINumber)] = mask
-    return masks, names, worst
+        out.masks[number] = mask
+    return out
+
+
+def read_rtstruct(path: Union[str, "os.PathLike[str]"], volume: Volume) -> ImportedSegments:
+    """An RT Structure Set on ``volume``'s series as labels (value = ROI number)."""
+    path = Path(os.fspath(path)).expanduser()
+    instances = source_instances(volume)
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        frames = {str(f.FrameOfReferenceUID) for f in ds.ReferencedFrameOfReferenceSequence}
+    except Exception as exc:
+        raise MedsamError(f"not a readable RT Structure Set ({type(exc).__name__}: {exc})",
+                          path) from None
+    if instances.frame_of_reference_uid not in frames:
+        raise MedsamError("this RT Structure Set was made on another scan: its frame of "
+                          f"reference is not the open series' {instances.frame_of_reference_uid}",
+                          path)
+    try:
+        contours = read_contours(path, instances, volume.shape)
+    except Exception as exc:
+        raise MedsamError(f"the RT Structure Set's contours cannot be read ({exc})", path) \
+            from None
+    array = np.zeros(volume.shape, np.uint16)
+    notes: List[str] = []
+    overlap = False
+    for number in sorted(contours.masks):
+        if not 0 < number <= 65535:
+            raise MedsamError(f"ROI number {number} is outside 1..65535", path)
+        mask = contours.masks[number]
+        overlap |= bool((array[mask] != 0).any())
+        array[mask] = number
+    if overlap:
+        notes.append("structures overlap; where they do, the higher ROI number was kept")
+    if contours.skipped:
+        notes.append(f"{contours.skipped} contour(s) lie in no image plane of this series or "
+                     "are not closed planar, and were left out")
+    empty = [contours.names.get(n, str(n)) for n, m in contours.masks.items() if not m.any()]
+    if empty:
+        notes.append(f"structures without contours here: {', '.join(empty)}")
+    return ImportedSegments(array, dict(contours.names), dict(contours.colors), notes)
 
 
 def _check_written(tmp: Path, labels: np.ndarray, instances: SourceInstances,
                    segments: List[Segment], final: Path) -> List[str]:
     try:
-        masks, _names, off_plane = read_rtstruct_masks(tmp, instances, labels.shape)
+        read = read_contours(tmp, instances, labels.shape)
     except MedsamError:
         raise
     except Exception as exc:
         raise MedsamError(f"the written RT Structure Set cannot be read back ({exc})",
                           final) from None
-    if off_plane > PLANE_TOLERANCE_MM:
-        raise MedsamError(f"a written contour lies {off_plane:.3f} mm off its image plane", final)
+    if read.off_plane > PLANE_TOLERANCE_MM or read.skipped:
+        raise MedsamError(f"a written contour lies {read.off_plane:.3f} mm off its image plane",
+                          final)
     notes = []
     worst = 0.0
     for seg in segments:
         want = labels == seg.value
-        got = masks.get(seg.number)
+        got = read.masks.get(seg.number)
         if got is None:
             raise MedsamError(f"the written structure set lost ROI {seg.name!r}", final)
         frac = float(np.count_nonzero(got != want)) / max(1, int(np.count_nonzero(want)))

@@ -24,7 +24,7 @@ from medsam_gui.volume import view_for_axis
 
 SEG_FILTER = "DICOM Segmentation (*.dcm);;All files (*)"
 IMPORT_FILTER = ("Segmentations (*.nii *.nii.gz *.dcm);;NIfTI label map (*.nii *.nii.gz);;"
-                 "DICOM SEG (*.dcm);;All files (*)")
+                 "DICOM SEG or RT Structure Set (*.dcm);;All files (*)")
 DESCRIPTION_FILTER = ("Label descriptions (*.txt *.ctbl *.json);;ITK-SNAP (*.txt);;"
                       "3D Slicer colour table (*.ctbl *.txt);;medsam-gui table (*.json)")
 NO_DICOM_TIP = ("This scan was opened from NIfTI: there are no DICOM instances for a SEG or RT "
@@ -37,7 +37,8 @@ class InteropActions:
 
     def init_interop_actions(self, file_menu) -> None:
         self._action(file_menu, "Import segmentation…", self.import_segmentation_dialog,
-                     tip="A NIfTI label map or DICOM SEG of this scan, to correct it here")
+                     tip="A NIfTI label map, DICOM SEG or RT Structure Set of this scan, "
+                     "to correct it here")
         self._action(file_menu, "Import label descriptions…", self.import_descriptions,
                      tip="Names and colours from an ITK-SNAP or 3D Slicer label file")
         menu = file_menu.addMenu("Export")
