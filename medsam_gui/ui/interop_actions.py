@@ -22,7 +22,7 @@ from medsam_gui.io.formats import FORMAT_NAMES
 from medsam_gui.ui.workers import Task, error_text, run_task
 from medsam_gui.volume import view_for_axis
 
-SEG_FILTER = "DICOM Segmentation (*.dcm);;All files (*)"
+DICOM_FILTER = "DICOM (*.dcm);;All files (*)"
 IMPORT_FILTER = ("Segmentations (*.nii *.nii.gz *.dcm);;NIfTI label map (*.nii *.nii.gz);;"
                  "DICOM SEG or RT Structure Set (*.dcm);;All files (*)")
 DESCRIPTION_FILTER = ("Label descriptions (*.txt *.ctbl *.json);;ITK-SNAP (*.txt);;"
@@ -95,7 +95,7 @@ class InteropActions:
         if path is None:
             suffix = ".seg.dcm" if fmt == "seg" else ".rtstruct.dcm"
             path, _f = QFileDialog.getSaveFileName(self, f"Export {FORMAT_NAMES[fmt]}",
-                                                   self._default_export(suffix), SEG_FILTER)
+                                                   self._default_export(suffix), DICOM_FILTER)
             if not path:
                 return None
         self._remember_types(types)
