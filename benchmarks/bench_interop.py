@@ -60,6 +60,8 @@ def main() -> None:
         ("export RT Structure Set", lambda: export_labels(lm, volume, out / "a.rtstruct.dcm")),
         ("import NIfTI (reordered grid)", lambda: read_segmentation(CT_LABELS, volume)),
         ("import DICOM SEG", lambda: read_segmentation(out / "warm.seg.dcm", volume)),
+        ("import RT Structure Set", lambda: read_segmentation(out / "warm.rtstruct.dcm",
+                                                              volume)),
     ]
     base = None
     for name, fn in rows:
