@@ -103,6 +103,37 @@ def overlay_image(label2d: np.ndarray, lut: np.ndarray) -> Optional[QImage]:
     return qimage2ndarray.array2qimage(rgba, normalize=False)
 
 
+def outline_mask(label2d: np.ndarray) -> np.ndarray:
+    """Labelled pixels that touch a pixel of another value (4-neighbours) or the slice edge.
+
+    Numpy only: the slice compared with its copies shifted by one row and one column.
+    """
+    lab = np.asarray(label2d)
+    edge = np.zeros(lab.shape, bool)
+    if lab.size == 0:
+        return edge
+    edge[0, :] = edge[-1, :] = True
+    edge[:, 0] = edge[:, -1] = True
+    d = lab[1:, :] != lab[:-1, :]
+    edge[1:, :] |= d
+    edge[:-1, :] |= d
+    d = lab[:, 1:] != lab[:, :-1]
+    edge[:, 1:] |= d
+    edge[:, :-1] |= d
+    edge &= lab != 0
+    return edge
+
+
+def outline_image(label2d: np.ndarray, lut: np.ndarray) -> Optional[QImage]:
+    """The labels' boundaries in their colours, opaque; None when nothing visible is on it."""
+    if not label2d.any():
+        return None
+    edge = outline_mask(label2d)
+    lut = lut.copy()
+    lut[lut[:, 3] > 0, 3] = 255  # outlines are thin: draw them at full strength
+    return overlay_image(np.where(edge, label2d, 0), lut)
+
+
 def mask_image(mask2d: np.ndarray, rgb: Tuple[int, int, int], alpha: int = 140) -> QImage:
     """A binary mask in one colour (brush-stroke preview)."""
     rgba = np.zeros(mask2d.shape + (4,), np.uint8)
