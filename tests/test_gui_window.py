@@ -88,8 +88,9 @@ def bbox(mask):
     return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
 
 
-def drag(qtbot, window, box, modifier=Qt.NoModifier, button=Qt.LeftButton):
-    view = window.slice_view
+def drag(qtbot, window, box, modifier=Qt.NoModifier, button=Qt.LeftButton, view=None):
+    """Press, move and release over ``box`` on ``view`` (default: the active view's canvas)."""
+    view = view or window.slice_view
     p0 = view.image_to_viewport(box[0], box[1])
     p1 = view.image_to_viewport(box[2], box[3])
     mid = (p0 + p1) / 2
