@@ -56,7 +56,9 @@ class ViewPainter:
     def show_overlay(self, volume, labelmap, index: int, lut: np.ndarray, lut_version: int,
                      style: str) -> bool:
         """Label overlay of slice ``index``; False when the plane and its colours are unchanged."""
-        plane = labelmap.slice(volume.geometry(self.view), index)
+        # one contiguous copy (the label map is written in place, and a coronal or axial
+        # plane of a C-ordered volume is strided): compared, then coloured
+        plane = np.ascontiguousarray(labelmap.slice(volume.geometry(self.view), index))
         key = (id(labelmap), int(index), lut_version, style)
         if key == self._overlay_key and self._plane is not None \
                 and np.array_equal(plane, self._plane):
@@ -64,7 +66,7 @@ class ViewPainter:
         make = render.outline_image if style == "outline" else render.overlay_image
         self.canvas.set_overlay(make(plane, lut))
         self._overlay_key = key
-        self._plane = np.array(plane)  # a copy: the label map is written in place
+        self._plane = plane
         self.overlay_renders += 1
         return True
 
