@@ -262,9 +262,11 @@ def test_layout_key_keeps_the_single_view_and_follows_the_active_view(qtbot, win
     assert window.view_state.layout == "single"
     assert [n for n in views if views[n].isVisible()] == ["axial"]
     assert views["axial"].crosshair is None  # no lines in the single view
+    assert not window.cursor_label.isVisible()  # its status bar as before
     qtbot.keyClick(window.slice_view, Qt.Key_L, Qt.ControlModifier)
     assert all(v.isVisible() for v in views.values())
     assert window.layout_actions["three"].isChecked()
+    assert window.cursor_label.isVisible() and "RAS" in window.cursor_label.text()
     wheel(views["coronal"], -3)
     assert window.view == "coronal"
     cor = window.volume.geometry("coronal")

@@ -83,6 +83,9 @@ class LinkedViews:
                                            "filled (easier review across planes)")
         self.outline_action.setCheckable(True)
         menu.addSeparator()
+        saved = self.settings.value("layout", "single")
+        if saved in self.layout_actions:  # the layout chosen last time
+            self.set_layout(saved)
 
     # ---- the active view and its slice -----------------------------------------------------
     @property
@@ -144,8 +147,10 @@ class LinkedViews:
         self.view_state.set_index(self.view, index)  # the observer redraws
 
     def set_layout(self, layout: str) -> None:
+        """"single" (one large view) or "three" (axial, coronal, sagittal side by side)."""
         self.view_state.set_layout(layout)
         self.layout_actions[layout].setChecked(True)
+        self.settings.setValue("layout", layout)
 
     def toggle_layout(self) -> None:
         self.set_layout("single" if self.view_state.layout == "three" else "three")
@@ -170,6 +175,8 @@ class LinkedViews:
 
     # ---- observing the shared state --------------------------------------------------------
     def _on_view_state(self, changed: Set[str]) -> None:
+        if "layout" in changed:  # the single view keeps its status bar as it was
+            self.cursor_label.setVisible(self.view_state.layout == "three")
         if not self._ready():
             if "layout" in changed or "active" in changed:
                 self.view_layout.arrange(self.view_state.layout, self.view_state.active)
@@ -284,9 +291,7 @@ class LinkedViews:
         i, j, k = self.volume.voxel_index(name, index, row, col)
         value = self.volume.data[i, j, k]
         lab = int(self.labelmap.array[i, j, k]) if self.labelmap is not None else 0
-        frame, xyz = world_coordinates(self.volume, (i, j, k))
         self.pos_label.setText(f"{name}  slice {index}   voxel ({i}, {j}, {k})   "
-                               f"{frame} ({xyz[0]:.1f}, {xyz[1]:.1f}, {xyz[2]:.1f}) mm   "
                                f"value {float(value):.5g}   label {lab}")
 
     def _update_cursor_label(self) -> None:
@@ -295,8 +300,10 @@ class LinkedViews:
             return
         voxel = self.view_state.cursor
         frame, xyz = world_coordinates(self.volume, voxel)
-        self.cursor_label.setText(f"cursor voxel ({voxel[0]}, {voxel[1]}, {voxel[2]})  "
-                                  f"{frame} ({xyz[0]:.1f}, {xyz[1]:.1f}, {xyz[2]:.1f}) mm")
+        self.cursor_label.setText(f"cursor ({voxel[0]}, {voxel[1]}, {voxel[2]})  "
+                                  f"{frame} {xyz[0]:.1f}, {xyz[1]:.1f}, {xyz[2]:.1f} mm")
+        self.cursor_label.setToolTip(f"Crosshair: source voxel (i, j, k) and the scanner's "
+                                     f"{frame} coordinates of its centre (Ctrl+click moves it)")
 
 
 __all__ = ["LAYOUT_KEY", "LinkedViews", "OUTLINE_KEY"]

@@ -111,7 +111,8 @@ class MainWindow(LinkedViews, EditActions, FileActions, ModelActions, ModelInput
         dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
         self.addDockWidget(Qt.RightDockWidgetArea, dock)
         self.pos_label, self.model_label = QLabel(), QLabel("model: loading…")
-        self.cursor_label = QLabel()
+        self.cursor_label = QLabel()  # the crosshair's voxel and mm, shown with three views
+        self.cursor_label.hide()
         self.statusBar().addWidget(self.pos_label, 1)
         self.statusBar().addWidget(self.cursor_label)
         self.statusBar().addPermanentWidget(self.model_label)
