@@ -126,17 +126,22 @@ class LinkedViews:
 
     # ---- commands --------------------------------------------------------------------------
     def set_view(self, view: str, fit: bool = True) -> None:
-        """Make ``view`` the active view (in the single layout: the one shown)."""
+        """Make ``view`` the active view (in the single layout: the one shown). ``fit=False``
+        is a click into another of the three views: zoom and pan stay, and the strip and the
+        labels panel (whole-volume scans) follow a moment later, off the press."""
         if self.volume is None or view not in VIEWS:
             return
         self.view_state.bind(self.volume)
         self.view_state.set_active(view)
         self._sync_active()
         self.show_slice()
-        self._update_strip_cache()
-        self.update_label_sizes()
         if fit or self.view_state.layout == "single":
+            self._update_strip_cache()
+            self.update_label_sizes()
             self.slice_view.fit()
+        else:
+            self._strip_timer.start()
+            self._sizes_timer.start()
 
     def set_index(self, index: int) -> None:
         if not self._ready():
