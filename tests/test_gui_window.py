@@ -380,7 +380,9 @@ def test_model_modality_and_input_menus(qtbot, make_window, tumour, monkeypatch)
     session = w.session
     _action(modality, "CT").trigger()
     qtbot.waitUntil(lambda: session.model_input.modality == "CT", timeout=30000)
-    assert w.input_label.text().startswith("input: CT · soft tissue L 40 W 400")
+    # the label is set on the GUI thread after the worker has changed the session
+    qtbot.waitUntil(lambda: w.input_label.text().startswith("input: CT · soft tissue L 40 W 400"),
+                    timeout=30000)
     w._rebuild_model_menu()
     assert _action(_submenu(w.model_menu, "Model input"), "CT lung").isEnabled()
     _action(_submenu(w.model_menu, "Modality"), "Automatic").trigger()
