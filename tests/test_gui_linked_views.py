@@ -269,6 +269,7 @@ def test_layout_key_keeps_the_single_view_and_follows_the_active_view(qtbot, win
     assert window.cursor_label.isVisible() and "RAS" in window.cursor_label.text()
     wheel(views["coronal"], -3)
     assert window.view == "coronal"
+    assert window.labels.size_view == "coronal"  # the panel's slice ranges follow
     cor = window.volume.geometry("coronal")
     assert window.index == cor.n_slices // 2 - 3
     axial_index, line_row = window.view_state.index("axial"), views["axial"].crosshair[0]

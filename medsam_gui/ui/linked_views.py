@@ -127,8 +127,9 @@ class LinkedViews:
     # ---- commands --------------------------------------------------------------------------
     def set_view(self, view: str, fit: bool = True) -> None:
         """Make ``view`` the active view (in the single layout: the one shown). ``fit=False``
-        is a click into another of the three views: zoom and pan stay, and the strip and the
-        labels panel (whole-volume scans) follow a moment later, off the press."""
+        is a click into another of the three views: zoom and pan stay, the labels panel shows
+        the slice ranges on this view from the sizes it has (they cover every view), and the
+        strip (a whole-volume scan) follows a moment later, off the press."""
         if self.volume is None or view not in VIEWS:
             return
         self.view_state.bind(self.volume)
@@ -141,7 +142,7 @@ class LinkedViews:
             self.slice_view.fit()
         else:
             self._strip_timer.start()
-            self._sizes_timer.start()
+            self.labels.set_sizes(self.labels.sizes, view)
 
     def set_index(self, index: int) -> None:
         if not self._ready():
