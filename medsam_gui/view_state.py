@@ -72,7 +72,7 @@ class ViewState:
         self._volume = volume
         self.shape = volume.shape
         self.cursor = tuple(s // 2 for s in self.shape)  # type: ignore[assignment]
-        self._notify({"cursor"})
+        self._notify({"volume", "cursor"})
 
     def clamp(self, voxel: Voxel) -> Voxel:
         return tuple(int(min(max(int(v), 0), s - 1))  # type: ignore[return-value]

@@ -21,7 +21,7 @@ def test_cursor_slices_and_crossing_views_on_brats():
     seen = []
     state.subscribe(seen.append)
     state.bind(vol)
-    assert state.cursor == (120, 120, 77) and seen == [{"cursor"}]
+    assert state.cursor == (120, 120, 77) and seen == [{"volume", "cursor"}]
     state.set_index("axial", 40)  # scrolling one view moves the cursor along its normal only
     assert state.cursor == (120, 120, 40)
     assert state.index("coronal") == 120 and state.index("sagittal") == 120

@@ -187,6 +187,9 @@ class LinkedViews:
             if "layout" in changed or "active" in changed:
                 self.view_layout.arrange(self.view_state.layout, self.view_state.active)
             return
+        if "volume" in changed:  # a new scan: nothing drawn before is valid (or kept alive)
+            for painter in self.painters.values():
+                painter.reset()
         if "layout" in changed or "active" in changed:
             self.view_layout.arrange(self.view_state.layout, self.view_state.active)
         if "cursor" in changed or "layout" in changed:

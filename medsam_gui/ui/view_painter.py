@@ -33,14 +33,17 @@ class ViewPainter:
 
     def reset(self) -> None:
         """Forget what was drawn (a new volume, label map or colour table)."""
+        # keys hold the volume and label map themselves (compared by identity), not their
+        # id(): a new scan may get the id of a freed one
         self._image_key: Optional[tuple] = None
         self._overlay_key: Optional[tuple] = None
         self._plane: Optional[np.ndarray] = None
 
     def show_image(self, volume, index: int, window: Window) -> bool:
         """Grey slice ``index`` through ``window``; False when it was on screen already."""
-        key = (id(volume), int(index), tuple(window))
-        if key == self._image_key:
+        key = (volume, int(index), tuple(window))
+        if self._image_key is not None and key[0] is self._image_key[0] \
+                and key[1:] == self._image_key[1:]:
             return False
         geom = volume.geometry(self.view)
         sp = volume.spacing
@@ -59,8 +62,9 @@ class ViewPainter:
         # one contiguous copy (the label map is written in place, and a coronal or axial
         # plane of a C-ordered volume is strided): compared, then coloured
         plane = np.ascontiguousarray(labelmap.slice(volume.geometry(self.view), index))
-        key = (id(labelmap), int(index), lut_version, style)
-        if key == self._overlay_key and self._plane is not None \
+        key = (labelmap, int(index), lut_version, style)
+        if self._overlay_key is not None and key[0] is self._overlay_key[0] \
+                and key[1:] == self._overlay_key[1:] and self._plane is not None \
                 and np.array_equal(plane, self._plane):
             return False
         make = render.outline_image if style == "outline" else render.overlay_image
