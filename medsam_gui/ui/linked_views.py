@@ -309,8 +309,8 @@ class LinkedViews:
             return
         voxel = self.view_state.cursor
         frame, xyz = world_coordinates(self.volume, voxel)
-        self.cursor_label.setText(f"cursor ({voxel[0]}, {voxel[1]}, {voxel[2]})  "
-                                  f"{frame} {xyz[0]:.1f}, {xyz[1]:.1f}, {xyz[2]:.1f} mm")
+        mm = ", ".join(f"{v:.1f}" if round(v, 1) != 0 else "0.0" for v in xyz)  # no "-0.0"
+        self.cursor_label.setText(f"cursor ({voxel[0]}, {voxel[1]}, {voxel[2]})  {frame} {mm} mm")
         self.cursor_label.setToolTip(f"Crosshair: source voxel (i, j, k) and the scanner's "
                                      f"{frame} coordinates of its centre (Ctrl+click moves it)")
 
