@@ -16,7 +16,7 @@ from PyQt5.QtWidgets import QApplication
 from scipy import ndimage
 
 from conftest import DICOM
-from test_gui_parts import window  # noqa: F401
+from test_gui_parts import window  # noqa: F401,F811
 from test_gui_window import (FLAIR, TRUTH, backend, bbox, cache, dice, drag,  # noqa: F401
                              make_window, open_and_wait)
 
@@ -32,10 +32,11 @@ def grey(canvas) -> np.ndarray:
     return qimage2ndarray.rgb_view(img)[..., 0].copy()
 
 
-def overlay(canvas) -> np.ndarray:
-    """The RGBA overlay a canvas shows (zeros when none)."""
+def overlay(canvas):
+    """(rgb, alpha) of the overlay a canvas shows (zeros when it shows none)."""
     if not canvas._overlay.isVisible():
-        return np.zeros(canvas.slice_shape + (4,), np.uint8)
+        return (np.zeros(canvas.slice_shape + (3,), np.uint8),
+                np.zeros(canvas.slice_shape, np.uint8))
     img = canvas._overlay.pixmap().toImage()
     return qimage2ndarray.rgb_view(img).copy(), qimage2ndarray.alpha_view(img).copy()
 
