@@ -11,6 +11,10 @@ a PNG of the whole window. Annotations go to a temporary workspace.
 --propagate then runs Segment ▸ Propagate from that slice, writes OUT-running.png while it is
 filling (progress bar, strip), and OUT.png of a propagated slice ``--show`` slices above the
 seed once it has finished.
+
+--layout three propagates too, then switches to the three linked views (axial, coronal,
+sagittal) with the crosshair on the tumour's centre of mass and writes OUT.png; --outline shows
+the labels as outlines (and also writes OUT-fill.png with them filled).
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ def main(argv=None) -> int:
     ap.add_argument("--size", default="1360x860", help="window size WxH")
     ap.add_argument("--propagate", action="store_true", help="propagate the box through the tumour")
     ap.add_argument("--show", type=int, default=-12, help="with --propagate: slice offset shown")
+    ap.add_argument("--layout", choices=("single", "three"), default="single",
+                    help="three: propagate, then the three linked views through the tumour")
+    ap.add_argument("--outline", action="store_true", help="with --layout three: outlines")
     args = ap.parse_args(argv)
 
     from PyQt5.QtCore import QSettings, Qt
@@ -92,12 +99,16 @@ def main(argv=None) -> int:
     t0 = time.time()
     QTest.mouseRelease(view.viewport(), Qt.LeftButton, Qt.NoModifier, p1)
     wait_until(app, lambda: bool(done))
+    if args.layout == "three":
+        args.propagate = True
     if args.propagate:
         window.propagate_action.trigger()
         wait_until(app, lambda: window._fill_run is not None and len(window._fill_run.filled) >= 8)
         window.grab().save(str(Path(args.out).with_suffix("")) + "-running.png")
         wait_until(app, lambda: not window.filling, timeout=600)
         print(window.statusBar().currentMessage())
+        if args.layout == "three":
+            return three_views(app, window, args)
         index += args.show
         window.set_index(index)
     centre = view.image_to_viewport((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
@@ -110,6 +121,37 @@ def main(argv=None) -> int:
     print(f"slice {index}, box {box}, mask {int(labels.sum())} px, "
           f"box->mask {1000 * (done[0] - t0):.0f} ms (first box encodes the slice), "
           f"model {window.backend.name} on {window.backend.device}; wrote {args.out}")
+    window.shutdown()
+    return 0
+
+
+def three_views(app, window, args) -> int:
+    """The three linked views with the crosshair on the propagated tumour's centre of mass."""
+    from PyQt5.QtTest import QTest
+
+    labels = window.labelmap.array == 1
+    centre = tuple(int(round(c)) for c in np.argwhere(labels).mean(axis=0))
+    window.set_layout("three")
+    window.view_state.set_cursor(centre)
+    for _ in range(30):
+        app.processEvents()
+        time.sleep(0.01)
+    for name in window.view_layout.visible():
+        window.view_layout.views[name].fit()
+    if args.outline:
+        window.grab().save(str(Path(args.out).with_suffix("")) + "-fill.png")
+        window.toggle_outlines()
+    canvas = window.view_layout.views["axial"]
+    row, col = window.view_state.cursor_pixel("axial")
+    QTest.mouseMove(canvas.viewport(), canvas.image_to_viewport(col + 0.5, row + 0.5))
+    for _ in range(60):
+        app.processEvents()
+        time.sleep(0.01)
+    window.grab().save(args.out)
+    state = window.view_state
+    print(f"cursor voxel {state.cursor}; slices: "
+          + ", ".join(f"{v} {state.index(v)}" for v in ("axial", "coronal", "sagittal"))
+          + f"; {int(labels.sum())} labelled voxels; overlay {state.overlay}; wrote {args.out}")
     window.shutdown()
     return 0
 

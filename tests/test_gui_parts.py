@@ -266,6 +266,43 @@ def test_background_encoding_retries_once_then_reports(qtbot):
     qtbot.waitUntil(lambda: not pre.running, timeout=5000)
 
 
+def test_background_encoding_is_not_restarted_by_a_redraw_of_the_same_slice(qtbot):
+    """The linked views redraw (and ask the encoder to follow the active slice) on every
+    crosshair move; the same slice must not cancel the encoding under way."""
+    import threading
+    from types import SimpleNamespace
+
+    from medsam_gui.ui.workers import Precomputer
+
+    runs, release = [], threading.Event()
+
+    class Slow:
+        volume = SimpleNamespace(n_slices=lambda axis: 10)
+
+        def precompute(self, axis, center, progress=None, cancel=None, indices=None):
+            runs.append([axis, center, "running"])
+            release.wait(10)
+            runs[-1][2] = "cancelled" if cancel() else "done"
+            return 0
+
+    pre = Precomputer(radius=2, delay_ms=0)
+    session = Slow()
+    pre.follow(session, "axial", 5, immediate=True)
+    qtbot.waitUntil(lambda: bool(runs), timeout=5000)
+    for _ in range(3):
+        pre.follow(session, "axial", 5)  # a redraw of the coronal and sagittal views
+        qtbot.wait(20)
+    release.set()
+    qtbot.waitUntil(lambda: not pre.running, timeout=5000)
+    assert runs == [["axial", 5, "done"]]
+    release.clear()
+    pre.follow(session, "coronal", 7)  # the user works in another view: it moves there
+    qtbot.waitUntil(lambda: len(runs) == 2, timeout=5000)
+    release.set()
+    qtbot.waitUntil(lambda: not pre.running, timeout=5000)
+    assert runs[1] == ["coronal", 7, "done"]
+
+
 def test_app_arguments():
     from medsam_gui.ui.app import parse_args
 

@@ -88,8 +88,9 @@ def bbox(mask):
     return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
 
 
-def drag(qtbot, window, box, modifier=Qt.NoModifier, button=Qt.LeftButton):
-    view = window.slice_view
+def drag(qtbot, window, box, modifier=Qt.NoModifier, button=Qt.LeftButton, view=None):
+    """Press, move and release over ``box`` on ``view`` (default: the active view's canvas)."""
+    view = view or window.slice_view
     p0 = view.image_to_viewport(box[0], box[1])
     p1 = view.image_to_viewport(box[2], box[3])
     mid = (p0 + p1) / 2
@@ -379,7 +380,9 @@ def test_model_modality_and_input_menus(qtbot, make_window, tumour, monkeypatch)
     session = w.session
     _action(modality, "CT").trigger()
     qtbot.waitUntil(lambda: session.model_input.modality == "CT", timeout=30000)
-    assert w.input_label.text().startswith("input: CT · soft tissue L 40 W 400")
+    # the label is set on the GUI thread after the worker has changed the session
+    qtbot.waitUntil(lambda: w.input_label.text().startswith("input: CT · soft tissue L 40 W 400"),
+                    timeout=30000)
     w._rebuild_model_menu()
     assert _action(_submenu(w.model_menu, "Model input"), "CT lung").isEnabled()
     _action(_submenu(w.model_menu, "Modality"), "Automatic").trigger()

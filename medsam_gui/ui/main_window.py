@@ -9,7 +9,7 @@ Corrections and undo live in ``edit_actions.EditActions``; opening, saving and e
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 from PyQt5.QtCore import QSettings, Qt, QTimer, pyqtSignal
@@ -18,15 +18,14 @@ from PyQt5.QtWidgets import (QAction, QActionGroup, QApplication, QComboBox, QDo
                              QLabel, QMainWindow, QMessageBox, QSlider, QSpinBox, QVBoxLayout,
                              QWidget)
 
-from medsam_gui.ui import render
 from medsam_gui.ui.cache_strip import CacheStrip
 from medsam_gui.ui.edit_actions import EditActions
 from medsam_gui.ui.interop_actions import InteropActions
 from medsam_gui.ui.label_panel import LabelPanel
+from medsam_gui.ui.linked_views import LinkedViews
 from medsam_gui.ui.model_input_menu import ModelInputActions
 from medsam_gui.ui.model_menu import ModelActions
 from medsam_gui.ui.propagation_actions import PropagationActions
-from medsam_gui.ui.slice_view import SliceView
 from medsam_gui.ui.window_io import FileActions
 from medsam_gui.ui.workspace_menu import WorkspaceActions
 from medsam_gui.ui.workers import Precomputer, error_text, run_task
@@ -45,8 +44,8 @@ TOOL_TIPS = {
 }
 
 
-class MainWindow(EditActions, FileActions, InteropActions, ModelActions, ModelInputActions,
-                 PropagationActions, WorkspaceActions, QMainWindow):
+class MainWindow(LinkedViews, EditActions, FileActions, InteropActions, ModelActions,
+                 ModelInputActions, PropagationActions, WorkspaceActions, QMainWindow):
     """``background=False`` keeps background encoding off (tests); ``cache`` shares an
     EmbeddingCache; ``load_model=False`` skips loading the default backend at start;
     ``precision`` chooses the image encoder's runtime (``engine.runtime.PRECISIONS``)."""
@@ -68,10 +67,7 @@ class MainWindow(EditActions, FileActions, InteropActions, ModelActions, ModelIn
         self.workspace = None
         self.workspace_dir = workspace_dir
         self.cache = cache
-        self.view, self.index = "axial", 0
         self._indices = {}
-        self.window_lw: Tuple[float, float] = (0.5, 1.0)
-        self._lut = np.zeros((1, 4), np.uint8)
         self.precomputer = Precomputer(parent=self)
         self.precomputer.enabled = background
         self.precomputer.encoded.connect(self._update_strip_cache)
@@ -85,15 +81,7 @@ class MainWindow(EditActions, FileActions, InteropActions, ModelActions, ModelIn
 
     # ---- layout ------------------------------------------------------------------------
     def _build_widgets(self) -> None:
-        self.slice_view = SliceView()
-        self.slice_view.box_drawn.connect(self._on_box)
-        self.slice_view.point_clicked.connect(self._on_point)
-        self.slice_view.stroke_finished.connect(self._on_stroke)
-        self.slice_view.hovered.connect(self._on_hover)
-        self.slice_view.slice_step.connect(lambda n: self.set_index(self.index + n))
-        self.slice_view.window_drag.connect(self._on_window_drag)
-        self.slice_view.window_released.connect(self.display_window_settled)
-        self.slice_view.files_dropped.connect(lambda paths: self.open_path(paths[0]))
+        views = self.init_views()  # the slice canvases and the view state they share
         self.slider = QSlider(Qt.Horizontal)
         self.slider.setFocusPolicy(Qt.NoFocus)
         self.slider.valueChanged.connect(self.set_index)
@@ -109,7 +97,7 @@ class MainWindow(EditActions, FileActions, InteropActions, ModelActions, ModelIn
         lay = QVBoxLayout(central)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(2)
-        lay.addWidget(self.slice_view, 1)
+        lay.addWidget(views, 1)
         lay.addWidget(self.strip)
         lay.addWidget(self.slider)
         self.setCentralWidget(central)
@@ -124,7 +112,10 @@ class MainWindow(EditActions, FileActions, InteropActions, ModelActions, ModelIn
         dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
         self.addDockWidget(Qt.RightDockWidgetArea, dock)
         self.pos_label, self.model_label = QLabel(), QLabel("model: loading…")
+        self.cursor_label = QLabel()  # the crosshair's voxel and mm, shown with three views
+        self.cursor_label.hide()
         self.statusBar().addWidget(self.pos_label, 1)
+        self.statusBar().addWidget(self.cursor_label)
         self.statusBar().addPermanentWidget(self.model_label)
 
     def _action(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
@@ -160,7 +151,7 @@ class MainWindow(EditActions, FileActions, InteropActions, ModelActions, ModelIn
         self.brush_size.setValue(5)
         self.brush_size.setPrefix("brush ")
         self.brush_size.setSuffix(" px")
-        self.brush_size.valueChanged.connect(lambda v: setattr(self.slice_view, "brush_radius", v))
+        self.brush_size.valueChanged.connect(self._set_brush_radius)
         bar.addWidget(self.brush_size)
         bar.addSeparator()
         edit.addSeparator()
@@ -171,6 +162,7 @@ class MainWindow(EditActions, FileActions, InteropActions, ModelActions, ModelIn
         bar.addSeparator()
         self.init_propagation_actions(bar)
         view = self.menuBar().addMenu("&View")
+        self.init_view_actions(view)
         bar.addSeparator()
         self.view_box = QComboBox()
         self.view_box.addItems(list(VIEWS))
@@ -186,105 +178,11 @@ class MainWindow(EditActions, FileActions, InteropActions, ModelActions, ModelIn
         view.addSeparator()
         self._action(view, "Next slice", lambda: self.set_index(self.index + 1), "PgUp")
         self._action(view, "Previous slice", lambda: self.set_index(self.index - 1), "PgDown")
-        self._action(view, "Fit to window", self.slice_view.fit, "Ctrl+0")
+        self._action(view, "Fit to window", lambda: self.slice_view.fit(), "Ctrl+0")
         self._action(view, "Zoom in", lambda: self.slice_view.zoom(1.25), QKeySequence.ZoomIn)
         self._action(view, "Zoom out", lambda: self.slice_view.zoom(0.8), QKeySequence.ZoomOut)
         self.encode_action = self._action(view, "Encode whole volume…", self.encode_volume,
                                           tip="Compute every slice's embedding now")
-
-    # ---- display -------------------------------------------------------------------------
-    def _presets(self) -> dict:
-        presets = {"Auto": render.auto_window(self.volume.data)}
-        if self.volume.source.window_preset:
-            presets["DICOM"] = tuple(self.volume.source.window_preset)
-        presets.update(render.presets_for(self.volume))
-        return presets
-
-    def apply_preset(self, name: str) -> None:
-        if self.volume is not None and name in self._presets():
-            self.window_lw = tuple(float(v) for v in self._presets()[name])
-            self._show_image()
-            self.display_window_settled()
-
-    def set_view(self, view: str) -> None:
-        if self.volume is None or view not in VIEWS:
-            return
-        self._indices[self.view] = self.index
-        self.view = view
-        self.view_box.blockSignals(True)
-        self.view_box.setCurrentText(view)
-        self.view_box.blockSignals(False)
-        n = self.volume.n_slices(view)
-        self.index = self._indices.get(view, n // 2)
-        self.slider.blockSignals(True)
-        self.slider.setRange(0, n - 1)
-        self.slider.setValue(self.index)
-        self.slider.blockSignals(False)
-        self.slice_view.letters = self.volume.geometry(view).edge_letters
-        self.show_slice()
-        self._update_strip_cache()
-        self.update_label_sizes()
-        self.slice_view.fit()
-
-    def set_index(self, index: int) -> None:
-        if self.volume is None:
-            return
-        index = int(min(max(index, 0), self.volume.n_slices(self.view) - 1))
-        if index == self.index and self.slider.value() == index:
-            return
-        self.index = index
-        self.slider.blockSignals(True)
-        self.slider.setValue(index)
-        self.slider.blockSignals(False)
-        self.show_slice()
-
-    def show_slice(self) -> None:
-        self._show_image()
-        self._refresh_overlay()
-        self.strip.set_current(self.index)
-        if not self.filling:  # a propagation encodes the slices it needs itself
-            self.precomputer.follow(self.session, self.view, self.index)
-
-    def _show_image(self) -> None:
-        geom = self.volume.geometry(self.view)
-        sp = self.volume.spacing
-        image = render.gray_image(self.volume.slice(self.view, self.index), self.window_lw)
-        self.slice_view.info_text = (f"{self.view} {self.index} / {geom.n_slices - 1}\n"
-                                     f"W {self.window_lw[1]:.4g}  L {self.window_lw[0]:.4g}")
-        self.slice_view.set_image(image, (sp[geom.col_axis], sp[geom.row_axis]))
-
-    def _refresh_overlay(self) -> None:
-        if self.labelmap is None:
-            return
-        lab = self.labelmap.slice(self.volume.geometry(self.view), self.index)
-        self.slice_view.set_overlay(render.overlay_image(lab, self._lut))
-        boxes, points, active = self.annotator.prompts(self.view, self.index, self.active_label)
-        self.slice_view.set_prompts(boxes, points, active)
-
-    def _rebuild_lut(self) -> None:
-        table = self.labelmap.table.labels
-        self._lut = render.color_lut([(l.value, l.color, l.visible) for l in table],
-                                     self.labels.opacity_value)
-        self.slice_view.stroke_color = next((l.color for l in table
-                                             if l.value == self.active_label), (255, 0, 0))
-
-    def _on_window_drag(self, dx: float, dy: float) -> None:
-        c, w = self.window_lw
-        w = max(w * (1.0 + dx * 0.005), 1e-3)
-        c = c - dy * w * 0.005
-        self.window_lw = (c, w)
-        self._show_image()
-
-    def _on_hover(self, row: int, col: int) -> None:
-        if row < 0 or self.volume is None:
-            self.pos_label.setText(f"{self.view}  slice {self.index}" if self.volume else "")
-            return
-        self.statusBar().clearMessage()  # the coordinates are what the user looks at now
-        i, j, k = self.volume.voxel_index(self.view, self.index, row, col)
-        value = self.volume.data[i, j, k]
-        lab = int(self.labelmap.array[i, j, k]) if self.labelmap is not None else 0
-        self.pos_label.setText(f"{self.view}  slice {self.index}   voxel ({i}, {j}, {k})   "
-                               f"value {float(value):.5g}   label {lab}")
 
     def _update_strip_cache(self, *_args) -> None:
         if self.volume is None:
@@ -314,8 +212,13 @@ class MainWindow(EditActions, FileActions, InteropActions, ModelActions, ModelIn
         return self.labels.active_value
 
     def set_tool(self, tool: str) -> None:
-        self.slice_view.set_tool(tool)
+        for canvas in self.view_layout.views.values():
+            canvas.set_tool(tool)
         self.tool_actions[tool].setChecked(True)
+
+    def _set_brush_radius(self, radius: int) -> None:
+        for canvas in self.view_layout.views.values():
+            canvas.brush_radius = radius
 
     def _on_box(self, box, additive: bool) -> None:
         if not self._ready_to_segment():
@@ -375,8 +278,7 @@ class MainWindow(EditActions, FileActions, InteropActions, ModelActions, ModelIn
         self.annotator.apply_prediction(key, slot, pred.box, pred.points, pred.mask, pred.iou,
                                         backend.name, backend.weights_sha256, additive,
                                         pred.model_input)
-        if key[0] == self.view and key[1] == self.index:
-            self._refresh_overlay()
+        self._refresh_overlay()  # every visible view: the mask shows in the cross planes too
         self.changed()
         self.mask_applied.emit()
 

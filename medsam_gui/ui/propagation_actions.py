@@ -154,6 +154,8 @@ class PropagationActions:
                                             self.fill_progress.maximum()))
             if event.index == self.index and run.view == self.view:
                 self._refresh_overlay()
+            else:  # the slice shows in the cross planes: redrawn once after a burst
+                self.refresh_overlay_soon()
             self.labels_changed()
             self._sizes_timer.start()
         else:

@@ -6,6 +6,7 @@ maps a *copy* of the slice to uint8 for display only. Kept free of widgets so it
 
 from __future__ import annotations
 
+import sys
 from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
@@ -91,16 +92,56 @@ def color_lut(labels: Iterable[Tuple[int, Tuple[int, int, int], bool]], opacity:
 
 
 def overlay_image(label2d: np.ndarray, lut: np.ndarray) -> Optional[QImage]:
-    """Label slice coloured through ``lut``; None when nothing on it is visible."""
+    """Label slice coloured through ``lut``; None when nothing on it is visible.
+
+    One 32-bit gather per pixel (the table as ARGB32 words) straight into the QImage buffer:
+    a 512x512 slice costs about a millisecond, so three views redraw at once.
+    """
+    top = int(label2d.max()) if label2d.size else 0
+    if top == 0:
+        return None
+    if top >= len(lut):  # values missing from the table: show them grey
+        lut = np.vstack([lut, np.tile([[160, 160, 160, lut[:, 3].max() or 128]],
+                                      (top + 1 - len(lut), 1))]).astype(np.uint8)
+    order = [2, 1, 0, 3] if sys.byteorder == "little" else [3, 0, 1, 2]  # 0xAARRGGBB words
+    argb = np.ascontiguousarray(lut[:, order]).view(np.uint32).ravel()
+    words = argb[label2d]
+    if not words.any():  # invisible labels are all-zero words
+        return None
+    h, w = words.shape
+    image = QImage(words.data, w, h, 4 * w, QImage.Format_ARGB32)
+    return image.copy()  # owns its pixels once ``words`` is gone
+
+
+def outline_mask(label2d: np.ndarray) -> np.ndarray:
+    """Labelled pixels that touch a pixel of another value (4-neighbours) or the slice edge.
+
+    Numpy only: the slice compared with its copies shifted by one row and one column.
+    """
+    lab = np.asarray(label2d)
+    edge = np.zeros(lab.shape, bool)
+    if lab.size == 0:
+        return edge
+    edge[0, :] = edge[-1, :] = True
+    edge[:, 0] = edge[:, -1] = True
+    d = lab[1:, :] != lab[:-1, :]
+    edge[1:, :] |= d
+    edge[:-1, :] |= d
+    d = lab[:, 1:] != lab[:, :-1]
+    edge[:, 1:] |= d
+    edge[:, :-1] |= d
+    edge &= lab != 0
+    return edge
+
+
+def outline_image(label2d: np.ndarray, lut: np.ndarray) -> Optional[QImage]:
+    """The labels' boundaries in their colours, opaque; None when nothing visible is on it."""
     if not label2d.any():
         return None
-    if int(label2d.max()) >= len(lut):  # values missing from the table: show them grey
-        lut = np.vstack([lut, np.tile([[160, 160, 160, lut[:, 3].max() or 128]],
-                                      (int(label2d.max()) + 1 - len(lut), 1))]).astype(np.uint8)
-    rgba = lut[label2d]
-    if not rgba[..., 3].any():
-        return None
-    return qimage2ndarray.array2qimage(rgba, normalize=False)
+    edge = outline_mask(label2d)
+    lut = lut.copy()
+    lut[lut[:, 3] > 0, 3] = 255  # outlines are thin: draw them at full strength
+    return overlay_image(np.where(edge, label2d, 0), lut)
 
 
 def mask_image(mask2d: np.ndarray, rgb: Tuple[int, int, int], alpha: int = 140) -> QImage:

@@ -5,6 +5,10 @@ coordinates (x = column, y = row; pixel (c, r) covers [c, c+1) x [r, r+1)). Non-
 shown with their physical aspect by scaling that item, so every mouse position is mapped back
 through it. The view only reports what the user did (signals); the main window decides what
 happens to the label map.
+
+Linked views: Ctrl+left click or drag moves the shared cursor (``cursor_moved``); the slices of
+the other two views are drawn as two lines through it (``set_crosshair``); any press, wheel
+turn or focus makes the view the active one (``activated``).
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from PyQt5.QtCore import QPoint, QPointF, QRectF, Qt, pyqtSignal
 from PyQt5.QtGui import QColor, QFont, QImage, QPainter, QPen, QPixmap, QTransform
-from PyQt5.QtWidgets import (QGraphicsEllipseItem, QGraphicsPixmapItem, QGraphicsRectItem,
-                             QGraphicsScene, QGraphicsView)
+from PyQt5.QtWidgets import (QGraphicsEllipseItem, QGraphicsLineItem, QGraphicsPixmapItem,
+                             QGraphicsRectItem, QGraphicsScene, QGraphicsView)
 
 from medsam_gui.ui.tools import TOOLS, stamp_line
 
@@ -36,6 +40,8 @@ class SliceView(QGraphicsView):
     window_drag = pyqtSignal(float, float)  # right-drag dx, dy in screen pixels
     window_released = pyqtSignal()  # a window/level drag ended
     files_dropped = pyqtSignal(list)
+    cursor_moved = pyqtSignal(int, int)  # row, col: Ctrl+left click or drag (linked views)
+    activated = pyqtSignal()  # pressed, scrolled or focused: the user works in this view
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -64,6 +70,11 @@ class SliceView(QGraphicsView):
         self._drag_rect = QGraphicsRectItem(self._image)
         self._drag_rect.setPen(self._pen(_DRAG_PEN, 2, Qt.DashLine))
         self._drag_rect.hide()
+        self._lines = (QGraphicsLineItem(self._image), QGraphicsLineItem(self._image))
+        for line in self._lines:
+            line.hide()
+        self._crosshair: Optional[Tuple[int, int]] = None
+        self.accent: Optional[QColor] = None  # frame colour marking the active view
         self._shape: Tuple[int, int] = (0, 0)
         self._aspect: Tuple[float, float] = (1.0, 1.0)
         self.letters: Tuple[str, str, str, str] = ("", "", "", "")
@@ -142,10 +153,35 @@ class SliceView(QGraphicsView):
             item.setBrush(color)
             self._point_items.append(item)
 
+    def set_crosshair(self, row: int, col: int, row_color: Tuple[int, int, int],
+                      col_color: Tuple[int, int, int]) -> None:
+        """Lines through pixel (row, col): a horizontal one where the view whose slice is that
+        row cuts this one (``row_color``) and a vertical one for the column's view."""
+        h, w = self._shape
+        horizontal, vertical = self._lines
+        horizontal.setLine(0.0, row + 0.5, float(w), row + 0.5)
+        vertical.setLine(col + 0.5, 0.0, col + 0.5, float(h))
+        horizontal.setPen(self._pen(QColor(*row_color), 1))
+        vertical.setPen(self._pen(QColor(*col_color), 1))
+        horizontal.show()
+        vertical.show()
+        self._crosshair = (int(row), int(col))
+
+    def hide_crosshair(self) -> None:
+        for line in self._lines:
+            line.hide()
+        self._crosshair = None
+
+    @property
+    def crosshair(self) -> Optional[Tuple[int, int]]:
+        """(row, col) of the crosshair, None when it is hidden."""
+        return self._crosshair
+
     def clear(self) -> None:
         self._image.setPixmap(QPixmap())
         self.set_overlay(None)
         self.set_prompts([], [])
+        self.hide_crosshair()
         self._shape = (0, 0)
         self.info_text = ""
         self.letters = ("", "", "", "")
@@ -182,7 +218,12 @@ class SliceView(QGraphicsView):
         if self._auto_fit:
             self.fit()
 
+    def focusInEvent(self, event) -> None:
+        super().focusInEvent(event)
+        self.activated.emit()
+
     def wheelEvent(self, event) -> None:
+        self.activated.emit()
         delta = event.angleDelta().y()
         if event.modifiers() & Qt.ControlModifier:
             self.zoom(1.15 ** (delta / 120.0))
@@ -211,6 +252,7 @@ class SliceView(QGraphicsView):
     def mousePressEvent(self, event) -> None:
         if self._shape == (0, 0):
             return
+        self.activated.emit()
         self._press_pos = self._last_pos = event.pos()
         self._press_img = self.to_image(event.pos())
         self._moved = False
@@ -218,6 +260,9 @@ class SliceView(QGraphicsView):
         if button == Qt.MiddleButton or (button == Qt.LeftButton and self.tool == "pan"):
             self._mode = "pan"
             self.viewport().setCursor(Qt.ClosedHandCursor)
+        elif button == Qt.LeftButton and event.modifiers() & Qt.ControlModifier:
+            self._mode = "cursor"  # navigation: move the shared cursor, never paint
+            self._emit_cursor(self._press_img)
         elif button == Qt.RightButton:
             self._mode = "window"
         elif button == Qt.LeftButton and self.tool == "box" and self._box_edges(event.pos()):
@@ -254,6 +299,8 @@ class SliceView(QGraphicsView):
             self._auto_fit = False
             self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - delta.x())
             self.verticalScrollBar().setValue(self.verticalScrollBar().value() - delta.y())
+        elif self._mode == "cursor":
+            self._emit_cursor(p)
         elif self._mode == "window" and self._moved:
             self.window_drag.emit(float(delta.x()), float(delta.y()))
         elif self._mode == "box":
@@ -309,6 +356,12 @@ class SliceView(QGraphicsView):
             self._stroke_item.hide()
             self.stroke_finished.emit(stroke, self.tool == "eraser")
         event.accept()
+
+    def _emit_cursor(self, p: QPointF) -> None:
+        x, y = self._clamped(p)
+        row = min(int(y), self._shape[0] - 1)
+        col = min(int(x), self._shape[1] - 1)
+        self.cursor_moved.emit(row, col)
 
     def _box_edges(self, pos: QPoint, tol: int = 5) -> str:
         """Which edges of the active box are under the mouse (viewport pixels), e.g. "lt"."""
@@ -382,6 +435,9 @@ class SliceView(QGraphicsView):
         painter.drawText(vp.adjusted(0, 0, 0, -m), Qt.AlignHCenter | Qt.AlignBottom, bottom)
         painter.drawText(vp.adjusted(m, 0, 0, 0), Qt.AlignLeft | Qt.AlignVCenter, left)
         painter.drawText(vp.adjusted(0, 0, -m, 0), Qt.AlignRight | Qt.AlignVCenter, right)
+        if self.accent is not None:
+            painter.setPen(QPen(self.accent, 3))
+            painter.drawRect(vp.adjusted(1, 1, -2, -2))
         if self.info_text:
             font.setBold(False)
             font.setPointSize(font.pointSize() - 2)

@@ -125,6 +125,9 @@ class Precomputer(QObject):
         if not self.enabled or session is None:
             return
         want = (session, axis, int(index))
+        if want == self._want and not immediate and (self._task is not None
+                                                     or self._timer.isActive()):
+            return  # already encoding around this slice (the linked views redrew): keep on
         if want != self._want:
             self._retried = False
         self._want = want
