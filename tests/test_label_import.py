@@ -304,3 +304,25 @@ def test_bad_description_files_are_named(tmp_path, text, match):
     with pytest.raises(MedsamError, match=match) as err:
         read_label_descriptions(path)
     assert str(path) in str(err.value)
+
+
+def test_label_sizes_of_an_imported_organ_map(ct):
+    """31 organs and a table entry without voxels: counts and extents per view, as a
+    whole-volume comparison per label gives them."""
+    from medsam_gui.annotation.review import label_sizes
+
+    imported = read_segmentation(CT_LABELS, ct)
+    lm = LabelMap(ct.shape)
+    import_segmentation(lm, imported, view_for_axis(ct.affine, ct.shape, 2), CT_LABELS)
+    lm.table.add("nothing yet")
+    geoms = {v: ct.geometry(v) for v in ("axial", "coronal", "sagittal")}
+    sizes = label_sizes(lm, ct.spacing, geoms)
+    assert len(sizes) == 32
+    for lab in lm.table.labels:
+        hit = lm.array == lab.value
+        assert sizes[lab.value].voxels == int(hit.sum())
+        for view, geom in geoms.items():
+            other = tuple(a for a in range(3) if a != geom.slice_axis)
+            idx = np.flatnonzero(hit.any(axis=other))
+            want = (int(idx[0]), int(idx[-1])) if len(idx) else None
+            assert sizes[lab.value].extents[view] == want
