@@ -6,5 +6,5 @@ The core (volumes, I/O, engine, annotations, training) is Qt-free; the Qt views 
 
 from medsam_gui.errors import MedsamError
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["MedsamError", "__version__"]
