@@ -310,7 +310,11 @@ class LinkedViews:
         voxel = self.view_state.cursor
         frame, xyz = world_coordinates(self.volume, voxel)
         mm = ", ".join(f"{v:.1f}" if round(v, 1) != 0 else "0.0" for v in xyz)  # no "-0.0"
-        self.cursor_label.setText(f"cursor ({voxel[0]}, {voxel[1]}, {voxel[2]})  {frame} {mm} mm")
+        text = f"cursor ({voxel[0]}, {voxel[1]}, {voxel[2]})  {frame} {mm} mm"
+        self.cursor_label.setText(text)
+        # the coordinates are what a review in three planes reads: never cut them off
+        self.cursor_label.setMinimumWidth(self.cursor_label.fontMetrics().horizontalAdvance(text)
+                                          + 8)
         self.cursor_label.setToolTip(f"Crosshair: source voxel (i, j, k) and the scanner's "
                                      f"{frame} coordinates of its centre (Ctrl+click moves it)")
 
