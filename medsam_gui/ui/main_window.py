@@ -115,7 +115,9 @@ class MainWindow(LinkedViews, EditActions, FileActions, InteropActions, ModelAct
         self.cursor_label = QLabel()  # the crosshair's voxel and mm, shown with three views
         self.cursor_label.hide()
         self.statusBar().addWidget(self.pos_label, 1)
-        self.statusBar().addWidget(self.cursor_label)
+        # permanent: a status message (an import's notes, say) must not be drawn over it, nor
+        # hide it while the user reads the crosshair
+        self.statusBar().addPermanentWidget(self.cursor_label)
         self.statusBar().addPermanentWidget(self.model_label)
 
     def _action(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
