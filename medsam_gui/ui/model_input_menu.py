@@ -92,7 +92,8 @@ class ModelInputActions:
     # ---- switching --------------------------------------------------------------------------
     def set_model_input(self, choice: ModelInput) -> None:
         """Resolve ``choice`` in a worker, then point the session at it (nothing changes on a
-        bad choice: the error says why)."""
+        bad choice: the error says why). One worker at a time: a choice made while one runs
+        is started when it ends, and only the latest such choice."""
         if self.filling:  # a propagation keeps the input it started with
             self.edits_blocked()
             return
@@ -101,14 +102,26 @@ class ModelInputActions:
         if session is None:  # applied when the session is made
             self.model_input = choice
             return
+        if self._input_task is not None:  # started when the running one is done
+            return
+        self._start_model_input(session, choice)
+
+    def _start_model_input(self, session, choice: ModelInput) -> None:
         self.statusBar().showMessage("Preparing the model input…")
 
+        def next_request() -> bool:
+            """Start the choice made while this one ran, if any, on the session of now (a
+            scan opened meanwhile has its own); True when one was started."""
+            self._input_task = None
+            current, wanted = self.session, self._input_request
+            if current is None or wanted is None or (
+                    wanted == (choice if current is session else current.model_input)):
+                return False
+            self._start_model_input(current, wanted)
+            return True
+
         def done(transform) -> None:
-            if self.session is not session:
-                return
-            if self._input_request != choice:  # a newer request overtook this one
-                if session.model_input != self._input_request:
-                    self.set_model_input(self._input_request)
+            if next_request() or self.session is not session:
                 return
             self.model_input = choice
             self.show_model_input(transform)
@@ -120,9 +133,9 @@ class ModelInputActions:
             if self._input_request == choice:
                 self._input_request = self.model_input
             self.statusBar().clearMessage()
-            if self.session is session:  # background encoding goes on with the old input
-                self.precomputer.follow(session, self.view, self.index)
             self.show_error("Model input not changed", error_text(exc))
+            if not next_request() and self.session is session:
+                self.precomputer.follow(session, self.view, self.index)  # with the old input
 
         self.precomputer.stop()
         self._input_task = run_task(lambda _t: session.set_model_input(choice), done, failed,
