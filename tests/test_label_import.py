@@ -326,3 +326,40 @@ def test_label_sizes_of_an_imported_organ_map(ct):
             idx = np.flatnonzero(hit.any(axis=other))
             want = (int(idx[0]), int(idx[-1])) if len(idx) else None
             assert sizes[lab.value].extents[view] == want
+
+
+@pytest.mark.filterwarnings("ignore:The string .* is unlikely to represent")  # the DWI's name
+def test_overlapping_segments_of_another_tool_keep_the_higher_number(tmp_path):
+    """Slicer and others write SEGs whose segments overlap (a lesion inside an organ)."""
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    from medsam_gui.io.dicom_source import source_instances
+
+    dwi = load_volume(DICOM / "mr_brain_ax30_dwi_b0_toshiba")
+    instances = source_instances(dwi)
+    binary = np.zeros((dwi.shape[2], dwi.shape[1], dwi.shape[0], 2), bool)
+    binary[10:20, 20:40, 20:40, 0] = True  # "brain"
+    binary[12:15, 25:30, 25:30, 1] = True  # "lesion", inside it
+    descriptions = [hd.seg.SegmentDescription(n, name, codes.SCT.Tissue, codes.SCT.Tissue,
+                                              "MANUAL") for n, name in ((1, "brain"),
+                                                                        (2, "lesion"))]
+    seg = hd.seg.Segmentation(instances.datasets, binary, "BINARY", descriptions, hd.UID(), 5,
+                              hd.UID(), 1, "other tool", "other tool", "1", "1")
+    with_refs = tmp_path / "overlap.seg.dcm"
+    seg.save_as(str(with_refs))
+    want = np.zeros(dwi.shape, np.uint16)
+    want[np.transpose(binary[..., 0], (2, 1, 0))] = 1
+    want[np.transpose(binary[..., 1], (2, 1, 0))] = 2
+    ds = pydicom.dcmread(str(with_refs))
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        del item.DerivationImageSequence
+    del ds.ReferencedSeriesSequence
+    by_position = tmp_path / "overlap_positions.seg.dcm"
+    ds.save_as(str(by_position))
+    for path in (with_refs, by_position):
+        back = read_segmentation(path, dwi)
+        assert np.array_equal(back.array, want), path.name
+        assert any("segments overlap" in n for n in back.notes)
+        assert back.names == {1: "brain", 2: "lesion"}

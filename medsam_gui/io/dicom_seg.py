@@ -178,7 +178,8 @@ def read_seg(path: Union[str, "os.PathLike[str]"], volume: Volume) -> ImportedSe
         try:
             frames = seg.get_pixels_by_source_instance(ours, combine_segments=True,
                                                        relabel=False, dtype=np.uint16)
-        except RuntimeError:  # overlapping segments
+        except RuntimeError:  # overlapping segments; the failed call leaves ``seg`` unusable
+            seg = hd.seg.segread(str(path))
             frames = _combine(seg.get_pixels_by_source_instance(ours, dtype=np.uint8), numbers)
             notes.append(overlap_note)
         array = np.ascontiguousarray(np.transpose(frames, (2, 1, 0)))
@@ -205,8 +206,8 @@ def _by_geometry(seg, volume: Volume, numbers: List[int], notes: List[str], over
 
     try:
         vol = seg.get_volume(combine_segments=True, relabel=False, dtype=np.uint16)
-    except RuntimeError:
-        vol = seg.get_volume(dtype=np.uint8)
+    except RuntimeError:  # overlapping segments; the failed call leaves ``seg`` unusable
+        vol = hd.seg.segread(str(path)).get_volume(dtype=np.uint8)
         vol = vol.with_array(_combine(vol.array, numbers))
         notes.append(overlap_note)
     except Exception as exc:
