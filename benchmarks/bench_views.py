@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -43,16 +42,9 @@ FLAIR = DATA / "brain_tumour_brats2015" / "brats_2013_pat0001_1" / "Flair_subtrM
 TRUTH = FLAIR.with_name("OTMultiClass.nii.gz")
 CT = DATA / "dicom" / "ct_abdomen_siemens_jpeg2000"
 CT_LABELS = DATA / "dicom" / "reference" / "ct_abdomen_siemens_jpeg2000_totalseg_labels.nii.gz"
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from bench_model_input import cpu_model  # noqa: E402
 
 
 def big_ct(tmp: Path, repeats: int):
@@ -173,6 +165,15 @@ def main(argv=None) -> int:
                              (sp[axial.col_axis], sp[axial.row_axis]))
             canvas.set_overlay(overlay_8804b27(w.labelmap.slice(axial, k), w._lut))
 
+        def time_strokes(key):
+            """Brush dabs through the crosshair at the volume centre, each undone after."""
+            w.view_state.set_cursor(centre)
+            settle()
+            for _ in range(args.n):
+                row, col = w.view_state.cursor_pixel("axial")
+                results[key].append(timed(lambda: stroke(w.index, row, col)))
+                w.annotator.undo()
+
         for _round in range(args.rounds):
             w.set_layout("single")
             w.set_view("axial")
@@ -186,23 +187,13 @@ def main(argv=None) -> int:
                 k = int(rng.integers(0, axial.n_slices))
                 results["single slice"].append(timed(lambda: w.set_index(k)))
             single_size = w.slice_view.viewport().size()
-            w.view_state.set_cursor(centre)
-            settle()
-            for _ in range(args.n):
-                row, col = w.view_state.cursor_pixel("axial")
-                results["single mask"].append(timed(lambda: stroke(w.index, row, col)))
-                w.annotator.undo()
+            time_strokes("single mask")
             w.set_layout("three")
             settle()
             for _ in range(args.n):
                 voxel = tuple(int(rng.integers(0, s)) for s in vol.shape)
                 results["three cursor"].append(timed(lambda: w.view_state.set_cursor(voxel)))
-            w.view_state.set_cursor(centre)
-            settle()
-            for _ in range(args.n):
-                row, col = w.view_state.cursor_pixel("axial")
-                results["three mask"].append(timed(lambda: stroke(w.index, row, col)))
-                w.annotator.undo()
+            time_strokes("three mask")
         med = {k: float(np.median(v)) for k, v in results.items()}
         p95 = {k: float(np.percentile(v, 95)) for k, v in results.items()}
         size = w.view_layout.views["axial"].viewport().size()
