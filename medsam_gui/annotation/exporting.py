@@ -82,6 +82,9 @@ def export_labels(labelmap: LabelMap, volume: Volume, path: PathArg, fmt: Option
     if fmt == "nifti":
         return export_nifti(labelmap, volume, path)
     segments = segments_of(labelmap, types)
+    if not segments:
+        raise MedsamError("the label map is empty: there is nothing to export",
+                          volume.source.path or None)
     if fmt == "seg":
         from ..io.dicom_seg import write_seg
 

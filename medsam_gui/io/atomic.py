@@ -11,7 +11,19 @@ import os
 from pathlib import Path
 from typing import Iterator, Union
 
+from ..errors import MedsamError
+
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+def check_target(path: Path, name: str = "a file name") -> None:
+    """Refuse, before any work, a target that is a folder or lies in no folder."""
+    if path.is_dir():
+        raise MedsamError(f"this is a folder; give {name}", path)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise MedsamError(f"{path.parent} is a file, not a folder", path)
+    if not path.parent.is_dir():
+        raise MedsamError(f"the folder {path.parent} does not exist", path)
 
 
 def temp_path_for(path: PathLike) -> Path:

@@ -25,7 +25,7 @@ from pydicom.sr.codedict import codes
 from .. import __version__
 from ..errors import MedsamError
 from ..volume import Volume
-from .atomic import atomic_path
+from .atomic import atomic_path, check_target
 from .dicom_source import SourceInstances, source_instances
 from .segments import MANUFACTURER, Export, ImportedSegments, Segment, segment_numbers
 
@@ -108,11 +108,8 @@ def write_seg(labels: np.ndarray, segments: List[Segment], volume: Volume,
     """Write ``labels`` (volume grid) as a DICOM SEG referencing ``volume``'s source series,
     one segment per entry of ``segments``; verified before it is renamed into place."""
     path = Path(os.fspath(path)).expanduser()
-    _check_target(path)
+    check_target(path)
     instances = source_instances(volume)
-    if not segments:
-        raise MedsamError("the label map is empty: there is no segment to export",
-                          volume.source.path)
     seg = build_seg(labels, segments, instances)
     try:
         with atomic_path(path) as tmp:
@@ -121,13 +118,6 @@ def write_seg(labels: np.ndarray, segments: List[Segment], volume: Volume,
     except OSError as exc:
         raise MedsamError(f"cannot write the SEG ({exc.strerror or exc})", path) from None
     return Export(path, segments, list(instances.notes))
-
-
-def _check_target(path: Path) -> None:
-    if path.is_dir():
-        raise MedsamError("this is a folder; give a file name", path)
-    if not path.parent.is_dir():
-        raise MedsamError(f"the folder {path.parent} does not exist", path)
 
 
 # ---- in ----------------------------------------------------------------------------------------

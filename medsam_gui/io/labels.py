@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import MedsamError
 from ..volume import Volume
-from .atomic import atomic_path, write_synced
+from .atomic import atomic_path, check_target, write_synced
 
 AFFINE_TOLERANCE_MM = 1e-3  # qform is stored as float32 quaternions: allow their rounding
 NIFTI_INTENT_LABEL = 1002
@@ -116,12 +116,7 @@ def save_label_map(
     name = path.name.lower()
     if not name.endswith((".nii", ".nii.gz")):
         raise MedsamError("label maps are saved as .nii or .nii.gz", path)
-    if path.is_dir():
-        raise MedsamError("this is a folder; give a file name ending in .nii.gz", path)
-    if path.parent.exists() and not path.parent.is_dir():
-        raise MedsamError(f"{path.parent} is a file, not a folder", path)
-    if not path.parent.is_dir():
-        raise MedsamError(f"the folder {path.parent} does not exist", path)
+    check_target(path, "a file name ending in .nii.gz")
     img = build_label_image(labels, volume, path)
     raw = img.to_bytes()
     compress = name.endswith(".gz")

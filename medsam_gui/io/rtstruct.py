@@ -36,7 +36,7 @@ from skimage import draw, measure
 from .. import __version__
 from ..errors import MedsamError
 from ..volume import Volume
-from .atomic import atomic_path
+from .atomic import atomic_path, check_target
 from .dicom_source import SourceInstances, source_instances
 from .segments import MANUFACTURER, Export, ImportedSegments, Segment
 
@@ -351,18 +351,12 @@ def write_rtstruct(labels: np.ndarray, segments: List[Segment], volume: Volume,
     """Write ``labels`` (volume grid) as an RT Structure Set on ``volume``'s CT/MR series, one
     ROI per entry of ``segments``; verified before it is renamed into place."""
     path = Path(os.fspath(path)).expanduser()
-    if path.is_dir():
-        raise MedsamError("this is a folder; give a file name", path)
-    if not path.parent.is_dir():
-        raise MedsamError(f"the folder {path.parent} does not exist", path)
+    check_target(path)
     instances = source_instances(volume)
     modality = str(instances.datasets[0].get("Modality", ""))
     if modality not in ("CT", "MR"):
         raise MedsamError(f"RT Structure Sets are written for CT and MR series; this one is "
                           f"{modality or 'of unknown modality'}", volume.source.path)
-    if not segments:
-        raise MedsamError("the label map is empty: there is no structure to export",
-                          volume.source.path)
     ds = build_rtstruct(labels, segments, instances)
     try:
         with atomic_path(path) as tmp:
