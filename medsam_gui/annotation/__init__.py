@@ -1,8 +1,8 @@
 """Annotations: label map on the volume grid, label table, provenance, undo/redo, workspace."""
 
+from medsam_gui.annotation.change import Change
 from medsam_gui.annotation.history import History
 from medsam_gui.annotation.labels import (
-    Change,
     Label,
     LabelMap,
     LabelTable,

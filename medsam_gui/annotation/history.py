@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Deque, List, Optional, Sequence
 
-from medsam_gui.annotation.labels import Change, LabelMap, _Packed, _slices
+from medsam_gui.annotation.change import Change, _Packed, _slices
+from medsam_gui.annotation.labels import LabelMap
 
 
 def merge(labelmap: LabelMap, changes: Sequence[Change], description: str) -> Change:

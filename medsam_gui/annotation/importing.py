@@ -22,7 +22,8 @@ import numpy as np
 
 from ..io.segments import ImportedSegments
 from ..volume import ViewGeometry
-from .labels import PALETTE, Change, Label, LabelMap, LabelTable, RecordKey, SliceRecord
+from .change import Change, RecordKey
+from .labels import PALETTE, Label, LabelMap, LabelTable, SliceRecord
 
 MODES = ("replace", "merge")
 

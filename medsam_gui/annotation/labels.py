@@ -1,25 +1,24 @@
 """Label map on the volume grid, its label table, per-slice provenance and compact diffs.
 
 Every edit of a ``LabelMap`` goes through ``paint`` (or the record / label-table methods) and
-returns a ``Change``: the bounding box of the changed voxels on the source grid with the
-before/after voxels (zlib-compressed) plus the provenance records and label table before/after.
-``LabelMap.apply(change, undo)`` replays it either way, which is all ``History`` needs.
+returns a ``Change`` (``annotation.change``); ``LabelMap.apply(change, undo)`` replays it either
+way, which is all ``History`` needs.
 """
 
 from __future__ import annotations
 
 import hashlib
-import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from medsam_gui.annotation.change import (Change, RecordKey, Region, _Packed, _slices,
+                                          bounding_region)
 from medsam_gui.volume import ViewGeometry
 
 Color = Tuple[int, int, int]
-RecordKey = Tuple[str, int, int]  # (axis, index, label value)
 STATUSES = ("model", "edited", "accepted")
 REVIEWED = ("edited", "accepted")  # a person looked at the slice: training data
 # how a mask was made: "" a person's box/points or brush (and records from before methods were
@@ -184,70 +183,6 @@ class SliceRecord:
         return SliceRecord(**d)
 
 
-class _Packed:
-    """An array stored zlib-compressed (label maps compress ~100x)."""
-
-    __slots__ = ("shape", "dtype", "blob")
-
-    def __init__(self, array: np.ndarray):
-        self.shape = array.shape
-        self.dtype = array.dtype
-        self.blob = zlib.compress(np.ascontiguousarray(array).tobytes(), 1)
-
-    def unpack(self) -> np.ndarray:
-        return np.frombuffer(zlib.decompress(self.blob), dtype=self.dtype).reshape(self.shape).copy()
-
-
-Region = Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]
-
-
-@dataclass
-class Change:
-    """One undoable edit: voxels in ``region`` (source grid, [start, stop) per axis) and
-    records / label table before and after. Records map key -> SliceRecord or None (absent)."""
-
-    region: Optional[Region] = None
-    _before: Optional[_Packed] = None
-    _after: Optional[_Packed] = None
-    records_before: Dict[RecordKey, Optional[SliceRecord]] = field(default_factory=dict)
-    records_after: Dict[RecordKey, Optional[SliceRecord]] = field(default_factory=dict)
-    table_before: Optional[List[dict]] = None
-    table_after: Optional[List[dict]] = None
-    description: str = ""
-
-    @property
-    def before(self) -> Optional[np.ndarray]:
-        return None if self._before is None else self._before.unpack()
-
-    @property
-    def after(self) -> Optional[np.ndarray]:
-        return None if self._after is None else self._after.unpack()
-
-    @property
-    def empty(self) -> bool:
-        return (self.region is None and self.records_before == self.records_after
-                and self.table_before == self.table_after)
-
-    @property
-    def n_changed_voxels(self) -> int:
-        if self.region is None:
-            return 0
-        return int(np.count_nonzero(self.before != self.after))
-
-    @property
-    def nbytes(self) -> int:
-        """Approximate memory held by this change."""
-        n = 512 + 256 * (len(self.records_before) + len(self.records_after))
-        for p in (self._before, self._after):
-            if p is not None:
-                n += len(p.blob)
-        return n
-
-
-def _slices(region: Region) -> Tuple[slice, slice, slice]:
-    return tuple(slice(a, b) for a, b in region)  # type: ignore[return-value]
-
-
 class LabelMap:
     """Integer labels on the volume's source grid (uint16) with per-slice provenance."""
 
@@ -368,16 +303,7 @@ class LabelMap:
         """Delete a label: its voxels, its records and its table entry, as one undoable change."""
         value = int(value)
         change = Change(description=f"remove label {value}", table_before=self.table.to_json())
-        hit = self.array == value
-        if hit.any():
-            idx = [np.flatnonzero(hit.any(axis=tuple(a for a in range(3) if a != ax)))
-                   for ax in range(3)]
-            region = tuple((int(i[0]), int(i[-1]) + 1) for i in idx)
-            sl = _slices(region)  # type: ignore[arg-type]
-            change.region = region  # type: ignore[assignment]
-            change._before = _Packed(self.array[sl])
-            self.array[hit] = 0
-            change._after = _Packed(self.array[sl])
+        self._write(change, self.array == value, 0)
         for key in [k for k in self.records if k[2] == value]:
             change.records_before[key] = self.records.pop(key)
             change.records_after[key] = None
@@ -395,16 +321,7 @@ class LabelMap:
             raise ValueError(f"label array shape {array.shape} is not {self.shape}")
         change = Change(description=description, table_before=self.table.to_json(),
                         table_after=table.to_json())
-        diff = array != self.array
-        if diff.any():
-            idx = [np.flatnonzero(diff.any(axis=tuple(a for a in range(3) if a != ax)))
-                   for ax in range(3)]
-            region = tuple((int(i[0]), int(i[-1]) + 1) for i in idx)
-            sl = _slices(region)  # type: ignore[arg-type]
-            change.region = region  # type: ignore[assignment]
-            change._before = _Packed(self.array[sl])
-            self.array[sl] = array[sl]
-            change._after = _Packed(self.array[sl])
+        self._write(change, array != self.array, array)
         for key in set(self.records) | set(records):
             if self.records.get(key) is not records.get(key):
                 change.records_before[key] = self.records.get(key)
@@ -412,6 +329,18 @@ class LabelMap:
         self._put_records(change.records_after)
         self.table.labels = LabelTable.from_json(change.table_after or []).labels
         return change
+
+    def _write(self, change: Change, where: np.ndarray, new) -> None:
+        """Set the voxels ``where`` (a whole-grid mask) to ``new`` (a value or a whole-grid
+        array), keeping their bounding box before and after in ``change``."""
+        region = bounding_region(where)
+        if region is None:
+            return
+        sl = _slices(region)
+        change.region = region
+        change._before = _Packed(self.array[sl])
+        self.array[sl] = np.where(where[sl], new if np.isscalar(new) else new[sl], self.array[sl])
+        change._after = _Packed(self.array[sl])
 
     def apply(self, change: Change, undo: bool) -> None:
         """Put the voxels, records and label table to their state before (undo) or after."""

@@ -16,7 +16,8 @@ import numpy as np
 from PyQt5.QtWidgets import QDialog, QFileDialog, QMessageBox
 
 from medsam_gui.annotation.importing import import_segmentation
-from medsam_gui.annotation.labels import Change, Label, LabelTable, PALETTE
+from medsam_gui.annotation.change import Change
+from medsam_gui.annotation.labels import PALETTE, Label, LabelTable
 from medsam_gui.errors import MedsamError
 from medsam_gui.io.formats import FORMAT_NAMES
 from medsam_gui.ui.workers import Task, error_text, run_task
