@@ -18,8 +18,6 @@ import json
 import os
 from typing import List, Mapping, Optional, Tuple, Union
 
-import numpy as np
-
 from ..errors import MedsamError
 from ..io.atomic import atomic_write_bytes
 from ..io.formats import format_for, table_json_path
@@ -29,6 +27,7 @@ from ..io.seg_terms import guess_property_type, property_type
 from ..io.segments import MANUAL, SEMIAUTOMATIC, Export, Segment
 from ..volume import Volume
 from .labels import PALETTE, LabelMap
+from .review import label_values
 
 PathArg = Union[str, "os.PathLike[str]"]
 
@@ -44,7 +43,7 @@ def segments_of(labelmap: LabelMap, types: Optional[Mapping[int, str]] = None) -
     """Segments for every label with voxels; ``types`` overrides the property type per value."""
     types = dict(types or {})
     out: List[Segment] = []
-    for number, value in enumerate((int(v) for v in np.unique(labelmap.array) if v), 1):
+    for number, value in enumerate(label_values(labelmap.array), 1):
         label = labelmap.table.get(value)
         name = label.name if label is not None else f"label {value}"
         color = tuple(label.color) if label is not None else PALETTE[(value - 1) % len(PALETTE)]

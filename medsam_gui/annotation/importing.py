@@ -24,6 +24,7 @@ from ..io.segments import ImportedSegments
 from ..volume import ViewGeometry
 from .change import Change, RecordKey
 from .labels import PALETTE, Label, LabelMap, LabelTable, SliceRecord
+from .review import label_values
 
 MODES = ("replace", "merge")
 
@@ -60,7 +61,7 @@ def import_segmentation(labelmap: LabelMap, imported: ImportedSegments, geometry
         raise ValueError(f"mode {mode!r} not one of {MODES}")
     if imported.array.shape != labelmap.shape:
         raise ValueError(f"imported shape {imported.array.shape} is not {labelmap.shape}")
-    values = [int(v) for v in np.unique(imported.array) if v]
+    values = label_values(imported.array)
     if mode == "replace":
         mapping = {v: v for v in values}
         array = imported.array.astype(np.uint16, copy=True)

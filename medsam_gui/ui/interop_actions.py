@@ -12,12 +12,12 @@ import os
 from pathlib import Path
 from typing import Dict, Optional
 
-import numpy as np
 from PyQt5.QtWidgets import QDialog, QFileDialog, QMessageBox
 
-from medsam_gui.annotation.importing import import_segmentation
 from medsam_gui.annotation.change import Change
+from medsam_gui.annotation.importing import import_segmentation
 from medsam_gui.annotation.labels import PALETTE, Label, LabelTable
+from medsam_gui.annotation.review import label_values
 from medsam_gui.errors import MedsamError
 from medsam_gui.io.formats import FORMAT_NAMES
 from medsam_gui.ui.workers import Task, error_text, run_task
@@ -68,7 +68,7 @@ class InteropActions:
 
     # ---- export ------------------------------------------------------------------------------
     def _present_labels(self):
-        present = {int(v) for v in np.unique(self.labelmap.array) if v}
+        present = set(label_values(self.labelmap.array))
         labels = [lab for lab in self.labelmap.table.labels if lab.value in present]
         labels += [Label(v, f"label {v}", PALETTE[(v - 1) % len(PALETTE)])
                    for v in sorted(present - {lab.value for lab in labels})]
@@ -228,7 +228,7 @@ class InteropActions:
         except MedsamError as exc:
             self.show_error("Cannot import label descriptions", error_text(exc))
             return False
-        present = {int(v) for v in np.unique(self.labelmap.array) if v}
+        present = set(label_values(self.labelmap.array))
         table = LabelTable.from_json(self.labelmap.table.to_json())
         known = {lab.value for lab in table.labels}
         used = 0
