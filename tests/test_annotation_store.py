@@ -128,6 +128,12 @@ def test_damaged_files_raise_medsam_error(flair, tmp_path):
     ws = Workspace(tmp_path / "ws")
     folder = ws.save(vol, annotate(vol, gt, slices=(70,)))
     (folder / "annotation.json").write_text("{not json")
+    # the backup written with every save is read instead
+    assert ws.load(vol).records[("axial", 70, 1)].status == "accepted"
+    assert len(ws.entries()) == 1
+    # with the backup damaged too, reading says which file is wrong
+    for gen in ws.generations(vol):
+        (gen.folder / "annotation.json").write_text("{not json")
     with pytest.raises(MedsamError, match="annotation.json"):
         ws.load(vol)
     assert ws.entries() == []

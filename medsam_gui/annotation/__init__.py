@@ -9,11 +9,11 @@ from medsam_gui.annotation.labels import (
     SliceRecord,
     mask_sha256,
 )
-from medsam_gui.annotation.store import (Placement, Workspace, WorkspaceEntry, beside_scan,
-                                         place_workspace, read_dir, user_workspace)
+from medsam_gui.annotation.store import (Placement, Restored, Workspace, WorkspaceEntry,
+                                         beside_scan, place_workspace, read_dir, user_workspace)
 
 __all__ = [
-    "Change", "History", "Label", "LabelMap", "LabelTable", "Placement", "SliceRecord",
+    "Change", "History", "Label", "LabelMap", "LabelTable", "Placement", "Restored", "SliceRecord",
     "Workspace", "WorkspaceEntry", "beside_scan", "mask_sha256", "place_workspace", "read_dir",
     "user_workspace",
 ]

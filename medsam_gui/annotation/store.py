@@ -8,10 +8,19 @@ cannot be written. A volume's subfolder is found by content hash, so a copied or
 finds its work.
 
 Each subfolder (``<source stem>-<first 12 hex of content hash>``) holds ``labels.nii.gz`` on
-the source grid (written by ``medsam_gui.io.save_label_map``) and ``annotation.json``
-(format ``medsam-gui-workspace/1``: source, label table, per-slice provenance). Both files are
-written atomically (temp file + ``os.replace``); the labels first, the JSON last, so an
-interrupted autosave leaves the previous pair of files in place.
+the source grid (written by ``medsam_gui.io.save_label_map``), ``annotation.json`` (format
+``medsam-gui-workspace/1``: source, label table, per-slice provenance, and the sha256 of the
+label map it belongs to) and ``history/``, the last consistent generations
+(``annotation.generations``). Saved work is never lost to a fault:
+
+- every save is written whole into ``history/`` before the current pair is replaced, so a crash
+  at any moment leaves a complete newest save (``annotation.saved_work`` reads it back);
+- one writer per scan: ``open`` takes the folder's lock (``annotation.lock``); a second window
+  opens the work read-only and says who has it;
+- a file that cannot be read is never overwritten: it is moved aside
+  (``annotation.broken-<time>.json``, ``labels.broken-<time>.nii.gz``) and the newest whole
+  backup, or the voxels of a label map whose annotation file was lost, is restored; work saved
+  by a newer version is opened read-only.
 """
 
 from __future__ import annotations
@@ -20,20 +29,23 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
-import numpy as np
-
-from medsam_gui.annotation.labels import LabelMap, LabelTable, SliceRecord, now_iso
+from medsam_gui.annotation import generations as gens
+from medsam_gui.annotation import lock
+from medsam_gui.annotation.labels import LabelMap, now_iso
+from medsam_gui.annotation.saved_work import (FORMAT, JSON_FILE, LABELS_FILE, DamagedWork,
+                                              NewerFormat, TornPair, has_work, read_dir,
+                                              read_work, recover_label_map)
 from medsam_gui.errors import MedsamError
-from medsam_gui.io.atomic import write_synced
+from medsam_gui.io.atomic import clean_stale_temps, fsync_dir
 from medsam_gui.volume import Volume
 
-FORMAT = "medsam-gui-workspace/1"
-LABELS_FILE = "labels.nii.gz"
-JSON_FILE = "annotation.json"
+__all__ = ["FORMAT", "JSON_FILE", "LABELS_FILE", "Placement", "Restored", "Workspace",
+           "WorkspaceEntry", "beside_scan", "place_workspace", "read_dir", "user_workspace"]
 PathLike = Union[str, os.PathLike]
 
 
@@ -44,6 +56,17 @@ class WorkspaceEntry:
     series_uid: Optional[str]
     content_hash: str
     n_records: int
+
+
+@dataclass
+class Restored:
+    """What ``Workspace.open`` found for a scan."""
+
+    labelmap: Optional[LabelMap]  # None: nothing to restore (start empty)
+    notes: List[str] = field(default_factory=list)  # what happened, in plain words, once
+    read_only: str = ""  # why this session's changes cannot be saved there ("" = they can)
+    lock_owner: Optional[lock.LockOwner] = None  # who holds the work, when read-only for that
+    moved_aside: List[Path] = field(default_factory=list)  # damaged files kept under new names
 
 
 def _strip_nifti(name: str) -> str:
@@ -66,49 +89,46 @@ def _source_stem(volume: Volume) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "volume"
 
 
-def read_dir(path: PathLike) -> Tuple[dict, LabelMap]:
-    """Read one per-volume folder without the volume: (annotation.json dict, LabelMap)."""
-    import nibabel as nib
+def _array_digest(labelmap: LabelMap) -> str:
+    return hashlib.blake2b(labelmap.array.tobytes(), digest_size=16).hexdigest()
 
-    folder = Path(path)
-    jpath = folder / JSON_FILE
-    try:
-        meta = json.loads(jpath.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MedsamError("no annotation.json in this workspace folder", folder) from None
-    except (OSError, ValueError) as exc:
-        raise MedsamError(f"cannot read the annotation file ({exc})", jpath) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise MedsamError(f"not a {FORMAT} annotation file", jpath)
-    lpath = folder / LABELS_FILE
-    shape = tuple(int(s) for s in meta["source"]["shape"])
-    try:
-        arr = np.asarray(nib.load(str(lpath)).dataobj)
-    except FileNotFoundError:
-        raise MedsamError("the label map is missing beside annotation.json", lpath) from None
-    except Exception as exc:  # nibabel raises many types for a damaged file
-        raise MedsamError(f"cannot read the label map ({exc})", lpath) from None
-    if arr.ndim == 4 and arr.shape[3] == 1:
-        arr = arr[..., 0]
-    if tuple(arr.shape) != shape:
-        raise MedsamError(f"label map shape {arr.shape} does not match the source {shape}", lpath)
-    try:
-        table = LabelTable.from_json(meta["labels"])
-        lm = LabelMap(shape, table, array=np.asarray(arr).astype(np.uint16))
-        for d in meta.get("slices", []):
-            rec = SliceRecord.from_json(d)
-            lm.records[rec.key] = rec
-    except (KeyError, TypeError, ValueError) as exc:
-        raise MedsamError(f"damaged annotation file ({exc})", jpath) from None
-    return meta, lm
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged file to ``<stem>.broken-<time><suffixes>`` beside it; returns the new
+    path (never overwriting an earlier one)."""
+    name = path.name
+    for ext in (".nii.gz", ".json", ".nii"):
+        if name.endswith(ext):
+            stem, suffix = name[: -len(ext)], ext
+            break
+    else:
+        stem, suffix = name, ""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        target = path.with_name(f"{stem}.broken-{stamp}{'' if n == 0 else f'-{n}'}{suffix}")
+        if not target.exists():
+            os.rename(path, target)
+            return target
+    raise OSError(f"too many damaged copies of {path}")
 
 
 class Workspace:
-    """A folder of per-volume annotation subfolders."""
+    """A folder of per-volume annotation subfolders.
 
-    def __init__(self, folder: PathLike):
+    ``owner`` names who writes: every plain ``Workspace`` of a process shares one owner (a
+    script's saves lock the scan's folder only while they write); a window passes its own token
+    and holds the lock from ``open`` until ``close``.
+    """
+
+    keep_generations = gens.KEEP
+    backup_interval_s = gens.MIN_INTERVAL_S
+
+    def __init__(self, folder: PathLike, owner: str = lock.PROCESS_OWNER):
         self.folder = Path(folder)
-        self._saved_labels: Dict[Path, str] = {}  # labels file -> digest of what we wrote
+        self.owner = owner
+        self._saved_labels: Dict[Path, Tuple[str, str]] = {}  # labels file -> (array, file) digest
+        self._generation: Dict[Path, int] = {}  # volume folder -> newest generation we know
+        self._read_only: Dict[Path, str] = {}  # volume folder -> why it must not be written
         self._found: Dict[str, Path] = {}  # content hash -> folder found under another name
 
     def key(self, volume: Volume) -> str:
@@ -124,49 +144,201 @@ class Workspace:
         if known is not None and known.exists():
             return known
         for other in self.folder.glob(f"*-{volume.content_hash[:12]}"):
-            if (other / JSON_FILE).is_file():
+            if (other / JSON_FILE).is_file() or gens.list_generations(other):
                 self._found[volume.content_hash] = other
                 return other
         return exact
 
-    def save(self, volume: Volume, labelmap: LabelMap) -> Path:
-        """Save labels + annotation.json atomically; returns the per-volume folder."""
-        from medsam_gui.io import save_label_map
+    # ---- opening -----------------------------------------------------------------------------
+    def open(self, volume: Volume) -> Restored:
+        """The saved work of ``volume`` for editing: takes the folder's lock, restores the
+        newest whole save, moves damaged files aside (see the module doc). Never raises for
+        what is found on disk: problems become notes and, where nothing may be written, a
+        read-only reason."""
+        folder = self.volume_dir(volume)
+        owner: Optional[lock.LockOwner] = None
+        read_only = ""
+        try:
+            lock.acquire(folder, self.owner)
+        except lock.LockHeld as exc:
+            owner, read_only = exc.owner, str(exc)
+        except MedsamError as exc:  # a folder that cannot even take a lock file
+            read_only = str(exc)
+        if not folder.is_dir() or not has_work(folder):
+            return self._remember(folder, Restored(None, read_only=read_only, lock_owner=owner))
+        try:
+            work = read_work(folder, volume.content_hash)
+        except NewerFormat as exc:
+            return self._remember(folder, Restored(None, [str(exc)], read_only=str(exc),
+                                                   lock_owner=owner))
+        except DamagedWork as exc:
+            return self._remember(folder, self._salvage(folder, volume, exc, read_only, owner))
+        notes: List[str] = []
+        moved: List[Path] = []
+        damaged = [p for p in work.problems if not isinstance(p, TornPair)]
+        if damaged:
+            when = self._when(work)
+            notes.append(f"The saved work was damaged ({damaged[0]}). Restored the last whole "
+                         f"save{when}.")
+            if not read_only:
+                moved, more = self._move_damaged(folder, damaged)
+                notes += more
+        self._generation[folder] = work.generation
+        lm = work.labelmap
+        self._saved_labels.pop(folder / LABELS_FILE, None)  # the current file may be torn
+        return self._remember(folder, Restored(lm, notes, read_only, owner, moved))
 
+    @staticmethod
+    def _when(work) -> str:
+        saved = work.meta.get("saved")
+        return f" (saved {saved})" if isinstance(saved, str) and saved else ""
+
+    def _move_damaged(self, folder: Path, damaged: List[DamagedWork]) -> Tuple[List[Path],
+                                                                              List[str]]:
+        moved, notes = [], []
+        # only the current pair: a damaged older backup stays where it is
+        names = {Path(p.path).name for p in damaged if p.path and Path(p.path).parent == folder}
+        for name in (JSON_FILE, LABELS_FILE):
+            path = folder / name
+            if name not in names and not (name == LABELS_FILE and JSON_FILE in names):
+                continue  # a label map is only moved with its damaged JSON or on its own fault
+            if not path.exists():
+                continue
+            try:
+                moved.append(move_aside(path))
+            except OSError as exc:
+                notes.append(f"Could not move the damaged {path} aside ({exc}); this session "
+                             "will not save there.")
+                self._read_only[folder] = f"the damaged {path} could not be moved aside"
+                return moved, notes
+        if moved:
+            notes.append("The damaged files are kept as " + ", ".join(str(m) for m in moved)
+                         + ".")
+        return moved, notes
+
+    def _salvage(self, folder: Path, volume: Volume, exc: DamagedWork, read_only: str,
+                 owner) -> Restored:
+        """Nothing whole could be read: keep every file, recover the voxels if they can be."""
+        notes = [f"The saved work could not be read ({exc})."]
+        lm = recover_label_map(folder, volume.shape)
+        if "different scan" in exc.problem:
+            return Restored(None, notes + ["It is left as it is; this session is not saved "
+                                           "there."], read_only=exc.problem, lock_owner=owner)
+        if lm is not None:
+            notes.append(f"Recovered the label map's voxels ({len(lm.table.labels)} labels); "
+                         "label names and review states were lost.")
+        moved: List[Path] = []
+        if read_only:
+            return Restored(lm, notes, read_only, owner)
+        for name in (JSON_FILE, LABELS_FILE):
+            path = folder / name
+            if path.exists():
+                try:
+                    moved.append(move_aside(path))
+                except OSError as err:
+                    why = f"the damaged {path} could not be moved aside ({err})"
+                    return Restored(lm, notes + [why[0].upper() + why[1:] + "."], why, owner)
+        if moved:
+            notes.append("The unreadable files are kept as " + ", ".join(map(str, moved)) + ".")
+        return Restored(lm, notes, "", owner, moved)
+
+    def _remember(self, folder: Path, restored: Restored) -> Restored:
+        if restored.read_only:
+            self._read_only[folder] = restored.read_only
+        else:
+            self._read_only.pop(folder, None)
+        return restored
+
+    def read_only_reason(self, volume: Volume) -> str:
+        return self._read_only.get(self.volume_dir(volume), "")
+
+    def take_over(self, volume: Volume) -> Tuple[bool, str]:
+        """The user's explicit take-over of a lock held elsewhere (see ``lock.take_over``)."""
+        folder = self.volume_dir(volume)
+        ok, message = lock.take_over(folder, self.owner)
+        if ok and folder in self._read_only and "open in" in self._read_only[folder]:
+            del self._read_only[folder]
+        return ok, message
+
+    def close(self, volume: Optional[Volume] = None) -> None:
+        """Give back the lock of ``volume``'s folder (of every folder if None)."""
+        if volume is None:
+            lock.release_all(self.owner)
+        else:
+            lock.release(self.volume_dir(volume), self.owner)
+
+    # ---- saving ------------------------------------------------------------------------------
+    def save(self, volume: Volume, labelmap: LabelMap) -> Path:
+        """Save labels + annotation.json as one new generation; returns the per-volume folder.
+
+        Refused (``MedsamError``) where the work is read-only or another program holds it.
+        """
         if tuple(labelmap.array.shape) != volume.shape:
             raise ValueError(f"label map {labelmap.array.shape} is not on the grid {volume.shape}")
         folder = self.volume_dir(volume)
+        if folder in self._read_only:
+            raise MedsamError(f"not saved: {self._read_only[folder]}", folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise MedsamError(f"cannot create the workspace folder ({exc})", folder) from None
-        lpath = folder / LABELS_FILE
-        jpath = folder / JSON_FILE
-        digest = hashlib.blake2b(labelmap.array.tobytes(), digest_size=16).hexdigest()
+        transient = not lock.holds(folder, self.owner)
+        lock.acquire(folder, self.owner)
+        try:
+            self._save_locked(folder, volume, labelmap)
+        finally:
+            if transient and self.owner == lock.PROCESS_OWNER:
+                lock.release(folder, self.owner)
+        return folder
+
+    def _save_locked(self, folder: Path, volume: Volume, labelmap: LabelMap) -> None:
+        from medsam_gui.io import save_label_map
+
+        clean_stale_temps(folder)
+        clean_stale_temps(gens.history_dir(folder))
+        lpath, jpath = folder / LABELS_FILE, folder / JSON_FILE
+        digest = _array_digest(labelmap)
+        cached = self._saved_labels.get(lpath)
+        write_labels = cached is None or cached[0] != digest or not lpath.exists()
         ltmp = folder / f".labels.tmp-{os.getpid()}.nii.gz"
         jtmp = jpath.with_name(f"{jpath.name}.tmp-{os.getpid()}")
-        write_labels = self._saved_labels.get(lpath) != digest or not lpath.exists()
+        number = gens.next_number(folder, self._generation.get(folder, 0))
         try:
-            # Both files go to temp names first (the slow part: gzip + verify) and are renamed
-            # one after the other at the end, so a crash leaves the previous pair in place.
+            # the slow part (gzip + verify) goes to a temp name; then the generation is
+            # written whole into history/; only then is the current pair replaced
             if write_labels:
                 save_label_map(labelmap.array, volume, ltmp)  # verified by the writer
-            write_synced(jtmp, json.dumps(self._meta(volume, labelmap), indent=1).encode())
+                file_sha = gens.file_sha256(ltmp)
+            else:
+                file_sha = cached[1]  # type: ignore[index]
+            meta = self._meta(volume, labelmap)
+            meta.update(generation=number, labels_sha256=file_sha)
+            gen = gens.write_generation(folder, number, ltmp if write_labels else lpath,
+                                        json.dumps(meta, indent=1).encode(), LABELS_FILE,
+                                        JSON_FILE)
+            gens.copy_synced(gen.folder / JSON_FILE, jtmp)
             if write_labels:
                 os.replace(ltmp, lpath)
             os.replace(jtmp, jpath)
+            fsync_dir(folder)
         except OSError as exc:
-            raise MedsamError(f"cannot save the annotations ({exc})", folder) from None
+            raise MedsamError(f"cannot save the annotations ({exc.strerror or exc})",
+                              folder) from None
         finally:
             for tmp in (ltmp, jtmp):
                 if tmp.exists():
                     tmp.unlink()
-        if write_labels:
-            self._saved_labels[lpath] = digest
-        return folder
+        self._saved_labels[lpath] = (digest, file_sha)
+        self._generation[folder] = number
+        try:
+            gens.prune(folder, self.keep_generations, self.backup_interval_s)
+        except OSError:
+            pass  # an extra backup is no harm
 
     @staticmethod
     def _meta(volume: Volume, labelmap: LabelMap) -> dict:
+        import numpy as np
+
         src = volume.source
         return {
             "format": FORMAT,
@@ -184,43 +356,54 @@ class Workspace:
             "slices": [r.to_json() for r in labelmap.records_for()],
         }
 
+    # ---- reading -----------------------------------------------------------------------------
     def load(self, volume: Volume) -> Optional[LabelMap]:
-        """The saved annotations of this volume, or None if it has none here."""
+        """The saved annotations of this volume (the newest whole save), or None if it has
+        none here. Read-only: raises ``MedsamError`` when nothing whole can be read."""
         folder = self.volume_dir(volume)
-        if not (folder / JSON_FILE).exists():
+        if not folder.is_dir() or not has_work(folder):
             return None
-        meta, lm = read_dir(folder)
-        if meta["source"].get("content_hash") != volume.content_hash:
-            raise MedsamError("annotations belong to a different volume (content hash differs)",
-                              folder / JSON_FILE)
-        self._saved_labels[folder / LABELS_FILE] = hashlib.blake2b(
-            lm.array.tobytes(), digest_size=16).hexdigest()
-        return lm
+        work = read_work(folder, volume.content_hash)
+        self._generation[folder] = work.generation
+        return work.labelmap
+
+    def generations(self, volume: Volume) -> List[gens.Generation]:
+        """The kept backups of this volume's work, newest first."""
+        return gens.list_generations(self.volume_dir(volume))
+
+    @staticmethod
+    def read_generation(generation: gens.Generation) -> LabelMap:
+        from medsam_gui.annotation.saved_work import read_pair
+
+        return read_pair(generation.folder)[1]
 
     def entry_dirs(self) -> List[Path]:
         """Per-volume folders: the folder itself if it is one, else its subfolders."""
-        if (self.folder / JSON_FILE).exists():
+        if (self.folder / JSON_FILE).exists() or gens.list_generations(self.folder):
             return [self.folder]
         if not self.folder.is_dir():
             return []
-        return sorted(p for p in self.folder.iterdir() if (p / JSON_FILE).is_file())
+        return sorted(p for p in self.folder.iterdir()
+                      if p.is_dir() and ((p / JSON_FILE).is_file()
+                                         or gens.list_generations(p)))
 
     def entries(self) -> List[WorkspaceEntry]:
-        """Saved volumes (unreadable annotation files are skipped)."""
+        """Saved volumes (folders with nothing readable are skipped)."""
         out = []
         for d in self.entry_dirs():
             try:
-                meta = json.loads((d / JSON_FILE).read_text(encoding="utf-8"))
-                src = meta["source"]
-                out.append(WorkspaceEntry(str(d), src.get("path", ""), src.get("series_uid"),
-                                          src["content_hash"], len(meta.get("slices", []))))
-            except (OSError, ValueError, KeyError, TypeError):
+                work = read_work(d)
+            except MedsamError:
                 continue
+            src = work.meta["source"]
+            out.append(WorkspaceEntry(str(d), str(src.get("path") or ""), src.get("series_uid"),
+                                      src["content_hash"], len(work.meta.get("slices", []))))
         return out
 
     def has(self, volume: Volume) -> bool:
         """Are there saved annotations of this volume here?"""
-        return (self.volume_dir(volume) / JSON_FILE).is_file()
+        d = self.volume_dir(volume)
+        return (d / JSON_FILE).is_file() or bool(gens.list_generations(d))
 
     def check_writable(self) -> None:
         """Raise MedsamError (naming the folder and the reason) unless files can be written
