@@ -146,6 +146,9 @@ class SourceInfo:
     warnings: List[str] = field(default_factory=list)
     nifti_header: Optional[object] = None  # nibabel header of a NIfTI source, kept for export
     extra: Dict[str, object] = field(default_factory=dict)
+    # files the loader left out, each with the reason: (file path, reason). ``warnings`` names
+    # them too; a slice position without an image is shown blank (``extra["missing_slices"]``)
+    dropped_files: List[Tuple[str, str]] = field(default_factory=list)
 
 
 class Volume:

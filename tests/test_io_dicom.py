@@ -135,8 +135,9 @@ def test_missing_slice_warned(tmp_path):
     files = _copy(SAG, tmp_path / "s")
     order = _load(SAG).source.extra["files"]
     (tmp_path / "s" / order[17].split("/")[-1]).unlink()
-    vol = load_volume(tmp_path / "s")
-    assert vol.shape[2] == 34 and len(files) == 35
+    vol = load_volume(tmp_path / "s")  # the gap stays, blank: every slice keeps its place
+    assert vol.shape[2] == 35 and len(files) == 35 and vol.source.extra["missing_slices"] == [17]
+    assert np.array_equal(vol.affine, _load(SAG).affine)
     assert any("missing" in w for w in vol.source.warnings)
 
 
@@ -219,7 +220,8 @@ def test_file_without_pixels_inside_a_series_is_skipped(tmp_path):
     _edit(victim, lambda ds: delattr(ds, "PixelData"))
     assert len(files) == 35 and list_series(tmp_path / "s")[0].n_slices == 34
     vol = load_volume(tmp_path / "s")
-    assert vol.shape[2] == 34 and str(victim) not in vol.source.extra["files"]
+    assert vol.shape[2] == 35 and str(victim) not in vol.source.extra["files"]
+    assert (str(victim), "no pixel data") in vol.source.dropped_files
     assert any("missing" in w for w in vol.source.warnings)
 
 

@@ -2,14 +2,22 @@
 
 Slices are sorted by ImagePositionPatient projected on the slice normal, never by file name or
 InstanceNumber; the slice step comes from the positions, not SliceThickness. Voxel order:
-``data[i, j, k]`` = column i, row j of sorted slice k. The affine maps these indices to RAS+
+``data[i, j, k]`` = column i, row j of sorted slice k.
+
+Nothing is left out silently: every file that is not used (damaged header, text in a position,
+another matrix size, undecodable pixels, an exact duplicate…) is kept in
+``source.dropped_files`` with its reason and named in ``source.warnings``. When slices are
+missing from an otherwise regular stack, their positions stay in the volume as blank slices
+(``source.extra["missing_slices"]``), so every other slice keeps its true position; a stack too
+irregular for one grid is refused. The affine maps these indices to RAS+
 millimetres (DICOM's LPS with x and y negated). Discovery is in ``dicom_scan``.
 """
 
 from __future__ import annotations
 
 import os
-from collections import defaultdict
+import warnings as py_warnings
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -21,7 +29,8 @@ from pydicom.filereader import read_dataset
 from ..errors import MedsamError
 from ..volume import SourceInfo, Volume
 from .dicom_scan import (NO_UID, DicomSlice, SeriesGroup, SeriesInfo, description, discover,
-                         first_number, list_dicom_series, modality_of, no_images_error)
+                         first_number, list_dicom_series, modality_of, no_images_error,
+                         openable, skipped_of)
 from .nifti import check_array_size, ensure_finite
 
 __all__ = ["load_dicom", "list_dicom_series", "SeriesInfo"]
@@ -42,6 +51,9 @@ def _choose(groups: List[SeriesGroup], folder: Path, series_uid: Optional[str],
         if exact:
             return exact[0]
         same_uid = [g for g in groups if g.series_uid == series_uid]
+        volumes = [g for g in same_uid if g.n_positions() >= 2]
+        if len(volumes) == 1:  # the other parts are stray single images: named as left out
+            return volumes[0]
         if same_uid:
             raise MedsamError(f"series {series_uid} mixes image sizes or orientations; choose one "
                               f"of its parts: {listing}", folder)
@@ -52,28 +64,131 @@ def _choose(groups: List[SeriesGroup], folder: Path, series_uid: Optional[str],
             if any(os.path.realpath(s.path) == target for s in g.slices):
                 return g
         raise MedsamError("this file's series could not be assembled from its folder", file)
-    if len(groups) > 1:
-        warnings.append(f"{len(groups)} series in this folder; opened the largest, {groups[0].key}"
-                        f". Others: {listing}")
+    volumes = openable(groups)
+    if len(volumes) > 1:
+        warnings.append(f"{len(volumes)} series in this folder; opened the largest, "
+                        f"{groups[0].key}. Others: {listing}")
     return groups[0]
 
 
-def _select_volume(group: SeriesGroup, normal: np.ndarray, volume_index: Optional[int],
+Dropped = List[Tuple[str, str]]
+NAMED = 3  # files named in a warning or error before "and N more"
+MAX_BLANK_FRACTION = 0.5  # more blank slice positions than this is not a volume any more
+
+
+def _short(path: str, folder: Path) -> str:
+    """The path relative to the opened folder (just the name for its own files)."""
+    try:
+        return os.path.relpath(path, folder) if Path(path).is_relative_to(folder) else path
+    except (ValueError, AttributeError):
+        return path
+
+
+def name_files(entries: Dropped, folder: Path, limit: int = NAMED) -> str:
+    """``a.dcm (why); b.dcm (why) and 4 more`` for a warning or an error."""
+    named = "; ".join(f"{_short(p, folder)} ({why})" for p, why in entries[:limit])
+    more = len(entries) - limit
+    return named + (f" and {more} more" if more > 0 else "")
+
+
+def _other_parts(groups: List[SeriesGroup], group: SeriesGroup) -> Dropped:
+    """Files of the same SeriesInstanceUID left out because their grid differs from ``group``'s
+    (matrix size, orientation, pixel spacing)."""
+    out: Dropped = []
+    spacing = [float(v) for v in group.slices[0].header.PixelSpacing]
+    for g in groups:
+        if g is group or g.series_uid != group.series_uid:
+            continue
+        why = []
+        if (g.rows, g.cols) != (group.rows, group.cols):
+            why.append(f"matrix {g.cols}×{g.rows}, not {group.cols}×{group.rows} like the rest "
+                       "of the series")
+        if not np.allclose(g.iop, group.iop, atol=1e-4):
+            why.append("another ImageOrientationPatient than the rest of the series")
+        other = [float(v) for v in g.slices[0].header.PixelSpacing]
+        if not np.allclose(other, spacing, atol=1e-4):
+            why.append(f"PixelSpacing {other[0]:g}×{other[1]:g}, not "
+                       f"{spacing[0]:g}×{spacing[1]:g}")
+        reason = "; ".join(why) + f" (series part {g.key})"
+        out.extend((s.path, reason) for s in sorted(g.slices, key=lambda s: s.path))
+    return out
+
+
+def _pixel_bytes(s: DicomSlice) -> bytes:
+    """The stored pixel data (compressed or not), to tell exact duplicates from conflicts."""
+    if s.pixel_offset is not None:
+        with open(s.path, "rb") as fp:
+            fp.seek(int(s.pixel_offset))
+            return fp.read()
+    try:
+        ds = pydicom.dcmread(s.path)
+    except Exception:
+        return b""
+    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if keyword in ds:
+            return bytes(ds[keyword].value)
+    return b""
+
+
+def _drop_duplicates(slices: List[DicomSlice], folder: Path, dropped: Dropped
+                     ) -> List[DicomSlice]:
+    """Leave out exact copies (same SOPInstanceUID, same pixel data, same position), naming
+    them; refuse two different files that claim the same SOPInstanceUID."""
+    by_sop: Dict[str, List[DicomSlice]] = defaultdict(list)
+    for s in slices:
+        sop = str(s.header.get("SOPInstanceUID", "") or "").strip()
+        if sop:
+            by_sop[sop].append(s)
+    gone, conflicts = set(), []
+    for sop, same in by_sop.items():
+        if len(same) < 2:
+            continue
+        same = sorted(same, key=lambda s: s.path)
+        first = _pixel_bytes(same[0])
+        for other in same[1:]:
+            if np.allclose(other.position, same[0].position) and _pixel_bytes(other) == first:
+                gone.add(other.path)
+                dropped.append((other.path, f"exact duplicate of {_short(same[0].path, folder)} "
+                                "(same SOPInstanceUID and pixel data)"))
+            else:
+                conflicts.append((same[0].path, other.path, sop))
+    if conflicts:
+        pairs = "; ".join(f"{_short(a, folder)} and {_short(b, folder)} (SOPInstanceUID {u})"
+                          for a, b, u in conflicts[:NAMED])
+        more = f" and {len(conflicts) - NAMED} more" if len(conflicts) > NAMED else ""
+        raise MedsamError(f"{len(conflicts)} pair(s) of different files claim the same "
+                          f"SOPInstanceUID, so which one is right is unknown: {pairs}{more}; "
+                          "remove the wrong copies", folder)
+    return [s for s in slices if s.path not in gone]
+
+
+def _select_volume(group: SeriesGroup, slices: List[DicomSlice], normal: np.ndarray,
+                   volume_index: Optional[int], folder: Path,
                    warnings: List[str]) -> List[DicomSlice]:
     """Sort by position along the normal; split repeated positions into volumes."""
     by_pos: Dict[float, List[DicomSlice]] = defaultdict(list)
-    for s in group.slices:
+    for s in slices:
         by_pos[round(float(s.position @ normal), 2)].append(s)
-    counts = {len(v) for v in by_pos.values()}
+    if len(by_pos) == 1 and len(slices) > 1:
+        (d, at), = by_pos.items()
+        raise MedsamError(f"all {len(at)} image files of series {group.key} lie at one "
+                          f"position ({d:.2f} mm along the slice normal; same "
+                          f"ImagePositionPatient), so they do not stack into a volume: "
+                          f"{_names(at, folder)}", folder)
+    counts = Counter(len(v) for v in by_pos.values())
     if len(counts) > 1:
+        usual = counts.most_common(1)[0][0]
+        odd = sorted((d, v) for d, v in by_pos.items() if len(v) != usual)
+        where = "; ".join(f"{len(v)} at {d:.2f} mm ({_names(v, folder)})" for d, v in odd[:NAMED])
+        more = f" and {len(odd) - NAMED} more positions" if len(odd) > NAMED else ""
         raise MedsamError(f"series {group.key} repeats some slice positions but not others "
-                          f"({len(group.slices)} files at {len(by_pos)} positions)",
-                          Path(group.slices[0].path).parent)
-    n_vol = counts.pop()
+                          f"({len(slices)} files at {len(by_pos)} positions, {usual} at most of "
+                          f"them): {where}{more}", folder)
+    n_vol = counts.most_common(1)[0][0]
     index = 0 if volume_index is None else int(volume_index)
     if not 0 <= index < n_vol:
         raise MedsamError(f"volume index {index} is outside 0..{n_vol - 1} of series "
-                          f"{group.key}", Path(group.slices[0].path).parent)
+                          f"{group.key}", folder)
     if n_vol > 1:
         warnings.append(f"series holds {n_vol} volumes at the same positions; showing volume "
                         f"{index} (in InstanceNumber order)")
@@ -82,6 +197,12 @@ def _select_volume(group: SeriesGroup, normal: np.ndarray, volume_index: Optiona
         at = sorted(by_pos[d], key=lambda s: (int(s.header.get("InstanceNumber", 0) or 0), s.path))
         chosen.append(at[index])
     return chosen
+
+
+def _names(slices: List[DicomSlice], folder: Path) -> str:
+    names = [_short(s.path, folder) for s in sorted(slices, key=lambda s: s.path)]
+    more = len(names) - NAMED
+    return ", ".join(names[:NAMED]) + (f" and {more} more" if more > 0 else "")
 
 
 def _pixels_at_offset(s: DicomSlice) -> np.ndarray:
@@ -101,8 +222,13 @@ def _pixels_at_offset(s: DicomSlice) -> np.ndarray:
     return ds.pixel_array
 
 
-def _pixels(s: DicomSlice, rows: int, cols: int) -> Optional[np.ndarray]:
-    """The slice's stored pixels, or None when the file has no pixel data."""
+class _Unusable(Exception):
+    """This slice's pixels cannot be used; the message is the reason."""
+
+
+def _pixels(s: DicomSlice, rows: int, cols: int) -> np.ndarray:
+    """The slice's stored pixels; ``_Unusable`` (with the reason) when there are none or the
+    decoder fails."""
     if s.pixel_offset is not None:
         try:
             px = _pixels_at_offset(s)
@@ -111,47 +237,55 @@ def _pixels(s: DicomSlice, rows: int, cols: int) -> Optional[np.ndarray]:
         except Exception:  # anything unusual: take the ordinary full read below
             pass
     try:
-        ds = pydicom.dcmread(s.path, specific_tags=PIXEL_TAGS)
+        with py_warnings.catch_warnings():  # e.g. "End of file reached before delimiter"
+            py_warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(s.path, specific_tags=PIXEL_TAGS)
     except Exception as exc:
-        raise MedsamError(f"cannot read DICOM file ({type(exc).__name__}: {exc})", s.path) from None
+        raise _Unusable(f"cannot read DICOM file ({type(exc).__name__}: {exc})") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        return None
+        if s.pixel_offset is not None:  # discovery saw the element start: the file is cut short
+            size = os.path.getsize(s.path)
+            raise _Unusable(f"damaged pixel data: the file ends at byte {size}, inside its "
+                            "pixel data (cut short?)")
+        raise _Unusable("no pixel data")
     try:
         px = ds.pixel_array
     except Exception as exc:
-        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
-        raise MedsamError(f"cannot decode pixel data (transfer syntax {ts}): {exc}",
-                          s.path) from None
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        what = f"{ts.name} ({ts})" if ts is not None and hasattr(ts, "name") else "?"
+        text = " ".join(str(exc).split())[:200]
+        raise _Unusable(f"pixel data cannot be decoded, transfer syntax {what}: "
+                        f"{type(exc).__name__}: {text}") from None
     if px.shape != (rows, cols):
-        raise MedsamError(f"pixel array {px.shape} does not match Rows×Columns {rows}×{cols}",
-                          s.path)
+        raise _Unusable(f"pixel array {px.shape} does not match Rows×Columns {rows}×{cols}")
     return px
 
 
-def _read_slices(slices: List[DicomSlice], rows: int, cols: int,
-                 warnings: List[str]) -> Tuple[List[DicomSlice], List[np.ndarray]]:
-    """Read pixels of the chosen slices; files without pixel data are left out with a note."""
-    check_array_size((cols, rows, len(slices)), 4, Path(slices[0].path).parent)
-    kept, arrays, missing = [], [], []
+def _read_slices(slices: List[DicomSlice], rows: int, cols: int, folder: Path,
+                 dropped: Dropped) -> Tuple[List[DicomSlice], List[np.ndarray]]:
+    """Read pixels of the chosen slices; a file whose pixels are missing or cannot be decoded
+    is dropped with its reason. Refused when fewer than two slices (or under half) are left."""
+    check_array_size((cols, rows, len(slices)), 4, folder)
+    kept, arrays, bad = [], [], []
     for s in slices:
-        px = _pixels(s, rows, cols)
-        if px is None:
-            missing.append(s.path)
-        else:
+        try:
+            arrays.append(_pixels(s, rows, cols))
             kept.append(s)
-            arrays.append(px)
-    if missing and len(kept) < 2:
-        raise MedsamError("DICOM file has no pixel data" + (
-            f" (nor do {len(missing) - 1} other files of its series)" if len(missing) > 1 else ""),
-            missing[0])
-    if missing:
-        names = ", ".join(Path(m).name for m in missing[:3])
-        warnings.append(f"{len(missing)} file(s) without pixel data left out: {names}")
+        except _Unusable as exc:
+            bad.append((s.path, str(exc)))
+    if bad and (len(kept) < 2 or len(kept) < len(slices) * MAX_BLANK_FRACTION):
+        if len(bad) == 1:
+            raise MedsamError(bad[0][1], bad[0][0])
+        raise MedsamError(f"{len(bad)} of the {len(slices)} image files of this series cannot "
+                          f"be used: {name_files(bad, folder)}", folder)
+    dropped.extend(bad)
     return kept, arrays
 
 
-def _rescaled(slices: List[DicomSlice], raw: List[np.ndarray], rows: int, cols: int) -> np.ndarray:
-    """Stack the slices as data[col, row, k] with RescaleSlope/Intercept applied.
+def _rescaled(slices: List[DicomSlice], raw: List[np.ndarray], rows: int, cols: int,
+              slots: List[int], n_slots: int) -> np.ndarray:
+    """Stack the slices as data[col, row, slot] with RescaleSlope/Intercept applied; slice
+    positions without an image (slots not in ``slots``) hold the volume's minimum.
 
     Integer data with slope 1 and a whole intercept stays integer (the narrowest type holding
     the rescaled range); anything else becomes float32. ``raw`` is emptied as it is copied, so
@@ -168,37 +302,68 @@ def _rescaled(slices: List[DicomSlice], raw: List[np.ndarray], rows: int, cols: 
                      if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
     else:
         dtype = np.dtype(np.float32)
-    out = np.empty((cols, rows, len(slices)), dtype=dtype, order="F")
-    for k, (a, b) in enumerate(scale):
+    out = np.empty((cols, rows, n_slots), dtype=dtype, order="F")
+    for k, (slot, (a, b)) in enumerate(zip(slots, scale)):
         p, raw[k] = raw[k], None  # type: ignore[call-overload]
         if integral:
-            out[:, :, k] = (p.astype(np.int64) + int(b)).T if b else p.T
+            out[:, :, slot] = (p.astype(np.int64) + int(b)).T if b else p.T
         else:
-            out[:, :, k] = (p.astype(np.float64) * a + b).T
+            out[:, :, slot] = (p.astype(np.float64) * a + b).T
+    blank = sorted(set(range(n_slots)) - set(slots))
+    if blank:
+        out[:, :, blank] = out[:, :, list(slots)].min()
     return out
 
 
-def _affine(group: SeriesGroup, slices: List[DicomSlice], normal: np.ndarray,
-            warnings: List[str]) -> np.ndarray:
-    """RAS affine from IOP, PixelSpacing and the first/last positions; geometry warnings."""
-    h = slices[0].header
-    row_sp, col_sp = (float(v) for v in h.PixelSpacing)
-    first, last = slices[0].position, slices[-1].position
-    step = (last - first) / (len(slices) - 1)
+def _grid(group: SeriesGroup, slices: List[DicomSlice], normal: np.ndarray, folder: Path,
+          warnings: List[str]) -> Tuple[np.ndarray, List[int], int]:
+    """The slice step (LPS vector), each slice's place on the regular grid and the grid's size.
+
+    A gap that is a whole number of steps (±10 %) is slices missing from a regular stack: the
+    grid keeps their positions (blank), so nothing moves. Other unevenness is fitted with the
+    mean step and said with the largest displacement it causes; over half a step is refused.
+    """
     d = np.array([float(s.position @ normal) for s in slices])
     gaps = np.diff(d)
-    med = float(np.median(gaps))
-    if med <= 1e-3:
+    if gaps.min() <= 1e-3:
         raise MedsamError(f"slices of series {group.key} do not advance along the slice normal",
-                          Path(slices[0].path).parent)
-    big = np.nonzero(gaps > 1.5 * med)[0]
-    if big.size:
-        where = ", ".join(f"after slice {i} ({gaps[i]:.2f} mm)" for i in big[:5])
-        warnings.append(f"{big.size} gap(s) larger than 1.5× the median spacing {med:.3f} mm: "
-                        f"slices may be missing ({where}); the affine uses the mean spacing")
-    elif float(np.abs(gaps - med).max()) > max(0.01 * med, 0.01):
-        warnings.append(f"uneven slice spacing ({gaps.min():.3f}..{gaps.max():.3f} mm); "
-                        f"the affine uses the mean spacing {float(np.linalg.norm(step)):.3f} mm")
+                          folder)
+    base = float(np.median(gaps))
+    whole = np.rint(gaps / base).astype(int)
+    missing_gap = (whole >= 2) & (np.abs(gaps - whole * base) <= 0.1 * base)
+    steps = np.where(missing_gap, whole, 1)
+    slots = np.concatenate([[0], np.cumsum(steps)]).astype(int)
+    n_slots = int(slots[-1]) + 1
+    first = slices[0].position
+    step = (slices[-1].position - first) / slots[-1]
+    positions = np.array([s.position for s in slices])
+    off = np.linalg.norm(positions - (first + slots[:, None] * step), axis=1)
+    worst = int(np.argmax(off))
+    if off[worst] > 0.5 * base:
+        raise MedsamError(
+            f"slice positions of series {group.key} are too irregular for one voxel grid "
+            f"(spacing {gaps.min():.3f}..{gaps.max():.3f} mm): "
+            f"{_short(slices[worst].path, folder)} would be drawn {off[worst]:.2f} mm from its "
+            "ImagePositionPatient", folder)
+    if off[worst] > max(0.01 * base, 0.01):
+        warnings.append(f"uneven slice spacing ({gaps.min():.3f}..{gaps.max():.3f} mm); the "
+                        f"affine uses the mean spacing {float(np.linalg.norm(step)):.3f} mm, "
+                        f"which places slices up to {off[worst]:.2f} mm from their stated "
+                        f"positions ({_short(slices[worst].path, folder)})")
+    blank = n_slots - len(slices)
+    if blank > MAX_BLANK_FRACTION * n_slots:
+        raise MedsamError(f"only {len(slices)} of the {n_slots} slice positions of series "
+                          f"{group.key} (every {base:.3f} mm) have an image: not a volume",
+                          folder)
+    check_array_size((group.cols, group.rows, n_slots), 4, folder)
+    return step, [int(k) for k in slots], n_slots
+
+
+def _affine(group: SeriesGroup, slices: List[DicomSlice], step: np.ndarray,
+            normal: np.ndarray, warnings: List[str]) -> np.ndarray:
+    """RAS affine from IOP, PixelSpacing, the first position and the grid step."""
+    h = slices[0].header
+    row_sp, col_sp = (float(v) for v in h.PixelSpacing)
     cos = abs(float(step @ normal)) / float(np.linalg.norm(step))
     tilt = float(np.degrees(np.arccos(min(1.0, cos))))
     if tilt > 0.1:
@@ -208,8 +373,21 @@ def _affine(group: SeriesGroup, slices: List[DicomSlice], normal: np.ndarray,
     lps[:3, 0] = group.iop[:3] * col_sp
     lps[:3, 1] = group.iop[3:] * row_sp
     lps[:3, 2] = step
-    lps[:3, 3] = first
+    lps[:3, 3] = slices[0].position
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def _loss_warnings(dropped: Dropped, blank: List[int], step: np.ndarray, folder: Path,
+                   warnings: List[str]) -> None:
+    """Say what was left out, naming the files (first few) and the blank slices."""
+    if dropped:
+        warnings.insert(0, f"{len(dropped)} file(s) left out: {name_files(dropped, folder)}")
+    if blank:
+        where = ", ".join(str(k) for k in blank[:10]) + (" …" if len(blank) > 10 else "")
+        warnings.insert(1 if dropped else 0,
+                        f"{len(blank)} slice(s) missing from the regular "
+                        f"{float(np.linalg.norm(step)):.3f} mm spacing: slice(s) {where} shown "
+                        "blank, so every other slice keeps its true position")
 
 
 def load_dicom(path: Path, series_uid: Optional[str] = None,
@@ -220,15 +398,21 @@ def load_dicom(path: Path, series_uid: Optional[str] = None,
         raise no_images_error(folder, skipped)
     warnings: List[str] = []
     group = _choose(groups, folder, series_uid, file, warnings)
+    dropped: Dropped = skipped_of(skipped, group.series_uid) + _other_parts(groups, group)
     normal = np.cross(group.iop[:3], group.iop[3:])
-    slices = _select_volume(group, normal, volume_index, warnings)
+    unique = _drop_duplicates(group.slices, folder, dropped)
+    slices = _select_volume(group, unique, normal, volume_index, folder, warnings)
     if len(slices) < 2:
+        lost = f"; left out: {name_files(dropped, folder)}" if dropped else ""
         raise MedsamError(f"series {group.key} has a single slice (a 2D image); medsam-gui opens "
-                          "3D volumes", file or folder)
-    slices, raw = _read_slices(slices, group.rows, group.cols, warnings)
-    data = _rescaled(slices, raw, group.rows, group.cols)
+                          f"3D volumes{lost}", file or folder)
+    slices, raw = _read_slices(slices, group.rows, group.cols, folder, dropped)
+    step, slots, n_slots = _grid(group, slices, normal, folder, warnings)
+    data = _rescaled(slices, raw, group.rows, group.cols, slots, n_slots)
     ensure_finite(data, folder)
-    affine = _affine(group, slices, normal, warnings)
+    affine = _affine(group, slices, step, normal, warnings)
+    blank = sorted(set(range(n_slots)) - set(slots))
+    _loss_warnings(dropped, blank, step, folder, warnings)
     h = slices[0].header
     center, width = first_number(h.get("WindowCenter")), first_number(h.get("WindowWidth"))
     if str(h.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
@@ -241,6 +425,8 @@ def load_dicom(path: Path, series_uid: Optional[str] = None,
         window_preset=(center, width) if center is not None and width else None,
         warnings=warnings,
         extra={"series_key": group.key, "files": [s.path for s in slices],
-               "dicom_modality": str(h.get("Modality", "")), "folder": str(folder)},
+               "missing_slices": blank, "dicom_modality": str(h.get("Modality", "")),
+               "folder": str(folder)},
+        dropped_files=dropped,
     )
     return Volume(data, affine, modality=modality_of(h), source=source)

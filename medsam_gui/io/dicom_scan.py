@@ -4,17 +4,20 @@ Every file is read with ``stop_before_pixels`` (and only the tags needed here). 
 by SeriesInstanceUID and, inside a UID, by orientation (ImageOrientationPatient), size
 (Rows × Columns) and PixelSpacing. A UID that splits into several groups gets keys ``<uid>#1``, ``<uid>#2``…
 (largest first) so each can be chosen. Non-image objects (RTSTRUCT, SR, presentation states…),
-multi-frame and colour images and files that are not DICOM are skipped and counted.
+multi-frame and colour images and files that are not DICOM are skipped; each skipped file is
+kept with its reason (``Skipped``), so a load can name what it left out. Special files (FIFOs,
+sockets, devices) are recognised from ``os.stat`` and never opened: reading a FIFO would hang.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import pydicom
@@ -23,7 +26,7 @@ from pydicom.dataset import Dataset
 from ..errors import MedsamError
 
 MAX_FILES = 20000
-_SCAN_CACHE: "OrderedDict[tuple, Tuple[List[SeriesGroup], Counter]]" = OrderedDict()
+_SCAN_CACHE: "OrderedDict[tuple, Tuple[List[SeriesGroup], List[Skipped]]]" = OrderedDict()
 _SCAN_CACHE_SIZE = 2  # folders; headers only, so small
 _SCAN_LOCK = threading.Lock()
 NO_UID = "no-series-uid"  # key of images without a SeriesInstanceUID
@@ -32,7 +35,7 @@ NON_IMAGE_MODALITIES = {"RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG
 NON_IMAGE_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.481.3", "1.2.840.10008.5.1.4.1.1.481.5",
                           "1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.11.",
                           "1.2.840.10008.5.1.4.1.1.66", "1.2.840.10008.1.3.10")
-HEADER_TAGS = ["SOPClassUID", "Modality", "SeriesInstanceUID", "SeriesDescription", "SeriesNumber",
+HEADER_TAGS = ["SOPClassUID", "SOPInstanceUID", "Modality", "SeriesInstanceUID", "SeriesDescription", "SeriesNumber",
                "InstanceNumber", "Rows", "Columns", "PixelSpacing", "ImageOrientationPatient",
                "ImagePositionPatient", "NumberOfFrames", "SamplesPerPixel", "RescaleSlope",
                "RescaleIntercept", "WindowCenter", "WindowWidth", "PhotometricInterpretation",
@@ -41,6 +44,22 @@ HEADER_TAGS = ["SOPClassUID", "Modality", "SeriesInstanceUID", "SeriesDescriptio
 # (7FE0,0010) Pixel Data, (7FE0,0008/0009) Float/Double Float Pixel Data, as bytes on disk
 _PIXEL_TAG_BYTES = {b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00",
                     b"\x7f\xe0\x00\x10", b"\x7f\xe0\x00\x08", b"\x7f\xe0\x00\x09"}
+
+
+Progress = Callable[[int, int], None]
+Cancel = Callable[[], bool]
+
+
+class ScanCancelled(Exception):
+    """The caller's ``cancel()`` said stop; nothing was cached."""
+
+
+class Skipped(NamedTuple):
+    """A file discovery left out: its path, why, and its SeriesInstanceUID when readable."""
+
+    path: str
+    reason: str
+    series_uid: Optional[str] = None
 
 
 @dataclass
@@ -54,6 +73,8 @@ class SeriesInfo:
     cols: int
     n_slices: int
     files: List[str] = field(default_factory=list)
+    # files of this series (or of no readable series) that discovery left out: (path, reason)
+    skipped_files: List[Tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -105,18 +126,49 @@ def first_number(value) -> Optional[float]:
         return None
 
 
+class DamagedHeader(Exception):
+    """A DICOM file whose header cannot be trusted (cut short, unparsable)."""
+
+
 def _read_header(path: Path) -> Tuple[Dataset, Optional[bool], Optional[int]]:
     """The header up to the pixel data, whether pixel data follows (None: cannot tell, e.g.
     deflated files) and the file offset of the pixel data element (so the pixel pass need not
-    parse the header again)."""
+    parse the header again).
+
+    pydicom reads a file cut short inside its header without complaint (it seeks past the end
+    over the elements it skips); that raises ``DamagedHeader`` here, so the file is named as
+    damaged rather than as "no pixel data".
+    """
     with open(path, "rb") as fp:
         ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+        size = os.fstat(fp.fileno()).st_size
+        offset = fp.tell()
+        if offset > size:
+            raise DamagedHeader(f"damaged DICOM: the file ends at byte {size}, inside its "
+                                "header (cut short?)")
         ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
         if ts is None or ts == pydicom.uid.DeflatedExplicitVRLittleEndian:
             return ds, None, None
-        offset = fp.tell()
         present = fp.read(4) in _PIXEL_TAG_BYTES
     return ds, present, offset if present else None
+
+
+def _unreadable_reason(path: Path, exc: BaseException) -> str:
+    """Why a file that raised while its header was read is left out."""
+    if isinstance(exc, DamagedHeader):
+        return str(exc)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        return "NIfTI file(s): open the file itself"
+    try:
+        with open(path, "rb") as fp:
+            magic = fp.read(132)[128:]
+            if fp.tell() == 0:
+                return "empty file (0 bytes)"
+    except OSError as err:
+        return f"cannot be read ({err.strerror or type(err).__name__})"
+    if magic == b"DICM":
+        return f"damaged DICOM header ({type(exc).__name__}: {exc})"
+    return "not DICOM"
 
 
 def _classify(ds: Dataset) -> Optional[str]:
@@ -125,6 +177,25 @@ def _classify(ds: Dataset) -> Optional[str]:
         return _classify_unsafe(ds)
     except Exception:  # malformed values (e.g. text in a number field)
         return "unreadable header values"
+
+
+def _numbers(ds: Dataset, tag: str, n: int) -> Tuple[Optional[np.ndarray], Optional[str]]:
+    """``n`` numbers from a DS element, or the reason they cannot be used (naming the tag)."""
+    try:
+        value = ds.get(tag)
+    except Exception:
+        return None, f"unreadable {tag}"
+    if value is None or value == "":
+        return None, f"no usable {tag}"
+    items = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) \
+        else [value]
+    if len(items) != n:
+        return None, f"no usable {tag} ({len(items)} values, {n} expected)"
+    try:
+        return np.array([float(v) for v in items]), None
+    except (TypeError, ValueError):
+        text = "\\".join(str(v) for v in items)
+        return None, f"{tag} is not {n} numbers ({text[:40]!r})"
 
 
 def _classify_unsafe(ds: Dataset) -> Optional[str]:
@@ -140,17 +211,14 @@ def _classify_unsafe(ds: Dataset) -> Optional[str]:
         return "multi-frame image (not supported)"
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         return "colour image (not supported)"
+    values = {}
     for tag, n in (("ImagePositionPatient", 3), ("ImageOrientationPatient", 6),
                    ("PixelSpacing", 2)):
-        value = ds.get(tag)
-        if value is None or len(value) != n:
-            return f"no usable {tag}"
-    try:
-        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
-        spacing = np.array([float(v) for v in ds.PixelSpacing])
-        position = np.array([float(v) for v in ds.ImagePositionPatient])
-    except (TypeError, ValueError):
-        return "unreadable position, orientation or spacing values"
+        values[tag], reason = _numbers(ds, tag, n)
+        if reason:
+            return reason
+    iop, spacing, position = (values["ImageOrientationPatient"], values["PixelSpacing"],
+                              values["ImagePositionPatient"])
     if not (np.all(np.isfinite(spacing)) and spacing.min() > 0 and np.all(np.isfinite(position))):
         return "invalid PixelSpacing or ImagePositionPatient"
     row, col = iop[:3], iop[3:]
@@ -160,38 +228,77 @@ def _classify_unsafe(ds: Dataset) -> Optional[str]:
     return None
 
 
-def _files_under(folder: Path) -> List[Path]:
-    found: List[Path] = []
+def _special_kind(mode: int) -> str:
+    for test, what in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def special_file_reason(path: Path) -> Optional[str]:
+    """None for a regular file (symlinks followed), else why it is not read. Never opens it."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    return f"{_special_kind(st.st_mode)}, not a regular file: skipped without opening it"
+
+
+def _files_under(folder: Path, cancel: Optional[Cancel] = None
+                 ) -> Tuple[List[Tuple[Path, os.stat_result]], List[Skipped]]:
+    """Regular files under ``folder`` with their stat, and the special files left out.
+
+    Only ``os.stat`` looks at each entry: a FIFO, socket or device is never opened.
+    """
+    found: List[Tuple[Path, os.stat_result]] = []
+    special: List[Skipped] = []
     for root, dirs, files in os.walk(folder):
+        if cancel is not None and cancel():
+            raise ScanCancelled()
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if not name.startswith("."):
-                found.append(Path(root) / name)
+            if name.startswith("."):
+                continue
+            path = Path(root) / name
+            try:
+                st = os.stat(path)
+            except OSError as exc:  # a dangling link, no permission
+                special.append(Skipped(str(path), "cannot be read "
+                                       f"({exc.strerror or type(exc).__name__})"))
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found.append((path, st))
+            else:
+                special.append(Skipped(str(path), f"{_special_kind(st.st_mode)}, not a regular "
+                                       "file: skipped without opening it"))
         if len(found) > MAX_FILES:
             raise MedsamError(f"more than {MAX_FILES} files under this folder; "
                               "open the folder of one series", folder)
-    return found
+    return found, special
 
 
-def _scan(folder: Path) -> Tuple[List[SeriesGroup], Counter]:
+def _scan(folder: Path, progress: Optional[Progress] = None,
+          cancel: Optional[Cancel] = None) -> Tuple[List[SeriesGroup], List[Skipped]]:
     """``_scan_files`` with a small cache: the GUI lists a folder's series, then loads one.
 
     The cache key holds every file's name, size and modification time, so any change to the
-    folder means a fresh scan.
+    folder means a fresh scan. A cancelled scan raises ``ScanCancelled`` and caches nothing.
     """
-    files = _files_under(folder)
-    try:
-        signature = (os.path.realpath(folder),
-                     tuple((str(f), st.st_size, st.st_mtime_ns) for f, st in
-                           ((f, f.stat()) for f in files)))
-    except OSError:  # a file vanished while we looked: scan without the cache
-        return _scan_files(files)
+    found, special = _files_under(folder, cancel)
+    files = [f for f, _st in found]
+    signature = (os.path.realpath(folder),
+                 tuple((str(f), st.st_size, st.st_mtime_ns) for f, st in found),
+                 tuple(special))
     with _SCAN_LOCK:
         hit = _SCAN_CACHE.get(signature)
         if hit is not None:
             _SCAN_CACHE.move_to_end(signature)
             return hit
-    result = _scan_files(files)
+    groups, skipped = _scan_files(files, progress, cancel)
+    result = (groups, special + skipped)
     with _SCAN_LOCK:
         _SCAN_CACHE[signature] = result
         while len(_SCAN_CACHE) > _SCAN_CACHE_SIZE:
@@ -199,20 +306,32 @@ def _scan(folder: Path) -> Tuple[List[SeriesGroup], Counter]:
     return result
 
 
-def _scan_files(files: List[Path]) -> Tuple[List[SeriesGroup], Counter]:
-    """Group the image files; count what was skipped and why."""
-    skipped: Counter = Counter()
+def _uid_of(ds: Dataset) -> Optional[str]:
+    try:
+        return str(ds.get("SeriesInstanceUID", "") or "") or None
+    except Exception:
+        return None
+
+
+def _scan_files(files: List[Path], progress: Optional[Progress] = None,
+                cancel: Optional[Cancel] = None) -> Tuple[List[SeriesGroup], List[Skipped]]:
+    """Group the image files; keep each skipped file with its reason."""
+    skipped: List[Skipped] = []
     by_key: Dict[tuple, SeriesGroup] = {}
-    for f in files:
+    for n, f in enumerate(files):
+        if n % 16 == 0:
+            if cancel is not None and cancel():
+                raise ScanCancelled()
+            if progress is not None:
+                progress(n, len(files))
         try:
             ds, has_pixels, offset = _read_header(f)
-        except Exception:
-            nifti = f.name.lower().endswith((".nii", ".nii.gz"))
-            skipped["NIfTI file(s): open the file itself" if nifti else "not DICOM"] += 1
+        except Exception as exc:
+            skipped.append(Skipped(str(f), _unreadable_reason(f, exc)))
             continue
         reason = _classify(ds) or ("no pixel data" if has_pixels is False else None)
         if reason:
-            skipped[reason] += 1
+            skipped.append(Skipped(str(f), reason, _uid_of(ds)))
             continue
         iop = np.array([float(v) for v in ds.ImageOrientationPatient])
         uid = str(ds.get("SeriesInstanceUID", "") or NO_UID)
@@ -222,6 +341,8 @@ def _scan_files(files: List[Path]) -> Tuple[List[SeriesGroup], Counter]:
             by_key[key] = SeriesGroup(uid, uid, iop, int(ds.Rows), int(ds.Columns))
         pos = np.array([float(v) for v in ds.ImagePositionPatient])
         by_key[key].slices.append(DicomSlice(str(f), ds, pos, offset))
+    if progress is not None:
+        progress(len(files), len(files))
     groups = sorted(by_key.values(), key=lambda g: (-g.n_positions(), -g.rows * g.cols, g.key))
     per_uid = Counter(g.series_uid for g in groups)
     numbering: Counter = Counter()
@@ -232,9 +353,19 @@ def _scan_files(files: List[Path]) -> Tuple[List[SeriesGroup], Counter]:
     return groups, skipped
 
 
-def no_images_error(folder: Path, skipped: Counter) -> MedsamError:
-    detail = ", ".join(f"{n} {why}" for why, n in skipped.most_common()) or "the folder is empty"
-    return MedsamError(f"no DICOM image series found ({detail})", folder)
+def reason_counts(skipped: List[Skipped]) -> Counter:
+    return Counter(s.reason if not s.reason.startswith(("damaged DICOM", "cannot be read"))
+                   else s.reason.split(" (")[0].split(":")[0] for s in skipped)
+
+
+def no_images_error(folder: Path, skipped: List[Skipped]) -> MedsamError:
+    counts = reason_counts(skipped)
+    detail = ", ".join(f"{n} {why}" for why, n in counts.most_common()) or "the folder is empty"
+    named = [s for s in skipped if s.reason not in ("not DICOM",)
+             and not s.reason.startswith(("NIfTI", "non-image"))][:3]
+    examples = ("; for example " + "; ".join(f"{Path(s.path).name}: {s.reason}" for s in named)
+                if named else "")
+    return MedsamError(f"no DICOM image series found ({detail}){examples}", folder)
 
 
 def _check_single_file(path: Path) -> None:
@@ -245,6 +376,8 @@ def _check_single_file(path: Path) -> None:
         ds, has_pixels, _ = _read_header(path)
     except pydicom.errors.InvalidDicomError:
         raise MedsamError("not a NIfTI (.nii/.nii.gz) or DICOM file", path) from None
+    except DamagedHeader as exc:
+        raise MedsamError(str(exc), path) from None
     except Exception as exc:
         raise MedsamError(f"unreadable DICOM file ({type(exc).__name__}: {exc})", path) from None
     reason = _classify(ds)
@@ -254,20 +387,44 @@ def _check_single_file(path: Path) -> None:
         raise MedsamError("this DICOM file has no pixel data", path)
 
 
-def discover(path: Path) -> Tuple[Path, List[SeriesGroup], Counter, Optional[str]]:
-    """(folder, groups, skipped, file) for a folder or for one file of a series."""
+def discover(path: Path, progress: Optional[Progress] = None, cancel: Optional[Cancel] = None
+             ) -> Tuple[Path, List[SeriesGroup], List[Skipped], Optional[str]]:
+    """(folder, groups, skipped files, file) for a folder or for one file of a series."""
     if path.is_file() and path.name.upper() == "DICOMDIR":  # the index: open its folder
         path = path.parent
-    if path.is_file():
+    if not path.is_dir():
+        special = special_file_reason(path)
+        if special:
+            raise MedsamError(special, path)
         _check_single_file(path)
-        folder, groups, skipped = path.parent, *_scan(path.parent)
+        folder, groups, skipped = path.parent, *_scan(path.parent, progress, cancel)
         return folder, groups, skipped, str(path)
-    groups, skipped = _scan(path)
+    groups, skipped = _scan(path, progress, cancel)
     return path, groups, skipped, None
 
 
-def list_dicom_series(path: Path) -> List[SeriesInfo]:
-    folder, groups, skipped, _ = discover(path)
+def skipped_of(skipped: List[Skipped], series_uid: str) -> List[Tuple[str, str]]:
+    """The skipped files that belong to this series or to no readable series."""
+    return [(s.path, s.reason) for s in skipped if s.series_uid in (None, series_uid)]
+
+
+def openable(groups: List[SeriesGroup]) -> List[SeriesGroup]:
+    """The groups that can be opened as volumes (two positions or more); all of them when none
+    can (so the caller says why). A stray single image of a series (another matrix size, say)
+    is no choice to offer: the load names it as left out."""
+    return [g for g in groups if g.n_positions() >= 2] or groups
+
+
+def list_dicom_series(path: Path, progress: Optional[Progress] = None,
+                      cancel: Optional[Cancel] = None) -> List[SeriesInfo]:
+    """The image series under ``path`` (largest first). ``progress(done, total)`` is called
+    during the header pass; ``cancel()`` returning True stops it with ``ScanCancelled``."""
+    folder, groups, skipped, _ = discover(path, progress, cancel)
     if not groups:
         raise no_images_error(folder, skipped)
-    return [g.info() for g in groups]
+    infos = []
+    for g in openable(groups):
+        info = g.info()
+        info.skipped_files = skipped_of(skipped, g.series_uid)
+        infos.append(info)
+    return infos
