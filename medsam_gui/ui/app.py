@@ -60,6 +60,35 @@ def install_excepthook() -> None:
     sys.excepthook = hook
 
 
+def install_quit_handlers(app, window) -> None:
+    """SIGTERM (logout, shutdown) and SIGINT (Ctrl+C in the terminal) save what is pending and
+    quit, as does any other way out of the event loop (``aboutToQuit``): the last stroke within
+    the autosave delay is not lost. Python handles signals only between bytecodes, so a timer
+    wakes the interpreter while Qt waits for events."""
+    import signal
+
+    from PyQt5.QtCore import QTimer
+
+    def save_and_quit(signum=None) -> None:
+        if signum is not None:
+            print(f"medsam-gui: {signal.Signals(signum).name}: saving and quitting",
+                  file=sys.stderr)
+        window.shutdown()
+        app.quit()
+
+    def on_signal(signum, _frame) -> None:
+        QTimer.singleShot(0, lambda: save_and_quit(signum))
+
+    for sig in (signal.SIGTERM, signal.SIGINT) + ((signal.SIGHUP,) if hasattr(signal, "SIGHUP")
+                                                  else ()):
+        signal.signal(sig, on_signal)
+    app.aboutToQuit.connect(window.shutdown)
+    waker = QTimer(app)
+    waker.timeout.connect(lambda: None)
+    waker.start(200)
+    app._signal_waker = waker  # keep it alive
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from PyQt5.QtCore import Qt
@@ -86,6 +115,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     window = MainWindow(background=not args.no_background, model_kind=args.model,
                         precision=args.precision,
                         checkpoint=args.checkpoint, workspace_dir=workspace)
+    install_quit_handlers(app, window)
     window.show()
     if path:
         window.open_path(path)

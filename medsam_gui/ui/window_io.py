@@ -54,6 +54,8 @@ class FileActions:
         self.unexported = False
         self._tasks = []
         self.last_saved_folder: Optional[Path] = None
+        self._edits = self._saved_edits = 0  # label changes made / covered by the last save
+        self.workspace_owner = f"window-{os.getpid()}-{id(self):x}"  # this window's lock token
 
     # ---- opening ------------------------------------------------------------------------
     def open_file_dialog(self) -> None:
@@ -72,49 +74,52 @@ class FileActions:
 
     def open_path(self, path: str, series_uid: Optional[str] = None) -> Optional[Task]:
         """Load a NIfTI file or DICOM folder in a worker; errors end in a dialog."""
-        from medsam_gui.io import list_series, load_volume
+        from medsam_gui.io import load_volume
 
         path = os.fspath(path)
-        if os.path.isdir(path) and series_uid is None:
-            try:
-                series = list_series(path)
-            except MedsamError as exc:
-                self.show_error("Cannot open", error_text(exc))
-                return None
-            if len(series) > 1:
-                from medsam_gui.ui.series_dialog import choose_series
+        if os.path.isdir(path) and series_uid is None:  # list its series in a worker first
+            from medsam_gui.ui.series_dialog import scan_folder
 
-                series_uid = choose_series(series, path, self)
-                if series_uid is None:
-                    return None
-        if not self.flush_autosave():
+            return scan_folder(self, path, lambda uid: self.open_path(path, series_uid=uid))
+        if not self.flush_autosave() and not self.confirm_leave("open another scan"):
             return None
         place = self.workspace_place()
+        owner = self.workspace_owner
 
         def work(_task):
             volume = load_volume(path, series_uid=series_uid)
             placement = place_workspace(path, volume, place)
             workspace = placement.workspace
-            try:
-                labelmap = workspace.load(volume)
-                note = None
-            except MedsamError as exc:  # keep the volume usable, start fresh
-                labelmap, note = None, error_text(exc)
-            return volume, labelmap, workspace, note, placement.note
+            workspace.owner = owner
+            return volume, workspace.open(volume), workspace, placement.note
 
         self.statusBar().showMessage(f"Opening {path} …")
         self._set_busy(True)
-        return run_task(work, lambda r: (self._set_busy(False), self._on_loaded(path, *r)),
+        return run_task(work, lambda r: (self._set_busy(False), self._on_loaded(path, *r),
+                                         self.show_load_warnings()),
                         lambda exc: (self._set_busy(False),
                                      self.statusBar().clearMessage(),
                                      self.show_error("Cannot open", error_text(exc))),
                         name="load")
 
-    def _on_loaded(self, path: str, volume, labelmap, workspace, note, place_note="") -> None:
+    def show_load_warnings(self) -> None:
+        """The bar above the views: what the load of this volume warned about or left out."""
+        from medsam_gui.ui.series_dialog import LoadWarningBar
+
+        bar = getattr(self, "load_warning_bar", None)
+        if bar is None:
+            bar = self.load_warning_bar = LoadWarningBar(self)
+            self.centralWidget().layout().insertWidget(0, bar)
+        bar.show_for(self.volume)
+
+    def _on_loaded(self, path: str, volume, restored, workspace, place_note="") -> None:
         self.precomputer.stop()
+        self._release_previous_work(workspace, volume)
         self.volume = volume
         self.use_workspace(workspace)
+        labelmap = restored.labelmap
         self.labelmap = labelmap or LabelMap(volume.shape, LabelTable())
+        self._edits = self._saved_edits = 0
         self.history = History(max_steps=200)
         self.annotator = Annotator(volume, self.labelmap, self.history)
         self.session = None
@@ -148,8 +153,8 @@ class FileActions:
             msg += f"; restored {len(labelmap.records)} annotated slices from {workspace.folder}"
         notes = [str(w) for w in volume.source.warnings] + ([place_note] if place_note else [])
         self.statusBar().showMessage("; ".join([msg] + notes), 20000 if place_note else 12000)
-        if note:
-            self.show_error("Saved annotations not restored", note)
+        self.show_workspace_place()
+        self.report_restored(restored)
         self.update_interop_actions()
         self.volume_loaded.emit()
         self.make_session()
@@ -223,6 +228,7 @@ class FileActions:
     def changed(self) -> None:
         """After every change of the labels: debounce an autosave, update actions."""
         self.unexported = True
+        self._edits += 1
         self._sizes_timer.start()
         self.labels_changed()  # strip bands: debounced, off the box -> mask path
         self.undo_action.setEnabled(self.history.can_undo)
@@ -240,17 +246,28 @@ class FileActions:
         if self.labelmap is None or self.workspace is None:
             return
         self._update_strip_cache()
+        if self.workspace.read_only_reason(self.volume):
+            self.show_workspace_place()  # "not saved" stays in the status bar
+            return
         if self._save_task is not None:
             self._save_pending = True
             return
-        volume, workspace, snap = self.volume, self.workspace, self._snapshot()
+        volume, workspace, snap, edits = self.volume, self.workspace, self._snapshot(), self._edits
         self._save_pending = False
-        self._save_task = run_task(lambda _t: workspace.save(volume, snap), self._saved,
+        self._save_task = run_task(lambda _t: workspace.save(volume, snap),
+                                   lambda folder: self._saved(folder, edits),
                                    self._save_failed, name="autosave")
 
-    def _saved(self, folder) -> None:
+    @property
+    def has_unsaved_work(self) -> bool:
+        """Changes that are in no saved file: a failed or refused save, or one not yet run."""
+        return self.labelmap is not None and self._edits != self._saved_edits
+
+    def _saved(self, folder, edits: Optional[int] = None) -> None:
         self._save_task = None
         self.last_saved_folder = Path(folder)
+        self._saved_edits = self._edits if edits is None else edits
+        self.show_workspace_place()
         if self._save_pending:
             self.autosave()
 
@@ -258,25 +275,32 @@ class FileActions:
         self._save_task = None
         if self.save_elsewhere(exc):
             return
+        self.show_workspace_place()
         self.statusBar().showMessage("Autosave failed: " + error_text(exc), 10000)
         if not self._save_error_shown:  # once per session; the status bar repeats it
             self._save_error_shown = True
             self.show_error("Autosave failed", error_text(exc))
 
     def flush_autosave(self) -> bool:
-        """Finish any pending save now (before closing or opening another scan)."""
+        """Finish any pending save now (before closing or opening another scan). False when
+        the work could not be saved (the caller asks before anything is discarded)."""
         if self._save_task is not None:
             self._save_task.wait()
             QApplication.processEvents()
-        if self._autosave_timer.isActive() or self._save_pending:
+        pending = self._autosave_timer.isActive() or self._save_pending or self.has_unsaved_work
+        if pending and self.labelmap is not None and self.workspace is not None:
             self._autosave_timer.stop()
             self._save_pending = False
+            if self.workspace.read_only_reason(self.volume):
+                self.show_workspace_place()
+                return False
             try:
-                self.workspace.save(self.volume, self.labelmap)
+                edits = self._edits
+                self._saved(self.workspace.save(self.volume, self.labelmap), edits)
             except Exception as exc:
                 if self.save_elsewhere(exc):
                     return True
-                self.show_error("Autosave failed", error_text(exc))
+                self.show_workspace_place()
                 return False
         return True
 
@@ -338,7 +362,11 @@ class FileActions:
 
     # ---- closing -----------------------------------------------------------------------------
     def closeEvent(self, event) -> None:
-        if self.unexported and self.confirm_close and self.labelmap is not None:
+        if not self.flush_autosave() and not self.confirm_leave("close the window"):
+            event.ignore()
+            return
+        if self.unexported and self.confirm_close and self.labelmap is not None \
+                and not self.has_unsaved_work:
             answer = QMessageBox.question(
                 self, "Export labels?",
                 "The labels changed since the last export. They are saved in the workspace "
@@ -360,7 +388,11 @@ class FileActions:
         if task is not None:
             task.cancel()
         if self.labelmap is not None and self.workspace is not None:
-            self.flush_autosave()
+            if not self.flush_autosave():
+                self.save_rescue_copy()
         for t in list(Task._alive):
             t.cancel()
             t.wait()
+        from medsam_gui.annotation import lock
+
+        lock.release_all(self.workspace_owner)
