@@ -231,7 +231,9 @@ def _pixels(s: DicomSlice, rows: int, cols: int) -> np.ndarray:
     decoder fails."""
     if s.pixel_offset is not None:
         try:
-            px = _pixels_at_offset(s)
+            with py_warnings.catch_warnings():  # a damaged file is named below, not warned
+                py_warnings.simplefilter("ignore")
+                px = _pixels_at_offset(s)
             if px.shape == (rows, cols):
                 return px
         except Exception:  # anything unusual: take the ordinary full read below

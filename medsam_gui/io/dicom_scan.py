@@ -143,7 +143,7 @@ def _read_header(path: Path) -> Tuple[Dataset, Optional[bool], Optional[int]]:
         ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=HEADER_TAGS)
         size = os.fstat(fp.fileno()).st_size
         offset = fp.tell()
-        if offset > size:
+        if offset > size or _short_value(ds):
             raise DamagedHeader(f"damaged DICOM: the file ends at byte {size}, inside its "
                                 "header (cut short?)")
         ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
@@ -151,6 +151,28 @@ def _read_header(path: Path) -> Tuple[Dataset, Optional[bool], Optional[int]]:
             return ds, None, None
         present = fp.read(4) in _PIXEL_TAG_BYTES
     return ds, present, offset if present else None
+
+
+def _short_value(ds: Dataset) -> bool:
+    """True when an element read holds fewer bytes than its header promised (end of file)."""
+    for elem in ds._dict.values():
+        length, value = getattr(elem, "length", None), getattr(elem, "value", None)
+        if isinstance(value, bytes) and length is not None and length != 0xFFFFFFFF \
+                and len(value) < length:
+            return True
+    return False
+
+
+def _no_pixels_reason(ds: Dataset, path: Path) -> str:
+    """"no pixel data", with a hint when the file is too small to have held them."""
+    try:
+        size = os.path.getsize(path)
+        need = int(ds.Rows) * int(ds.Columns) * int(ds.get("BitsAllocated", 8) or 8) // 8
+    except Exception:
+        return "no pixel data"
+    if size < need:
+        return f"no pixel data (the file ends after {size} bytes: cut short?)"
+    return "no pixel data"
 
 
 def _unreadable_reason(path: Path, exc: BaseException) -> str:
@@ -189,13 +211,14 @@ def _numbers(ds: Dataset, tag: str, n: int) -> Tuple[Optional[np.ndarray], Optio
         return None, f"no usable {tag}"
     items = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) \
         else [value]
-    if len(items) != n:
-        return None, f"no usable {tag} ({len(items)} values, {n} expected)"
     try:
-        return np.array([float(v) for v in items]), None
+        numbers = np.array([float(v) for v in items])
     except (TypeError, ValueError):
-        text = "\\".join(str(v) for v in items)
+        text = "\\".join(str(v) for v in items).strip()
         return None, f"{tag} is not {n} numbers ({text[:40]!r})"
+    if len(numbers) != n:
+        return None, f"no usable {tag} ({len(items)} values, {n} expected)"
+    return numbers, None
 
 
 def _classify_unsafe(ds: Dataset) -> Optional[str]:
@@ -329,7 +352,7 @@ def _scan_files(files: List[Path], progress: Optional[Progress] = None,
         except Exception as exc:
             skipped.append(Skipped(str(f), _unreadable_reason(f, exc)))
             continue
-        reason = _classify(ds) or ("no pixel data" if has_pixels is False else None)
+        reason = _classify(ds) or (_no_pixels_reason(ds, f) if has_pixels is False else None)
         if reason:
             skipped.append(Skipped(str(f), reason, _uid_of(ds)))
             continue
