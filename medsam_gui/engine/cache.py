@@ -3,16 +3,26 @@
 Memory tier: a bytes-bounded LRU of fp16 CPU tensors (fp16 storage was measured to keep
 masks at Dice >= 0.99 against fp32 storage; see tests/test_engine_cache.py). Optional disk
 tier: one ``.npy`` file per embedding under a folder (the user cache dir by default), written
-atomically, capped in total size (oldest files removed first); unreadable entries are deleted
-and reported as missing, so the caller recomputes them. All methods are thread-safe.
+atomically (temp file + rename), capped in total size (oldest files removed first).
+
+Each disk entry ends with a checksum trailer (``TRAILER_MAGIC`` + blake2b-256 of every byte
+before it, i.e. the ``.npy`` header and the array data), which ``np.load`` ignores. A disk
+entry is trusted only when its checksum matches: a file whose array bytes were overwritten
+(with zeros, say) still parses as an array of the right shape and would give a wrong mask (on a BRATS FLAIR
+slice a zeroed embedding turned the tumour box's 1,979-pixel mask into a 1,669-pixel one). Entries that are
+truncated, altered, unreadable or written without a trailer are deleted with a warning and
+reported as missing, so the caller recomputes them. All methods are thread-safe.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
@@ -21,6 +31,36 @@ import numpy as np
 import torch
 
 CacheKey = Tuple[str, str, str, str, int]  # (backend tag, volume hash, norm, axis, index)
+TRAILER_MAGIC = b"MSGB2B1\n"  # then 32 bytes: blake2b of everything before the trailer
+TRAILER_SIZE = len(TRAILER_MAGIC) + 32
+log = logging.getLogger(__name__)
+STALE_TEMP_SECONDS = 3600  # older temp files are no write in progress
+
+
+def _checksum(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=32).digest()
+
+
+def encode_entry(arr: np.ndarray) -> bytes:
+    """An embedding as ``.npy`` bytes followed by the checksum trailer."""
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    body = buf.getvalue()
+    return body + TRAILER_MAGIC + _checksum(body)
+
+
+def decode_entry(data: bytes) -> np.ndarray:
+    """The array of a disk entry; ValueError (saying why) unless its checksum matches and it
+    holds a finite (1, C, h, w) float16 embedding."""
+    if len(data) < TRAILER_SIZE or data[-TRAILER_SIZE:-32] != TRAILER_MAGIC:
+        raise ValueError("no checksum trailer (truncated, overwritten or from an older version)")
+    body = data[:-TRAILER_SIZE]
+    if _checksum(body) != data[-32:]:
+        raise ValueError("checksum mismatch (the file was altered)")
+    arr = np.load(io.BytesIO(body), allow_pickle=False)
+    if arr.ndim != 4 or arr.dtype != np.float16 or not np.isfinite(arr).all():
+        raise ValueError(f"not a finite 4D float16 embedding ({arr.dtype}, {arr.shape})")
+    return arr
 
 
 def make_key(backend_tag: str, volume_hash: str, norm_params: Union[Dict, str], axis: str,
@@ -49,6 +89,7 @@ class EmbeddingCache:
         self._bytes = 0
         self._lock = threading.RLock()
         self.hits = self.misses = self.disk_hits = 0
+        self.disk_rejected = 0  # disk entries dropped as damaged (then recomputed by the caller)
         if self.disk_dir:
             self.disk_dir.mkdir(parents=True, exist_ok=True)
 
@@ -137,31 +178,40 @@ class EmbeddingCache:
         if path is None or not path.exists():
             return None
         try:
-            arr = np.load(path, allow_pickle=False)
-            if arr.ndim != 4 or arr.dtype != np.float16 or not np.isfinite(arr).all():
-                raise ValueError("bad embedding file")
-            os.utime(path)  # recently used: survives the size cap longer
-            return torch.from_numpy(arr).to(self.dtype)
-        except Exception:  # corrupt or truncated: drop it, the caller recomputes
+            arr = decode_entry(path.read_bytes())
+        except (OSError, ValueError, EOFError) as exc:  # damaged: drop it, the caller recomputes
+            log.warning("embedding cache entry %s dropped, it will be recomputed: %s", path, exc)
+            with self._lock:
+                self.disk_rejected += 1
             try:
                 path.unlink()
             except OSError:
                 pass
             return None
+        try:
+            os.utime(path)  # recently used: survives the size cap longer
+        except OSError:
+            pass
+        return torch.from_numpy(arr).to(self.dtype)
 
     def _disk_put(self, key: CacheKey, t: torch.Tensor) -> None:
         path = self._disk_path(key)
         if path is None:
             return
+        data = encode_entry(t.to(torch.float16).numpy())
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
             with open(tmp, "wb") as fh:
-                np.save(fh, t.to(torch.float16).numpy())
-            os.replace(tmp, path)
+                fh.write(data)
+            os.replace(tmp, path)  # atomic: a reader sees the old entry or the whole new one
             self._enforce_disk_cap()
-        except OSError:
-            pass  # a full or read-only disk only costs a recomputation later
+        except OSError as exc:  # a full or read-only disk only costs a recomputation later
+            log.warning("embedding not cached on disk (%s): %s", path, exc)
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
 
     def _enforce_disk_cap(self) -> None:
         assert self.disk_dir is not None
@@ -173,6 +223,13 @@ class EmbeddingCache:
                 continue
             files.append((st.st_mtime, st.st_size, p))
         total = sum(f[1] for f in files)
+        stale = time.time() - STALE_TEMP_SECONDS
+        for p in self.disk_dir.glob("*/*.npy.tmp-*"):  # left by a process that died mid-write
+            try:
+                if p.stat().st_mtime < stale:
+                    p.unlink()
+            except OSError:
+                pass
         for _, size, p in sorted(files, key=lambda f: f[0]):
             if total <= self.disk_max_bytes:
                 break

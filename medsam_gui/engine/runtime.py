@@ -23,6 +23,8 @@ from typing import Iterator, Optional
 
 import torch
 
+from medsam_gui.errors import MedsamError
+
 PRECISIONS = ("auto", "fp32", "channels_last", "bf16", "ov_f32", "ov_bf16")
 # auto on a CPU with bf16 units (AMX / AVX-512 BF16) picks OpenVINO bf16: its ground-truth-box
 # Dice was within 0.01 of fp32's on every kind of labelled scan in the test data
@@ -35,15 +37,52 @@ BF16_WITHIN_TOLERANCE = True
 
 
 def pick_device(device: Optional[str] = None) -> torch.device:
-    """The requested device, else CUDA, then Apple MPS, then CPU."""
-    if device:
-        return torch.device(device)
+    """The requested device, else CUDA, then Apple MPS, then CPU.
+
+    A requested device is checked here, where every entry point (both CLIs, the window,
+    training) resolves it: a name torch does not know, a device type the app does not run on,
+    or CUDA / MPS that this machine or this torch build lacks is a MedsamError saying so,
+    instead of a traceback later from deep inside the model."""
+    if device is not None and str(device).strip():
+        return check_device(str(device).strip().lower())
     if torch.cuda.is_available():
         return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def check_device(name: str) -> torch.device:
+    """``name`` as a torch.device this machine can run the models on, else MedsamError."""
+    usage = "use cpu, cuda, cuda:N or mps"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise MedsamError(f"unknown device {name!r}; {usage}") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this PyTorch build has no CUDA support" if torch.version.cuda is None
+                   else "no CUDA GPU is usable on this machine (driver or GPU missing)")
+            raise MedsamError(f"device {name!r} was asked for, but {why}; choose cpu, or "
+                              "no device to pick the best available")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise MedsamError(f"device {name!r} was asked for, but this machine has {count} "
+                              f"CUDA GPU(s) (cuda:0..cuda:{count - 1})")
+        return dev
+    if dev.type == "mps":
+        if not _mps_available():
+            raise MedsamError(f"device {name!r} was asked for, but Apple MPS is not available "
+                              "here (it needs an Apple-silicon Mac and a PyTorch build with MPS)")
+        return dev
+    raise MedsamError(f"device {name!r} is not supported; {usage}")
 
 
 def resolve_precision(precision: str, device: torch.device, kind: str) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import re
 
 import torch
 
@@ -30,19 +32,55 @@ def file_sha256(path: str) -> str:
 
 
 def read_state_dict(path: str) -> dict:
-    """State dict from a checkpoint file (weights_only); unwraps {"model": ...} wrappers."""
+    """State dict from a checkpoint file (weights_only); unwraps {"model": ...} wrappers.
+
+    Refused with MedsamError naming the file: anything but plain tensors (pickled code is
+    never run), a file torch cannot read, and weights holding NaN or Inf (they give empty
+    masks without any other sign of trouble)."""
     check_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zip/pickle errors of every kind
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MedsamError(f"not a readable PyTorch checkpoint ({msg[:200]})", path) from None
+        raise MedsamError(_load_problem(exc), path) from None
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise MedsamError("checkpoint does not hold a model state dict", path)
+    check_finite(obj, path)
     return obj
+
+
+def _load_problem(exc: Exception) -> str:
+    """What torch.load's failure means for the user, without torch's advice to load the file
+    with ``weights_only=False`` (which would run whatever code the file holds)."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"the file holds pickled Python objects ({found.group(1)}), not only weights; "
+                "it is not loaded, for safety: unpickling could run code from the file. Save "
+                "a plain state dict (torch.save(model.state_dict(), path)) and load that")
+    if "weights_only" in text or isinstance(exc, pickle.UnpicklingError):
+        return ("not a readable PyTorch checkpoint: its pickled data is damaged or holds "
+                "code, and it is not loaded, for safety (code in a checkpoint is never run)")
+    lines = text.strip().splitlines()
+    msg = lines[0] if lines else type(exc).__name__
+    return f"not a readable PyTorch checkpoint ({msg[:200]})"
+
+
+def check_finite(state: dict, path: str) -> None:
+    """Refuse weights holding NaN or Inf, naming the first such tensor."""
+    bad = []
+    for name, t in state.items():
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            bad.append(name)
+    if bad:
+        t = state[bad[0]]
+        n = int((~torch.isfinite(t)).sum())
+        more = f" and {len(bad) - 1} other tensor(s)" if len(bad) > 1 else ""
+        raise MedsamError(f"weights contain NaN/Inf in {bad[0]} ({n} of {t.numel()} values)"
+                          f"{more}; the checkpoint is damaged or its training diverged, and it "
+                          "is not loaded", path)
 
 
 def encoder_digest(state: dict) -> str:
