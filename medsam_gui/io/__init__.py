@@ -9,6 +9,7 @@ positions (several volumes); the default is the first, with a note in ``source.w
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import List, Optional, Union
 
@@ -16,7 +17,7 @@ from ..errors import MedsamError
 from ..volume import Volume
 from .dicom import SeriesInfo, list_dicom_series, load_dicom
 from .labels import save_label_map
-from .nifti import is_nifti_path, load_nifti
+from .nifti import is_nifti_path, load_nifti, special_file_kind
 
 PathArg = Union[str, "os.PathLike[str]"]
 
@@ -24,11 +25,38 @@ __all__ = ["load_volume", "list_series", "save_label_map", "SeriesInfo", "Medsam
 
 
 def _existing(path: PathArg) -> Path:
+    """``path`` as a Path, refused unless it is a readable regular file or folder.
+
+    Devices, FIFOs and sockets are refused before they are opened (a FIFO would block, a
+    device never ends); an unreadable file or folder is named as such, not as "empty".
+    """
     if path is None or str(path) == "":
         raise MedsamError("no file or folder given")
     p = Path(os.fspath(path)).expanduser()
-    if not p.exists():
-        raise MedsamError("no such file or folder", p)
+    try:
+        st = p.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise MedsamError("no such file or folder", p) from None
+    except PermissionError:
+        raise MedsamError("permission denied: a folder on this path cannot be entered", p) from None
+    except OSError as exc:
+        raise MedsamError(f"cannot access this path ({exc.strerror or exc})", p) from None
+    kind = special_file_kind(st.st_mode)
+    if kind is not None:
+        raise MedsamError(f"not a regular file or folder: this is {kind}; open a NIfTI file, "
+                          "a DICOM file or a DICOM folder", p)
+    try:
+        if stat.S_ISDIR(st.st_mode):
+            with os.scandir(p) as entries:
+                next(entries, None)
+        else:
+            with open(p, "rb"):
+                pass
+    except PermissionError:
+        what = "folder cannot be listed" if stat.S_ISDIR(st.st_mode) else "file cannot be read"
+        raise MedsamError(f"permission denied: this {what}", p) from None
+    except OSError as exc:
+        raise MedsamError(f"cannot read this path ({exc.strerror or exc})", p) from None
     return p
 
 

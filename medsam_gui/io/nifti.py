@@ -1,19 +1,30 @@
-"""NIfTI volumes in: nibabel header checks first, then the voxels exactly as stored.
+"""NIfTI volumes in: header checks first, then the voxels exactly as stored.
 
-Voxels are returned as ``np.asanyarray(img.dataobj)``: the on-disk dtype when the header has no
-scl_slope/scl_inter, the scaled values (as nibabel's ``get_fdata`` would give them) when it
-has. Nothing is resampled or reoriented; the affine is nibabel's (sform, else qform, else the
+Voxels are the values ``np.asanyarray(img.dataobj)`` gives: the on-disk dtype when the header
+has no scl_slope/scl_inter, the scaled values (as nibabel's ``get_fdata`` would give them) when
+it has. Nothing is resampled or reoriented; the affine is nibabel's (sform, else qform, else the
 pixdim fallback).
+
+Before nibabel parses the header, the raw fields it cannot judge are checked (dim[0], vox_offset
+inside the header, the magic). The voxels are read here, not through nibabel's proxy: a
+``.nii.gz`` is decompressed to its end, so gzip's CRC and length are verified (a flipped bit is
+refused, never shown), and no buffer is sized from the header's claim before the file is known
+to hold that much.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
+import stat
+import struct
+import zlib
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import nibabel as nib
 import numpy as np
+from nibabel.volumeutils import apply_read_scaling
 
 from ..errors import MedsamError
 from ..volume import SourceInfo, Volume
@@ -21,6 +32,13 @@ from ..volume import SourceInfo, Volume
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # Refuse headers whose voxel array could not be held in memory (checked before allocating).
 MAX_VOXEL_BYTES = 16 << 30
+# deflate cannot expand data by more than 1032:1 (zlib's documented limit), so a compressed file
+# of n bytes holds at most this many times n bytes of image
+DEFLATE_MAX_RATIO = 1032
+CHUNK = 1 << 20
+# (NIfTI version, smallest vox_offset of a single .nii file: header + 4 extension-flag bytes)
+HEADER_SIZES = {348: (1, 352), 540: (2, 544)}
+MAGICS = {1: b"n+1\0", 2: b"n+2\0\r\n\x1a\n"}
 
 
 def is_nifti_path(path: Path) -> bool:
@@ -100,10 +118,119 @@ def _looks_like_unrescaled_ct(sample: np.ndarray) -> bool:
     return soft >= 0.25 and gap < 0.05 and air + soft + bone >= 0.85
 
 
+def _size_text(n: int) -> str:
+    """A byte count for people: "7.0 GiB (7516192768 bytes)"."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit} ({n} bytes)"
+    return f"{n} bytes"
+
+
+def special_file_kind(mode: int) -> Optional[str]:
+    """What a path is when it is neither a regular file nor a folder ("a FIFO", ...), else None.
+
+    Such a path is refused before it is opened: reading a FIFO blocks, a device never ends.
+    """
+    for test, what in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return "an unknown kind of file"
+    return None
+
+
+def _regular_size(path: Path) -> int:
+    """The size of ``path``, refused unless it is a readable, non-empty regular file."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise MedsamError("no such file", path) from None
+    except OSError as exc:
+        raise MedsamError(f"cannot read the file ({exc.strerror or exc})", path) from None
+    kind = special_file_kind(st.st_mode)
+    if kind is not None:
+        raise MedsamError(f"not a regular file: this is {kind}", path)
+    if st.st_size == 0:
+        raise MedsamError("the file is empty (0 bytes)", path)
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise MedsamError("permission denied: this file cannot be read", path) from None
+    except OSError as exc:
+        raise MedsamError(f"cannot read the file ({exc.strerror or exc})", path) from None
+    return st.st_size
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _raw_header_bytes(path: Path) -> Tuple[bytes, bool]:
+    """The first 544 bytes of the (decompressed) file, or fewer if it ends sooner; and
+    whether the compressed stream broke before them."""
+    opener = gzip.open if _is_gzip(path) else open
+    got = b""
+    try:
+        with opener(path, "rb") as f:
+            while len(got) < 544:
+                part = f.read(544 - len(got))
+                if not part:
+                    break
+                got += part
+    except (OSError, EOFError, zlib.error):
+        return got, True  # nibabel and the gzip hint word a garbled stream
+    return got, False
+
+
+def _check_raw_header(path: Path) -> None:
+    """Refuse header fields nibabel would misread: dim[0] outside 1..7 (nibabel takes it as
+    the other byte order and then reports a garbled data code), a vox_offset that points
+    into the header (the header's bytes would be shown as voxels), a wrong magic."""
+    raw, broken = _raw_header_bytes(path)
+    if len(raw) < 4:
+        return
+    for order in "<>":
+        sizeof_hdr = struct.unpack(order + "i", raw[:4])[0]
+        if sizeof_hdr in HEADER_SIZES:
+            break
+    else:
+        return  # not a NIfTI header at all: nibabel's refusal and the gzip hint say so
+    version, min_offset = HEADER_SIZES[sizeof_hdr]
+    if len(raw) < min_offset:
+        if broken:
+            return
+        raise MedsamError(f"the file ends inside its NIfTI-{version} header ({len(raw)} of "
+                          f"{min_offset} bytes)", path)
+    if version == 1:
+        ndim = struct.unpack(order + "h", raw[40:42])[0]
+        offset: float = struct.unpack(order + "f", raw[108:112])[0]
+        magic = raw[344:348]
+    else:
+        ndim = struct.unpack(order + "q", raw[16:24])[0]
+        offset = struct.unpack(order + "q", raw[168:176])[0]
+        magic = raw[4:12]
+    if not 1 <= ndim <= 7:
+        raise MedsamError(f"the header's dim[0] (the number of dimensions) is {ndim}; NIfTI "
+                          "allows 1..7: the header is corrupt", path)
+    if magic != MAGICS[version]:
+        if version == 1 and magic == b"ni1\0":
+            raise MedsamError("the header (magic 'ni1') says the voxels are in a separate .img "
+                              "file, but this is a single .nii file", path)
+        raise MedsamError(f"the header's magic is {magic!r}, not {MAGICS[version]!r} of a "
+                          f"single-file NIfTI-{version}: the header is corrupt", path)
+    if not offset >= min_offset:  # also NaN
+        raise MedsamError(f"the header's vox_offset is {offset:g}, inside the header: in a "
+                          f"single-file NIfTI-{version} the voxels start after its "
+                          f"{min_offset}-byte header (vox_offset >= {min_offset}); the header "
+                          "is corrupt", path)
+
+
 def _gzip_hint(path: Path) -> str:
     """Name the common mix-up of a gzip file called .nii, or a plain file called .nii.gz."""
-    with open(path, "rb") as f:
-        is_gz = f.read(2) == b"\x1f\x8b"
+    is_gz = _is_gzip(path)
     named_gz = path.name.lower().endswith(".gz")
     if is_gz and not named_gz:
         return "; the file is gzip-compressed: rename it to .nii.gz"
@@ -113,12 +240,10 @@ def _gzip_hint(path: Path) -> str:
 
 
 def _open(path: Path) -> nib.Nifti1Image:
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise MedsamError(f"cannot read the file ({exc.strerror or exc})", path) from None
-    if size == 0:
-        raise MedsamError("the file is empty (0 bytes)", path)
+    """The header, through nibabel, after the checks on the file and the raw header; nothing
+    of the voxels is read (the proxy is not used for them: see ``_read_voxels``)."""
+    _regular_size(path)
+    _check_raw_header(path)
     try:
         # no memory map for .nii: the volume must not change if the file does; (.gz cannot
         # be mapped anyway, and nibabel's default path reads it faster)
@@ -140,45 +265,189 @@ def _open(path: Path) -> nib.Nifti1Image:
 def _spatial_shape(path: Path, shape: Tuple[int, ...]) -> Tuple[Tuple[int, int, int], int]:
     """(3D shape, number of volumes) after dropping trailing singleton dimensions."""
     dims = list(int(s) for s in shape)
-    if any(s <= 0 for s in dims):
+    if any(s == 0 for s in dims):
         raise MedsamError(f"the header has a zero-size dimension (shape {tuple(dims)})", path)
+    if any(s < 0 for s in dims):
+        raise MedsamError(f"the header has a negative dimension (shape {tuple(dims)}): the "
+                          "header is corrupt", path)
     while len(dims) > 3 and dims[-1] == 1:
         dims.pop()
-    if len(dims) < 3 or min(dims[:3]) == 1:
-        raise MedsamError(
-            f"a 2D image (shape {tuple(shape)}); medsam-gui opens 3D volumes", path
-        )
+    spatial = [s for s in dims[:3] if s > 1]
+    if len(spatial) < 3:
+        what = {0: "a single voxel", 1: f"a 1D image (a line of {max(spatial or [1])} voxels)",
+                2: "a 2D image"}[len(spatial)]
+        raise MedsamError(f"{what} (shape {tuple(shape)}); medsam-gui opens 3D volumes", path)
     if len(dims) > 4:
         raise MedsamError(f"a {len(dims)}D image (shape {tuple(shape)}) is not supported", path)
     return (dims[0], dims[1], dims[2]), (dims[3] if len(dims) == 4 else 1)
 
 
-def _check_truncation(path: Path, img: nib.Nifti1Image, shape: Tuple[int, ...]) -> None:
-    """For an uncompressed file, compare the bytes on disk with what the header promises."""
-    if path.name.lower().endswith(".gz"):
-        return
+def _data_bytes(img: nib.Nifti1Image, shape: Tuple[int, ...]) -> Tuple[int, int]:
+    """(where the voxels start, how many bytes of voxels the header promises)."""
     hdr = img.header
-    need = int(hdr.get_data_offset()) + int(np.prod(shape)) * hdr.get_data_dtype().itemsize
+    n = 1
+    for s in shape:
+        n *= int(s)
+    # nibabel keeps the file's vox_offset in the proxy and resets the loaded header's to 0
+    offset = getattr(img.dataobj, "offset", None)
+    offset = int(hdr.get_data_offset() if offset is None else offset)
+    return offset, n * hdr.get_data_dtype().itemsize
+
+
+def _check_truncation(path: Path, img: nib.Nifti1Image, shape: Tuple[int, ...]) -> None:
+    """Compare what the file can hold with what the header promises, before any buffer is
+    sized from the header: the bytes of an uncompressed file; for a ``.nii.gz``, the most its
+    compressed bytes can expand to (a header claiming gigabytes in a file of kilobytes)."""
+    offset, nbytes = _data_bytes(img, shape)
+    need = offset + nbytes
     have = path.stat().st_size
+    if _is_gzip(path):
+        most = have * DEFLATE_MAX_RATIO
+        if need > most:
+            dims = "×".join(str(int(s)) for s in shape)
+            raise MedsamError(
+                f"the header promises {_size_text(nbytes)} of voxels ({dims} "
+                f"{img.header.get_data_dtype()}), but a compressed file of {_size_text(have)} "
+                f"can hold at most {_size_text(most)}: the header is corrupt or the file is "
+                "truncated", path)
+        return
     if have < need:
         raise MedsamError(
-            f"the file is truncated: the header promises {need} bytes, the file has {have}", path
-        )
+            f"the file is truncated: the header promises {need} bytes, the file has {have} "
+            f"({_size_text(need - have)} missing)", path)
 
 
-def _read_voxels(path: Path, img: nib.Nifti1Image, n_volumes: int, index: int) -> np.ndarray:
+def _short_stream(path: Path, have: int, need: int) -> MedsamError:
+    return MedsamError(f"the file is truncated: the header promises {need} bytes of header and "
+                       f"voxels, the decompressed file holds {have} ({_size_text(need - have)} "
+                       "missing)", path)
+
+
+def _inflate_error(path: Path, exc: zlib.error) -> MedsamError:
+    text = str(exc)
+    what = ("CRC check failed" if "incorrect data check" in text else
+            "length check failed" if "incorrect length check" in text else
+            f"invalid compressed data: {text.split(': ', 1)[-1]}")
+    return MedsamError(f"the compressed file is damaged ({what}); its voxels cannot be trusted "
+                       "and are not shown", path)
+
+
+def _stream_gzip(path: Path, need: int, out: Optional[np.ndarray], start: int,
+                 notes: List[str]) -> int:
+    """Decompress the whole ``.nii.gz``, every gzip member to its end, so zlib verifies each
+    member's CRC and length; copy bytes ``start..start+len(out)`` into ``out``; return the
+    decompressed length. Zero padding after the last member is allowed (gzip allows it)."""
+    pos = 0
+    view = memoryview(out) if out is not None else None
+    end = start + len(out) if out is not None else 0
+
+    def keep(piece: bytes) -> None:
+        nonlocal pos
+        a, b = max(pos, start), min(pos + len(piece), end)
+        if view is not None and a < b:
+            view[a - start: b - start] = memoryview(piece)[a - pos: b - pos]
+        pos += len(piece)
+
+    member: Optional["zlib._Decompress"] = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    pending = b""
     try:
-        if n_volumes > 1:
-            data = np.asanyarray(img.dataobj[..., index])
+        with open(path, "rb") as f:
+            while True:
+                if not pending:
+                    pending = f.read(CHUNK)
+                    if not pending:
+                        break
+                if member is None:  # between members: zero padding, another member or junk
+                    pending = pending.lstrip(b"\0")
+                    if not pending:
+                        continue
+                    if pending[:1] != b"\x1f":
+                        notes.append(f"bytes after the end of the compressed data were "
+                                     f"ignored (the {pos} bytes before them passed gzip's "
+                                     "CRC check)")
+                        return pos
+                    member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                keep(member.decompress(pending, CHUNK))
+                pending = member.unconsumed_tail
+                if member.eof:
+                    pending, member = member.unused_data, None
+            if member is not None:
+                keep(member.flush())
+    except zlib.error as exc:
+        raise _inflate_error(path, exc) from None
+    except OSError as exc:
+        raise MedsamError(f"cannot read the file ({exc.strerror or exc})", path) from None
+    if member is not None and not member.eof:
+        raise MedsamError(f"the compressed file is truncated: it ends before its end-of-stream "
+                          f"marker, after {pos} decompressed bytes of the {need} the header "
+                          "promises", path)
+    return pos
+
+
+def _read_gzip(path: Path, need: int, start: int, nbytes: int, notes: List[str]) -> np.ndarray:
+    """``nbytes`` decompressed bytes from ``start``, after the whole stream is verified.
+
+    The buffer is sized from the header only when gzip's trailer (the length mod 2**32)
+    agrees with it; otherwise the stream is first decompressed without keeping it, so a header
+    that lies costs no memory, and a damaged or short stream is refused before any buffer."""
+    with open(path, "rb") as f:
+        f.seek(-4, os.SEEK_END)
+        isize = int.from_bytes(f.read(4), "little")
+    if isize != need % (1 << 32):
+        length = _stream_gzip(path, need, None, 0, notes)
+        if length < need:
+            raise _short_stream(path, length, need)
+    out = np.empty(nbytes, np.uint8)
+    length = _stream_gzip(path, need, out, start, notes)
+    if length < need:
+        raise _short_stream(path, length, need)
+    return out
+
+
+def _read_plain(path: Path, need: int, start: int, nbytes: int) -> np.ndarray:
+    out = np.empty(nbytes, np.uint8)
+    view = memoryview(out)
+    got = 0
+    try:
+        with open(path, "rb", buffering=0) as f:
+            f.seek(start)
+            while got < nbytes:
+                n = f.readinto(view[got: got + (64 << 20)])
+                if not n:
+                    break
+                got += n
+    except OSError as exc:
+        raise MedsamError(f"cannot read the file ({exc.strerror or exc})", path) from None
+    if got < nbytes:  # shrank since it was checked
+        raise MedsamError(f"the file is truncated: the header promises {need} bytes, the file "
+                          f"ends after {start + got}", path)
+    return out
+
+
+def _read_voxels(path: Path, img: nib.Nifti1Image, n_volumes: int, index: int,
+                 notes: Optional[List[str]] = None) -> np.ndarray:
+    """Volume ``index`` of the file as a 3D array (scaled as nibabel scales, native byte
+    order); a ``.nii.gz`` is decompressed to its end so its CRC is checked."""
+    hdr = img.header
+    full_shape = tuple(int(s) for s in hdr.get_data_shape())
+    shape3, _ = _spatial_shape(path, full_shape)
+    dtype = hdr.get_data_dtype()
+    offset, total = _data_bytes(img, full_shape)
+    nbytes = shape3[0] * shape3[1] * shape3[2] * dtype.itemsize
+    start = offset + index * nbytes
+    notes = [] if notes is None else notes
+    try:
+        if _is_gzip(path):
+            raw = _read_gzip(path, offset + total, start, nbytes, notes)
         else:
-            data = np.asanyarray(img.dataobj)
+            raw = _read_plain(path, offset + total, start, nbytes)
+        data = raw.view(dtype).reshape(shape3, order="F")
+        # nibabel moves scl_slope/inter from the header into the proxy on load
+        slope = np.asanyarray(getattr(img.dataobj, "slope", 1.0))
+        inter = np.asanyarray(getattr(img.dataobj, "inter", 0.0))
+        data = apply_read_scaling(data, slope, inter)
     except MemoryError:
         raise MedsamError("not enough memory to read the voxels", path) from None
-    except Exception as exc:  # truncated gzip, zlib errors, short reads
-        raise MedsamError(
-            f"the voxel data is truncated or corrupt ({type(exc).__name__}: {exc})", path
-        ) from None
-    data = np.asarray(data)
     if not data.dtype.isnative:
         data = data.astype(data.dtype.newbyteorder("="))  # same values, native byte order
     return data
@@ -227,9 +496,14 @@ def load_nifti(path: Path, volume_index: Optional[int] = None) -> Volume:
     if int(hdr["sform_code"]) == 0 and int(hdr["qform_code"]) == 0:
         warnings.append("the header has no sform or qform: patient orientation is unknown, "
                         "so view labels (R/L, A/P, S/I) may be wrong")
-    data = _read_voxels(path, img, n_volumes, index)
-    data = data.reshape(shape3, order="F") if data.shape != shape3 else data
-    ensure_finite(data, path)
+    data = _read_voxels(path, img, n_volumes, index, warnings)
+    try:
+        ensure_finite(data, path)
+    except MedsamError as exc:
+        if n_volumes == 1:
+            raise
+        raise MedsamError(f"{exc.problem} (volume {index} of this 4D file with {n_volumes} "
+                          "volumes)", path) from None
 
     descrip = hdr["descrip"].tobytes().split(b"\0", 1)[0].decode("latin-1").strip()
     source = SourceInfo(
