@@ -31,6 +31,76 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# Shared libraries Qt's xcb platform plugin loads (ldd on libqxcb.so and its libQt5XcbQpa) and
+# the Debian/Ubuntu package of each; README's apt line and .ci/run name the same packages.
+XCB_PACKAGES = {
+    "libxcb.so.1": "libxcb1", "libX11-xcb.so.1": "libx11-xcb1",
+    "libxcb-icccm.so.4": "libxcb-icccm4", "libxcb-image.so.0": "libxcb-image0",
+    "libxcb-keysyms.so.1": "libxcb-keysyms1", "libxcb-randr.so.0": "libxcb-randr0",
+    "libxcb-render.so.0": "libxcb-render0", "libxcb-render-util.so.0": "libxcb-render-util0",
+    "libxcb-shape.so.0": "libxcb-shape0", "libxcb-shm.so.0": "libxcb-shm0",
+    "libxcb-sync.so.1": "libxcb-sync1", "libxcb-xfixes.so.0": "libxcb-xfixes0",
+    "libxcb-xinerama.so.0": "libxcb-xinerama0", "libxcb-xkb.so.1": "libxcb-xkb1",
+    "libxcb-util.so.1": "libxcb-util1", "libxkbcommon-x11.so.0": "libxkbcommon-x11-0",
+    "libxkbcommon.so.0": "libxkbcommon0", "libX11.so.6": "libx11-6", "libXext.so.6": "libxext6",
+    "libGL.so.1": "libgl1", "libEGL.so.1": "libegl1", "libfontconfig.so.1": "libfontconfig1",
+    "libfreetype.so.6": "libfreetype6", "libdbus-1.so.3": "libdbus-1-3",
+    "libglib-2.0.so.0": "libglib2.0-0", "libgthread-2.0.so.0": "libglib2.0-0",
+}
+
+
+def xcb_plugin_path() -> Optional[str]:
+    """The xcb platform plugin of the PyQt5 in use (None when it is not there)."""
+    import os
+
+    from PyQt5.QtCore import QLibraryInfo  # QtCore loads without a display
+
+    path = os.path.join(QLibraryInfo.location(QLibraryInfo.PluginsPath), "platforms",
+                        "libqxcb.so")
+    return path if os.path.isfile(path) else None
+
+
+def ldd_missing(path: str) -> List[str]:
+    """Shared libraries ``path`` needs that the dynamic loader cannot find ([] when ldd is
+    not there: then Qt reports for itself)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["ldd", path], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    missing = [line.split("=>")[0].strip() for line in out.splitlines() if "not found" in line]
+    return sorted(set(missing))
+
+
+def missing_display_libraries() -> List[str]:
+    """On Linux with the xcb platform (QT_QPA_PLATFORM unset or xcb): the libraries Qt's xcb
+    plugin cannot load, else []."""
+    import os
+
+    if not sys.platform.startswith("linux"):
+        return []
+    if os.environ.get("QT_QPA_PLATFORM", "xcb").split(":")[0] not in ("", "xcb"):
+        return []
+    plugin = xcb_plugin_path()
+    return ldd_missing(plugin) if plugin else []
+
+
+def missing_libraries_message(missing: List[str]) -> str:
+    """What the user reads instead of Qt's abort: the libraries and the command to install."""
+    packages = sorted({XCB_PACKAGES[m] for m in missing if m in XCB_PACKAGES})
+    text = ("medsam-gui: the window cannot open: Qt's display plugin (xcb) needs system "
+            "libraries that are not installed:\n  " + "\n  ".join(missing) + "\n")
+    if packages:
+        text += ("On Debian/Ubuntu install them with:\n  sudo apt-get install "
+                 + " ".join(packages) + "\n")
+    unknown = [m for m in missing if m not in XCB_PACKAGES]
+    if unknown:
+        text += ("Install the package that provides " + ", ".join(unknown)
+                 + " with your system's package manager.\n")
+    return text + "(README, Install, lists every system package the window needs.)"
+
+
 def style_sheet() -> str:
     try:
         from medsam_gui.resources import resource_path
@@ -91,6 +161,10 @@ def install_quit_handlers(app, window) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    missing = missing_display_libraries()
+    if missing:  # Qt would abort (rc 134) with a message that names no package
+        print(missing_libraries_message(missing), file=sys.stderr)
+        return 2
     from PyQt5.QtCore import Qt
     from PyQt5.QtWidgets import QApplication
 

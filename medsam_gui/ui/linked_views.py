@@ -221,6 +221,7 @@ class LinkedViews:
         self._sync_active()
         self._show_image()
         self._refresh_overlay()
+        self._update_pos_label()
         self.strip.set_current(self.index)
         if not self.filling:  # a propagation encodes the slices it needs itself
             self.precomputer.follow(self.session, self.view, self.index)
@@ -291,17 +292,27 @@ class LinkedViews:
 
     # ---- status bar --------------------------------------------------------------------------
     def _on_hover(self, row: int, col: int, name: str = "") -> None:
-        name = name or self.view
-        if row < 0 or not self._ready():
-            self.pos_label.setText(f"{self.view}  slice {self.index}" if self.volume else "")
+        self._hover = (row, col, name or self.view) if row >= 0 else None
+        self._update_pos_label()
+
+    def _update_pos_label(self) -> None:
+        """Slice and the voxel under the mouse, for the slice shown now: redone when the slice
+        changes under a still mouse (wheel, keys), so it never names a slice left behind."""
+        if not self._ready():
+            self.pos_label.setText("")
             return
-        self.statusBar().clearMessage()  # the coordinates are what the user looks at now
-        index = self.view_state.index(name)
-        i, j, k = self.volume.voxel_index(name, index, row, col)
-        value = self.volume.data[i, j, k]
-        lab = int(self.labelmap.array[i, j, k]) if self.labelmap is not None else 0
-        self.pos_label.setText(f"{name}  slice {index}   voxel ({i}, {j}, {k})   "
-                               f"value {float(value):.5g}   label {lab}")
+        hover = getattr(self, "_hover", None)
+        name = hover[2] if hover else self.view
+        index, last = self.view_state.index(name), self.volume.n_slices(name) - 1
+        text = f"{name} slice {index} (0–{last})"
+        if hover is not None:
+            i, j, k = self.volume.voxel_index(name, index, hover[0], hover[1])
+            value = self.volume.data[i, j, k]
+            lab = int(self.labelmap.array[i, j, k]) if self.labelmap is not None else 0
+            text += f"   voxel ({i}, {j}, {k})   value {float(value):.5g}   label {lab}"
+        self.pos_label.setText(text)
+        self.pos_label.setToolTip("Slices count from 0 (the file's voxel index), as in "
+                                  "medsam-segment and the exported files")
 
     def _update_cursor_label(self) -> None:
         if not self._ready():

@@ -23,6 +23,7 @@ from medsam_gui.ui.edit_actions import EditActions
 from medsam_gui.ui.interop_actions import InteropActions
 from medsam_gui.ui.label_panel import LabelPanel
 from medsam_gui.ui.linked_views import LinkedViews
+from medsam_gui.ui.messages import LoggingStatusBar, MessageLog, MessagesDialog
 from medsam_gui.ui.model_input_menu import ModelInputActions
 from medsam_gui.ui.model_menu import ModelActions
 from medsam_gui.ui.propagation_actions import PropagationActions
@@ -60,6 +61,9 @@ class MainWindow(LinkedViews, EditActions, FileActions, InteropActions, ModelAct
                  cache=None, settings: Optional[QSettings] = None, load_model: bool = True,
                  precision: str = "auto"):
         super().__init__()
+        self.message_log = MessageLog(self)
+        self.setStatusBar(LoggingStatusBar(self.message_log))  # every message kept (View ▸ Messages)
+        self.statusBar().line.clicked.connect(self.show_messages)
         self.precision = precision  # image encoder runtime and precision (load_backend)
         self.setWindowTitle("medsam-gui")
         self.settings = settings or QSettings("medsam-gui", "medsam-gui")
@@ -115,6 +119,7 @@ class MainWindow(LinkedViews, EditActions, FileActions, InteropActions, ModelAct
         self.cursor_label = QLabel()  # the crosshair's voxel and mm, shown with three views
         self.cursor_label.hide()
         self.statusBar().addWidget(self.pos_label, 1)
+        self.pos_label.setMinimumWidth(120)
         # permanent: a status message (an import's notes, say) must not be drawn over it, nor
         # hide it while the user reads the crosshair
         self.statusBar().addPermanentWidget(self.cursor_label)
@@ -185,6 +190,10 @@ class MainWindow(LinkedViews, EditActions, FileActions, InteropActions, ModelAct
         self._action(view, "Zoom out", lambda: self.slice_view.zoom(0.8), QKeySequence.ZoomOut)
         self.encode_action = self._action(view, "Encode whole volume…", self.encode_volume,
                                           tip="Compute every slice's embedding now")
+        view.addSeparator()
+        self.messages_action = self._action(view, "Messages…", self.show_messages, "Ctrl+M",
+                                            "Every message of this session in full: warnings, "
+                                            "why a propagation stopped, exports, imports")
 
     def _update_strip_cache(self, *_args) -> None:
         if self.volume is None:
@@ -292,7 +301,22 @@ class MainWindow(LinkedViews, EditActions, FileActions, InteropActions, ModelAct
         self.busy_changed.emit(busy)
 
     def show_error(self, title: str, message: str) -> None:
+        self.message_log.add(f"{title}: {message}", "error")
         QMessageBox.critical(self, title, message)
+
+    def notify(self, text: str, timeout: int = 6000) -> None:
+        """One short line in the status bar (it stays until the next message) and the full
+        text in View ▸ Messages."""
+        self.statusBar().showMessage(text, timeout)
+
+    def show_messages(self) -> None:
+        """View ▸ Messages: the full text of everything the window reported."""
+        dialog = getattr(self, "_messages_dialog", None)
+        if dialog is None:
+            dialog = self._messages_dialog = MessagesDialog(self.message_log, self)
+        dialog.refresh()
+        dialog.show()
+        dialog.raise_()
 
 
 __all__ = ["MainWindow"]

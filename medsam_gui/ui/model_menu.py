@@ -54,6 +54,13 @@ def preload_model_code() -> None:
                 pass
 
 
+def wanted_precision(kind: str, precision: str) -> str:
+    """The encoder variant ``precision`` resolves to on this machine (``ov_*`` for OpenVINO)."""
+    from medsam_gui.engine.runtime import pick_device, resolve_precision
+
+    return resolve_precision(precision, pick_device(None), kind)
+
+
 class ModelActions:
     """Needs MainWindow attributes (backend, session, precomputer, model_label, …)."""
 
@@ -118,18 +125,20 @@ class ModelActions:
         session = self.session
 
         def work(_task):
-            backend = load_backend(kind, checkpoint=checkpoint, precision=self.precision)
+            # OpenVINO converts the encoder on a first start (minutes on a busy machine): start
+            # on PyTorch and switch once it is ready (upgrade_to_openvino), never wait for it
+            want = wanted_precision(kind, self.precision)
+            first = "channels_last" if want.startswith("ov_") else self.precision
+            backend = load_backend(kind, checkpoint=checkpoint, precision=first)
             if session is not None:
                 session.set_backend(backend)
-            return backend
+            return backend, want
 
-        def done(backend) -> None:
+        def done(result) -> None:
+            backend, want = result
             self._loading_model = False
             self.backend = backend
-            self.model_label.setText(f"model: {backend.name} · {backend.device} · "
-                                     f"{backend.runtime_label}")
-            self.model_label.setToolTip(backend.runtime_note or
-                                        "Image encoder runtime and precision")
+            self._show_runtime(backend)
             if self.session is None or self.session is not session:
                 self.make_session()
             else:
@@ -138,6 +147,8 @@ class ModelActions:
             self.statusBar().showMessage(
                 f"Model ready: {backend.name}. Drag a box around a structure; wheel: slices; "
                 "right-drag: window/level; Ctrl+wheel: zoom; middle-drag: pan", 15000)
+            if want.startswith("ov_"):
+                self.upgrade_to_openvino(backend, want)
 
         def failed(exc) -> None:
             self._loading_model = False
@@ -149,6 +160,63 @@ class ModelActions:
                 self.precomputer.follow(self.session, self.view, self.index)
 
         run_task(work, done, failed, name="load model")
+
+    def _show_runtime(self, backend, note: str = "") -> None:
+        self.model_label.setText(f"model: {backend.name} · {backend.device} · "
+                                 f"{backend.runtime_label}{note}")
+        self.model_label.setToolTip(backend.runtime_note or "Image encoder runtime and precision")
+
+    def upgrade_to_openvino(self, backend, precision: str) -> None:
+        """Prepare the OpenVINO encoder (read from the user cache, or converted on a first
+        start) in a worker on a copy of the image encoder, while PyTorch keeps encoding; then
+        switch between two encodes. The status bar says both."""
+        import copy
+        import time
+
+        from medsam_gui.engine.ov_encoder import encoder_for
+
+        self._show_runtime(backend, " (preparing OpenVINO…)")
+        self.model_label.setToolTip("The image encoder runs on PyTorch until its OpenVINO "
+                                    "version is ready (a first start converts it once).")
+        digest = backend.encoder_sha256 or backend.weights_sha256
+
+        def work(_task):
+            start = time.perf_counter()
+            encoder = copy.deepcopy(backend.model.image_encoder)  # the live one keeps encoding
+            ov, reason = encoder_for(encoder, digest, backend.input_size, precision)
+            return ov, reason, time.perf_counter() - start
+
+        def done(result) -> None:
+            ov, reason, seconds = result
+            if self.backend is not backend:
+                return  # another model was chosen meanwhile
+            if ov is None:
+                backend.runtime_note = f"OpenVINO not used: {reason}"
+                self._show_runtime(backend)
+                self.notify(f"The image encoder stays on PyTorch: OpenVINO cannot run it "
+                            f"({reason}).")
+                return
+            session = self.session
+            lock = getattr(session, "_encode_lock", None) if session is not None else None
+            if lock is not None:
+                lock.acquire()  # between two encodes: an embedding is filed under its runtime
+            try:
+                backend._ov, backend.precision, backend.runtime = ov, precision, "openvino"
+                if session is not None:
+                    session.set_backend(backend)
+            finally:
+                if lock is not None:
+                    lock.release()
+            self._show_runtime(backend)
+            what = "converted" if getattr(ov, "converted", False) else "loaded"
+            self.notify(f"Image encoder now on OpenVINO ({backend.runtime_label}; {what} in "
+                        f"{seconds:.0f} s while PyTorch encoded).", 8000)
+            if session is not None:
+                self._update_strip_cache()
+                self.precomputer.follow(session, self.view, self.index)
+
+        run_task(work, done, lambda exc: self.notify(
+            f"The image encoder stays on PyTorch: {error_text(exc)}"), name="openvino encoder")
 
     def open_training(self) -> None:
         try:

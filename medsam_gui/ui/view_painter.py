@@ -21,6 +21,14 @@ from medsam_gui.ui.slice_view import SliceView
 Window = Tuple[float, float]
 
 
+def window_text(window: Window) -> str:
+    """W/L as a radiologist reads them: whole numbers ("W 476  L −4") for HU-like ranges,
+    three significant digits for small ranges (standardised MR)."""
+    level, width = (float(v) for v in window)
+    fmt = (lambda v: f"{v:.0f}") if abs(width) >= 20 else (lambda v: f"{v:.3g}")
+    return (f"W {fmt(width)}  L {fmt(level)}").replace("-", "\u2212")
+
+
 class ViewPainter:
     """Draws ``view`` of a volume into its ``SliceView`` when (and only when) it changed."""
 
@@ -49,7 +57,7 @@ class ViewPainter:
         sp = volume.spacing
         image = render.gray_image(volume.slice(self.view, index), window)
         self.canvas.info_text = (f"{self.view} {index} / {geom.n_slices - 1}\n"
-                                 f"W {window[1]:.4g}  L {window[0]:.4g}")
+                                 + window_text(window))
         self.canvas.letters = geom.edge_letters
         self.canvas.set_image(image, (sp[geom.col_axis], sp[geom.row_axis]))
         self._image_key = key
