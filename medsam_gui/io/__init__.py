@@ -2,6 +2,8 @@
 
 ``load_volume`` decides by what the path is: a ``.nii``/``.nii.gz`` file is NIfTI; a folder
 or any other file is treated as DICOM (a single file opens its whole series from its folder).
+A device, FIFO or socket is refused before it is opened, and a file or folder that cannot be
+read is refused as such ("permission denied"), not reported as empty.
 ``volume_index`` picks one volume of a 4D NIfTI or of a DICOM series that repeats its slice
 positions (several volumes); the default is the first, with a note in ``source.warnings``.
 """
