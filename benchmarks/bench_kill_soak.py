@@ -113,16 +113,21 @@ def temps(folder: Path) -> list:
 def soak_saves(n: int, rng, work: Path) -> dict:
     from medsam_gui.annotation import Workspace
     from medsam_gui.annotation.generations import file_sha256
-    from medsam_gui.annotation.saved_work import read_meta
+    from medsam_gui.annotation.saved_work import read_meta, read_work
     from medsam_gui.io import load_volume
 
     vol = load_volume(FLAIR)
     ws_dir = work / "ws"
-    out = dict(kills=0, lost=0, unreadable=0, inconsistent_backups=0, temps_left=0,
-               restored_from_backup=0)
+    out = dict(kills=0, killed_mid_save=0, torn_pairs=0, lost=0, unreadable=0,
+               inconsistent_backups=0, temps_left=0, restored_from_backup=0)
     for _ in range(n):
         reported = run_and_kill(SAVER, [FLAIR, ws_dir], rng, int(rng.integers(1, 4)))
         out["kills"] += 1
+        # how often the kill hit a save half-way: its temporary files, or a torn current pair
+        out["killed_mid_save"] += bool(temps(ws_dir))
+        folder = next(iter(ws_dir.glob("*-*")), None)
+        if folder is not None and read_work(folder).problems:
+            out["torn_pairs"] += 1
         ws = Workspace(ws_dir, owner="soak")
         r = ws.open(vol)
         if r.labelmap is None or r.read_only:
