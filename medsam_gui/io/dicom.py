@@ -28,9 +28,11 @@ from pydicom.filereader import read_dataset
 
 from ..errors import MedsamError
 from ..volume import SourceInfo, Volume
+from .dicom_enhanced import frame_order_key
+from .dicom_mosaic import cut_tile
 from .dicom_scan import (NO_UID, DicomSlice, SeriesGroup, SeriesInfo, description, discover,
                          first_number, list_dicom_series, modality_of, no_images_error,
-                         openable, skipped_of)
+                         notes_of, openable, skipped_of)
 from .nifti import check_array_size, ensure_finite
 
 __all__ = ["load_dicom", "list_dicom_series", "SeriesInfo"]
@@ -134,18 +136,20 @@ def _drop_duplicates(slices: List[DicomSlice], folder: Path, dropped: Dropped
                      ) -> List[DicomSlice]:
     """Leave out exact copies (same SOPInstanceUID, same pixel data, same position), naming
     them; refuse two different files that claim the same SOPInstanceUID."""
-    by_sop: Dict[str, List[DicomSlice]] = defaultdict(list)
+    by_sop: Dict[Tuple[str, Optional[int]], List[DicomSlice]] = defaultdict(list)
     for s in slices:
         sop = str(s.header.get("SOPInstanceUID", "") or "").strip()
-        if sop:
-            by_sop[sop].append(s)
+        if sop:  # the frames of one enhanced file (or tiles of a mosaic) share it
+            by_sop[(sop, s.frame)].append(s)
     gone, conflicts = set(), []
-    for sop, same in by_sop.items():
+    for (sop, _frame), same in by_sop.items():
         if len(same) < 2:
             continue
         same = sorted(same, key=lambda s: s.path)
         first = _pixel_bytes(same[0])
         for other in same[1:]:
+            if other.frame is not None and other.path == same[0].path:
+                continue  # one file seen twice (a link): discovery keeps real paths apart
             if np.allclose(other.position, same[0].position) and _pixel_bytes(other) == first:
                 gone.add(other.path)
                 dropped.append((other.path, f"exact duplicate of {_short(same[0].path, folder)} "
@@ -194,9 +198,19 @@ def _select_volume(group: SeriesGroup, slices: List[DicomSlice], normal: np.ndar
                         f"{index} (in InstanceNumber order)")
     chosen = []
     for d in sorted(by_pos):
-        at = sorted(by_pos[d], key=lambda s: (int(s.header.get("InstanceNumber", 0) or 0), s.path))
+        at = sorted(by_pos[d], key=_volume_order)
         chosen.append(at[index])
     return chosen
+
+
+def _volume_order(s: DicomSlice) -> tuple:
+    """Order of the images at one position: InstanceNumber (file), then an enhanced frame's
+    temporal position and stack, then its frame number."""
+    try:
+        number = int(s.header.get("InstanceNumber", 0) or 0)
+    except (TypeError, ValueError):
+        number = 0
+    return (number, s.path) + frame_order_key(s.header) + (s.frame or 0,)
 
 
 def _names(slices: List[DicomSlice], folder: Path) -> str:
@@ -234,7 +248,7 @@ def _pixels(s: DicomSlice, rows: int, cols: int) -> np.ndarray:
             with py_warnings.catch_warnings():  # a damaged file is named below, not warned
                 py_warnings.simplefilter("ignore")
                 px = _pixels_at_offset(s)
-            if px.shape == (rows, cols):
+            if px.shape == (rows, cols) or rows < 0:
                 return px
         except Exception:  # anything unusual: take the ordinary full read below
             pass
@@ -258,9 +272,43 @@ def _pixels(s: DicomSlice, rows: int, cols: int) -> np.ndarray:
         text = " ".join(str(exc).split())[:200]
         raise _Unusable(f"pixel data cannot be decoded, transfer syntax {what}: "
                         f"{type(exc).__name__}: {text}") from None
-    if px.shape != (rows, cols):
+    if px.shape != (rows, cols) and rows >= 0:
         raise _Unusable(f"pixel array {px.shape} does not match Rows×Columns {rows}×{cols}")
     return px
+
+
+class _FramePixels:
+    """Decoded pixels of the last multi-frame or mosaic file read: its frames are consecutive
+    in a volume, so one file is decoded once and only one is held."""
+
+    def __init__(self) -> None:
+        self.path: Optional[str] = None
+        self.array: Optional[np.ndarray] = None
+        self.error: Optional[str] = None
+
+    def get(self, s: DicomSlice, rows: int, cols: int) -> np.ndarray:
+        if s.path != self.path:
+            self.path, self.array, self.error = s.path, None, None
+            try:
+                self.array = _pixels(DicomSlice(s.path, s.header, s.position), -1, -1)
+            except _Unusable as exc:
+                self.error = str(exc)
+        if self.error is not None:
+            raise _Unusable(self.error)
+        array = self.array
+        assert array is not None and s.frame is not None
+        if s.tiles:
+            px = cut_tile(array, s.frame, s.tiles)
+        else:
+            if array.ndim == 2:
+                array = array[None]
+            if s.frame >= array.shape[0]:
+                raise _Unusable(f"frame {s.frame + 1} is missing from the pixel data "
+                                f"({array.shape[0]} frames)")
+            px = array[s.frame]
+        if px.shape != (rows, cols):
+            raise _Unusable(f"frame pixels {px.shape} do not match Rows×Columns {rows}×{cols}")
+        return px
 
 
 def _read_slices(slices: List[DicomSlice], rows: int, cols: int, folder: Path,
@@ -269,9 +317,11 @@ def _read_slices(slices: List[DicomSlice], rows: int, cols: int, folder: Path,
     is dropped with its reason. Refused when fewer than two slices (or under half) are left."""
     check_array_size((cols, rows, len(slices)), 4, folder)
     kept, arrays, bad = [], [], []
+    frames = _FramePixels()
     for s in slices:
         try:
-            arrays.append(_pixels(s, rows, cols))
+            arrays.append(frames.get(s, rows, cols) if s.frame is not None
+                          else _pixels(s, rows, cols))
             kept.append(s)
         except _Unusable as exc:
             bad.append((s.path, str(exc)))
@@ -392,6 +442,43 @@ def _loss_warnings(dropped: Dropped, blank: List[int], step: np.ndarray, folder:
                         "blank, so every other slice keeps its true position")
 
 
+GE_PULSE_SEQUENCE = pydicom.tag.Tag(0x0019, 0x109C)  # GEMS_ACQU_01 block 0x10
+GE_USER_DATA_12 = pydicom.tag.Tag(0x0019, 0x10B3)
+
+
+def _ge_private(h: Dataset, tag: pydicom.tag.BaseTag) -> Optional[str]:
+    creator = h.get(pydicom.tag.Tag(0x0019, 0x0010))
+    if creator is None or "GEMS_ACQU" not in str(creator.value).upper() or tag not in h:
+        return None
+    value = h[tag].value
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return str(value).strip("\x00 ")
+
+
+def _ge_reverse_polarity(h: Dataset, volume_index: int) -> Optional[bool]:
+    """Whether this GE volume's rows are stored reversed (research ``epi_pepolar`` sequence),
+    as dcm2niix decides it: the pulse sequence name (0019,109C) and user data 12 (0019,10B3):
+    1 = every volume reversed, 2 = reverse then forward (volumes 1, 3, … counted from 1
+    reversed), 3 = forward then reverse (volumes 2, 4, …). None when the series is no GE
+    pepolar series."""
+    name = _ge_private(h, GE_PULSE_SEQUENCE)
+    if not name or "epi_pepolar" not in name.lower():
+        return None
+    try:
+        mode = int(float(_ge_private(h, GE_USER_DATA_12) or 0))
+    except ValueError:
+        mode = 0
+    if mode == 1:
+        return True
+    number = volume_index + 1
+    if mode == 2:
+        return number % 2 == 1
+    if mode == 3:
+        return number % 2 == 0
+    return False
+
+
 def load_dicom(path: Path, series_uid: Optional[str] = None,
                volume_index: Optional[int] = None) -> Volume:
     """Load one series from a folder, or the series of one file, as a Volume."""
@@ -411,11 +498,17 @@ def load_dicom(path: Path, series_uid: Optional[str] = None,
     slices, raw = _read_slices(slices, group.rows, group.cols, folder, dropped)
     step, slots, n_slots = _grid(group, slices, normal, folder, warnings)
     data = _rescaled(slices, raw, group.rows, group.cols, slots, n_slots)
+    if _ge_reverse_polarity(slices[0].header, int(volume_index or 0)):
+        data = np.asfortranarray(data[:, ::-1, :])
+        warnings.append("GE reverse phase-encoding polarity (epi_pepolar): the stored rows are "
+                        "upside down; flipped, as dcm2niix does")
     ensure_finite(data, folder)
     affine = _affine(group, slices, step, normal, warnings)
     blank = sorted(set(range(n_slots)) - set(slots))
     _loss_warnings(dropped, blank, step, folder, warnings)
     h = slices[0].header
+    for note in dict.fromkeys(n for s in slices for n in notes_of(s.header)):
+        warnings.append(note)
     center, width = first_number(h.get("WindowCenter")), first_number(h.get("WindowWidth"))
     if str(h.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         warnings.append("MONOCHROME1: low values are meant to display bright")
@@ -427,6 +520,9 @@ def load_dicom(path: Path, series_uid: Optional[str] = None,
         window_preset=(center, width) if center is not None and width else None,
         warnings=warnings,
         extra={"series_key": group.key, "files": [s.path for s in slices],
+               # 1-based frame number in its file for an enhanced source, else None
+               "frames": [None if s.frame is None or s.tiles else s.frame + 1 for s in slices],
+               "mosaic": any(s.tiles for s in slices),
                "missing_slices": blank, "dicom_modality": str(h.get("Modality", "")),
                "folder": str(folder)},
         dropped_files=dropped,

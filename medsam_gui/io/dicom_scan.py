@@ -4,8 +4,10 @@ Every file is read with ``stop_before_pixels`` (and only the tags needed here). 
 by SeriesInstanceUID and, inside a UID, by orientation (ImageOrientationPatient), size
 (Rows × Columns) and PixelSpacing. A UID that splits into several groups gets keys ``<uid>#1``, ``<uid>#2``…
 (largest first) so each can be chosen. Non-image objects (RTSTRUCT, SR, presentation states…),
-multi-frame and colour images and files that are not DICOM are skipped; each skipped file is
-kept with its reason (``Skipped``), so a load can name what it left out. Special files (FIFOs,
+colour images and files that are not DICOM are skipped; each skipped file is kept with its
+reason (``Skipped``), so a load can name what it left out. An enhanced multi-frame image
+(``dicom_enhanced``) becomes one slice per frame and a Siemens mosaic (``dicom_mosaic``) one
+slice per tile, each with its own position, so they group, sort and split like classic files. Special files (FIFOs,
 sockets, devices) are recognised from ``os.stat`` and never opened: reading a FIFO would hang.
 """
 
@@ -24,6 +26,8 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from ..errors import MedsamError
+from .dicom_enhanced import frame_headers, is_enhanced
+from .dicom_mosaic import MOSAIC_TAGS, mosaic_count, tile_headers
 
 MAX_FILES = 20000
 _SCAN_CACHE: "OrderedDict[tuple, Tuple[List[SeriesGroup], List[Skipped]]]" = OrderedDict()
@@ -40,7 +44,11 @@ HEADER_TAGS = ["SOPClassUID", "SOPInstanceUID", "Modality", "SeriesInstanceUID",
                "ImagePositionPatient", "NumberOfFrames", "SamplesPerPixel", "RescaleSlope",
                "RescaleIntercept", "WindowCenter", "WindowWidth", "PhotometricInterpretation",
                "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
-               "PlanarConfiguration", "ExtendedOffsetTable", "ExtendedOffsetTableLengths"]
+               "PlanarConfiguration", "ExtendedOffsetTable", "ExtendedOffsetTableLengths",
+               "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence",
+               "RealWorldValueMappingSequence", "StudyInstanceUID", "FrameOfReferenceUID",
+               "AcquisitionNumber", "TemporalPositionIdentifier", "StackID"] + MOSAIC_TAGS + [
+               pydicom.tag.Tag(0x0019, 0x109C), pydicom.tag.Tag(0x0019, 0x10B3)]  # GE pepolar
 # (7FE0,0010) Pixel Data, (7FE0,0008/0009) Float/Double Float Pixel Data, as bytes on disk
 _PIXEL_TAG_BYTES = {b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00",
                     b"\x7f\xe0\x00\x10", b"\x7f\xe0\x00\x08", b"\x7f\xe0\x00\x09"}
@@ -83,6 +91,8 @@ class DicomSlice:
     header: Dataset
     position: np.ndarray
     pixel_offset: Optional[int] = None  # where the pixel data element starts, when known
+    frame: Optional[int] = None  # 0-based frame (enhanced) or tile (mosaic) index in the file
+    tiles: int = 0  # mosaic: tiles per side of the grid; 0 for any other image
 
 
 @dataclass
@@ -231,7 +241,8 @@ def _classify_unsafe(ds: Dataset) -> Optional[str]:
     if "Rows" not in ds or "Columns" not in ds:
         return "no image (no Rows/Columns)"
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        return "multi-frame image (not supported)"
+        return ("multi-frame image without per-frame geometry (no functional groups): "
+                "not supported")
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         return "colour image (not supported)"
     values = {}
@@ -352,18 +363,37 @@ def _scan_files(files: List[Path], progress: Optional[Progress] = None,
         except Exception as exc:
             skipped.append(Skipped(str(f), _unreadable_reason(f, exc)))
             continue
-        reason = _classify(ds) or (_no_pixels_reason(ds, f) if has_pixels is False else None)
+        reason = _classify(ds)  # an enhanced image is classified frame by frame below
+        if reason is not None and reason.startswith("multi-frame") and is_enhanced(ds):
+            reason = None
+        reason = reason or (_no_pixels_reason(ds, f) if has_pixels is False else None)
+        parts, tiles = [(ds, None)], 0
+        if reason is None:
+            try:
+                parts, tiles = expand(ds)
+            except ValueError as exc:
+                reason = str(exc)
         if reason:
             skipped.append(Skipped(str(f), reason, _uid_of(ds)))
             continue
-        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
-        uid = str(ds.get("SeriesInstanceUID", "") or NO_UID)
-        spacing = tuple(round(float(v), 4) for v in ds.PixelSpacing)
-        key = (uid, tuple(np.round(iop, 4)), int(ds.Rows), int(ds.Columns), spacing)
-        if key not in by_key:
-            by_key[key] = SeriesGroup(uid, uid, iop, int(ds.Rows), int(ds.Columns))
-        pos = np.array([float(v) for v in ds.ImagePositionPatient])
-        by_key[key].slices.append(DicomSlice(str(f), ds, pos, offset))
+        frame_reasons: Counter = Counter()
+        for h, frame in parts:
+            reason = _classify(h) if frame is not None else None
+            if reason:
+                frame_reasons[reason] += 1
+                continue
+            iop = np.array([float(v) for v in h.ImageOrientationPatient])
+            uid = str(h.get("SeriesInstanceUID", "") or NO_UID)
+            spacing = tuple(round(float(v), 4) for v in h.PixelSpacing)
+            key = (uid, tuple(np.round(iop, 4)), int(h.Rows), int(h.Columns), spacing)
+            if key not in by_key:
+                by_key[key] = SeriesGroup(uid, uid, iop, int(h.Rows), int(h.Columns))
+            pos = np.array([float(v) for v in h.ImagePositionPatient])
+            by_key[key].slices.append(DicomSlice(str(f), h, pos, offset, frame, tiles))
+        for why, n in frame_reasons.items():
+            what = why if frame is None else (f"{n} of its {len(parts)} "
+                                              f"{'tiles' if tiles else 'frames'}: {why}")
+            skipped.append(Skipped(str(f), what, _uid_of(ds)))
     if progress is not None:
         progress(len(files), len(files))
     groups = sorted(by_key.values(), key=lambda g: (-g.n_positions(), -g.rows * g.cols, g.key))
@@ -374,6 +404,40 @@ def _scan_files(files: List[Path], progress: Optional[Progress] = None,
             numbering[g.series_uid] += 1
             g.key = f"{g.series_uid}#{numbering[g.series_uid]}"
     return groups, skipped
+
+
+def _attach(headers: List[Dataset], notes: List[str]) -> None:
+    """Keep what cutting a file into slices noted, for the load's warnings."""
+    for h in headers:
+        object.__setattr__(h, "medsam_notes", notes)
+
+
+def notes_of(h: Dataset) -> List[str]:
+    return list(getattr(h, "medsam_notes", []) or [])
+
+
+def expand(ds: Dataset) -> Tuple[List[Tuple[Dataset, Optional[int]]], int]:
+    """The slices one file holds: [(header, frame index)] and the mosaic tile grid side (0).
+    A classic image is itself (frame None). ``ValueError`` says why a file cannot be cut."""
+    if is_enhanced(ds):
+        headers, notes = frame_headers(ds)
+        _attach(headers, notes)
+        return [(h, i) for i, h in enumerate(headers)], 0
+    try:
+        n = mosaic_count(ds)
+    except Exception:
+        n = None
+    if n:
+        try:
+            headers, notes, side = tile_headers(ds)
+            _attach(headers, notes)
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"Siemens mosaic of {n} images that cannot be cut into slices "
+                             f"({type(exc).__name__}: {exc})") from None
+        return [(h, i) for i, h in enumerate(headers)], side
+    return [(ds, None)], 0
 
 
 def reason_counts(skipped: List[Skipped]) -> Counter:
@@ -404,6 +468,13 @@ def _check_single_file(path: Path) -> None:
     except Exception as exc:
         raise MedsamError(f"unreadable DICOM file ({type(exc).__name__}: {exc})", path) from None
     reason = _classify(ds)
+    if reason is None or (reason.startswith("multi-frame") and is_enhanced(ds)):
+        try:
+            parts, _tiles = expand(ds)
+            reasons = [_classify(h) for h, _frame in parts]
+            reason = None if None in reasons else reasons[0]
+        except ValueError as exc:
+            reason = str(exc)
     if reason:
         raise MedsamError(f"this DICOM file cannot be opened as a volume: {reason}", path)
     if has_pixels is False:
