@@ -13,7 +13,7 @@ import gzip
 import hashlib
 import os
 import re
-import resource
+import signal
 import struct
 import subprocess
 import sys
@@ -303,7 +303,8 @@ def _cli_maxrss_kib(path: Path, tmp_path: Path) -> tuple:
     ("huge.nii", 6, r"the file is truncated: the header promises 7520000352 bytes, the file "
                     r"has 35712352 \(7.0 GiB"),
     ("huge.nii.gz", 6, r"header promises 7.0 GiB \(7520000000 bytes\) of voxels "
-                       r"\(2000×2000×470 float32\), but a compressed file of .* can hold at most"),
+                       r"\(2000×2000×470 float32\), but a compressed file of .* can hold "
+                       "at most"),
     # stored without compression, the file is big enough to hold 7 GiB in theory: the
     # stream is measured (and its CRC checked) without keeping it, then refused
     ("stored.nii.gz", 0, r"the file is truncated: the header promises 7520000352 bytes of "
@@ -379,12 +380,22 @@ def test_device_and_fifo_are_refused_without_reading(tmp_path):
     os.mkfifo(fifo)
     plain_fifo = tmp_path / "pipe"
     os.mkfifo(plain_fifo)
-    # a reader of a FIFO with no writer blocks: these return at once instead
-    for path, what in ((fifo, "FIFO"), (plain_fifo, "FIFO"), (Path("/dev/zero"),
-                                                               "character device")):
-        _refused(path, f"not a regular file or folder: this is a {what}")
-        with pytest.raises(MedsamError, match="not a regular file"):
-            list_series(path)
+    # a reader of a FIFO with no writer blocks: these must return at once (an alarm ends
+    # the test instead of hanging it if they do not)
+    def hung(signum, frame):
+        raise TimeoutError("load_volume blocked on a FIFO or device")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        for path, what in ((fifo, "FIFO"), (plain_fifo, "FIFO"),
+                           (Path("/dev/zero"), "character device")):
+            _refused(path, f"not a regular file or folder: this is a {what}")
+            with pytest.raises(MedsamError, match="not a regular file"):
+                list_series(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     _cli_refuses(Path("/dev/zero"), "not a regular file or folder: this is a character "
                                     "device", tmp_path)
     _cli_refuses(fifo, r"this is a FIFO \(named pipe\)", tmp_path)
