@@ -81,6 +81,9 @@ class MainWindow(LinkedViews, EditActions, FileActions, InteropActions, ModelAct
         self.init_model_input()
         self.init_file_actions()
         self.init_model_actions(model_kind, checkpoint, load_model)
+        from medsam_gui.ui.dataset_panel import install as install_worklist
+
+        install_worklist(self)  # File > Open dataset… and the worklist dock
         self.resize(1280, 860)
 
     # ---- layout ------------------------------------------------------------------------

@@ -1,0 +1,87 @@
+"""The worklist dock on a real dataset: File ▸ Open dataset, statuses, next / previous case with
+each case's work from the dataset folder, mark done asks about unreviewed slices, time spent,
+reopening where the user left off. Offscreen, no model."""
+
+from __future__ import annotations
+
+import pytest
+from PyQt5.QtCore import QSettings
+from PyQt5.QtWidgets import QMessageBox
+
+from conftest import PAT1, PAT2
+from medsam_gui.dataset import Dataset, dataset_status
+
+pytestmark = pytest.mark.needs_data
+
+FLAIR = "Flair_subtrMeanDivStd.nii.gz"
+
+
+def _window(qtbot, tmp_path, name):
+    from medsam_gui.ui.main_window import MainWindow
+
+    w = MainWindow(background=False, workspace_dir=str(tmp_path / f"ws-{name}"),
+                   load_model=False,
+                   settings=QSettings(str(tmp_path / f"{name}.ini"), QSettings.IniFormat))
+    w.confirm_close = False
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    return w
+
+
+def test_worklist_next_mark_done_and_reopen(qtbot, tmp_path, monkeypatch):
+    from medsam_gui.dataset.sources import discover_all
+    from medsam_gui.training.seed_workspace import workspace_from_labels
+    from medsam_gui.ui.dataset_panel import open_dataset
+
+    ds = Dataset.create(tmp_path / "ds")
+    cases, _, _ = discover_all([PAT1 / FLAIR, PAT2 / FLAIR])
+    first, second = ds.add_cases(cases)
+    # the second case has 4 slices the model made and nobody reviewed
+    workspace_from_labels(second.image, str(PAT2 / "OTMultiClass.nii.gz"),
+                          str(ds.case_dir(second)), n_slices=4, status="model")
+    w = _window(qtbot, tmp_path, "a")
+    assert w.open_dataset_action.text() == "Open dataset…"
+    panel = w.dataset_panel
+    with qtbot.waitSignal(panel.case_opened, timeout=60000) as opened:
+        open_dataset(w, str(ds.folder))
+    assert opened.args == [first.id] and w.dataset_dock.isVisible()
+    assert panel.table.rowCount() == 2
+    assert (panel.status_of(first.id), panel.status_of(second.id)) == ("new", "in progress")
+    assert w.workspace.folder == ds.case_dir(first)  # the case's work lives in the dataset
+    assert w.labelmap is not None and not w.labelmap.records
+    with qtbot.waitSignal(panel.case_opened, timeout=60000) as opened:
+        panel.step(1)
+    assert opened.args == [second.id]
+    assert w.workspace.folder == ds.case_dir(second) and len(w.labelmap.records) == 4
+    assert panel.unreviewed() == 4
+    asked = []
+
+    def answer(reply):
+        def question(*args, **kwargs):
+            asked.append(args[2])
+            return reply
+        return question
+
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.No))
+    assert not panel.mark_done()
+    assert "4 slices are not reviewed" in asked[-1]
+    assert Dataset.open(ds.folder).case(second.id).state == ""
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.Yes))
+    assert panel.mark_done()  # the last case: stays, says so
+    saved = Dataset.open(ds.folder)
+    assert saved.case(second.id).state == "done" and saved.case(second.id).done_by
+    assert panel.status_of(second.id) == "done"
+    assert saved.case(first.id).seconds > 0  # time counted while the first case was open
+    assert w.open_dataset_action.isEnabled() and all(a.isEnabled() for a in w.case_actions)
+    w.shutdown()
+    # another window reopens the dataset where the user left off
+    w2 = _window(qtbot, tmp_path, "b")
+    with qtbot.waitSignal(w2.dataset_panel.case_opened, timeout=60000) as opened:
+        open_dataset(w2, str(ds.folder))
+    assert opened.args == [second.id]
+    assert [s.status for s in dataset_status(Dataset.open(ds.folder))] == ["new", "done"]
+    with qtbot.waitSignal(w2.dataset_panel.case_opened, timeout=60000) as opened:
+        w2.dataset_panel.step(-1)
+    assert opened.args == [first.id]
+    w2.shutdown()
