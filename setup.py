@@ -72,6 +72,7 @@ setup(
             "medsam-gui=medsam_gui.cli:gui_main",
             "medsam-segment=medsam_gui.cli:segment_main",
             "medsam-train=medsam_gui.cli:train_main",
+            "medsam-dataset=medsam_gui.cli:dataset_main",
         ]
     },
     classifiers=[

@@ -32,3 +32,12 @@ def train_main(argv: Optional[List[str]] = None) -> int:
     from medsam_gui.training.train_cli import main
 
     return main(argv)
+
+
+def dataset_main(argv: Optional[List[str]] = None) -> int:
+    """medsam-dataset create|add|status|mark|exclude|export|adapt|rollback DATASET …"""
+    if argv is None:  # a real process start, not a call from a script or test
+        prefer_fast_allocator(encoder_runtime=False)  # adapt's time is PyTorch's
+    from medsam_gui.dataset.cli import main
+
+    return main(argv)
