@@ -222,6 +222,8 @@ def test_unusable_outputs_are_refused_before_the_model(tmp_path):
         (tmp_path / "taken.nii.gz", "this is a folder", ""),
         (tmp_path / "side.nii.gz", "side.itksnap.txt", "this is a folder"),
         (Path("/proc/labels.nii.gz"), "cannot write in the folder /proc", ""),
+        (tmp_path / ("a" * 245 + ".nii.gz"), "File name too long", ""),  # its .itksnap.txt
+        (tmp_path / ("a" * 243 + ".nii.gz"), "too long for its folder's file system", ""),  # .tmp-PID
     ]
     for out, *words in cases:
         refused(segment(FLAIR, *BOX, "--out", out), *words)
@@ -339,6 +341,20 @@ def test_unreadable_slice_refused_unless_allow_gaps(tmp_path):
     arr = np.asarray(nib.load(str(out)).dataobj)
     assert arr.shape == (64, 64, 40) and set(np.unique(arr)) == {0, 1}
     assert arr[:, :, 20].any() and not arr[:, :, :20].any() and not arr[:, :, 21:].any()
+
+
+def test_rtstruct_of_a_series_that_is_neither_ct_nor_mr_is_refused_before_the_model(tmp_path):
+    import pydicom
+
+    series = copy_series(TOSHIBA, tmp_path / "series")
+    for f in series.iterdir():
+        ds = pydicom.dcmread(str(f))
+        ds.Modality = "OT"
+        ds.save_as(str(f))
+    out = tmp_path / "labels.rtstruct.dcm"
+    refused(segment(series, *MR_BOX, "--out", out), "RT Structure Sets are written for CT and "
+            "MR series; this one is OT")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]
 
 
 # ---- 5. devices ----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ left behind and files that were there before are restored.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -124,6 +125,9 @@ def _probe_folder(target: Path) -> None:
     except FileExistsError:
         pass  # our own leftover: the folder is writable; export removes it
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise MedsamError(f"this name is too long for its folder's file system (it needs "
+                              f"room for a temporary name, {probe.name})", target) from None
         raise MedsamError(f"cannot write in the folder {target.parent} "
                           f"({exc.strerror or exc})", target) from None
 

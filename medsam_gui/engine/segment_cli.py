@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="follow each box's structure through the volume along its AXIS")
     p.add_argument("--extent", nargs=2, type=int, metavar=("FIRST", "LAST"),
                    help="with --propagate: slices along AXIS it may fill (default: all)")
+    p.add_argument("--queue", metavar="QUEUE.json",
+                   help="with --propagate: write the review queue, a JSON list of the filled "
+                        "slices most in need of a look first: {axis, slice, label, score, "
+                        "reason}")
     p.add_argument("--out", required=True, metavar="LABELS.nii.gz",
                    help="output: .nii.gz (with .json/.itksnap.txt/.ctbl label descriptions "
                         "beside it), .seg.dcm or .rtstruct.dcm")
@@ -399,6 +403,8 @@ def run(args: argparse.Namespace) -> Path:
     prompts = inline_prompts(args)
     if args.boxes:
         prompts += read_boxes_json(args.boxes, args.label)
+    if getattr(args, "queue", None) and not args.propagate:
+        raise MedsamError("--queue ranks the slices a propagation filled: add --propagate")
     if args.extent is not None and not args.propagate:
         raise MedsamError("--extent limits a propagation: add --propagate")
     if not prompts:
@@ -411,6 +417,11 @@ def run(args: argparse.Namespace) -> Path:
         from medsam_gui.io.dicom_source import require_dicom
 
         require_dicom(volume)
+        modality = str(volume.source.extra.get("dicom_modality", ""))
+        if fmt == "rtstruct" and modality not in ("CT", "MR"):
+            raise MedsamError(f"RT Structure Sets are written for CT and MR series; this one is "
+                              f"{modality or 'of unknown modality'}: use --format seg",
+                              args.image)
     placed = [display_box(volume, p, args.image) for p in prompts]  # validate all first
     check_model(args)
 
@@ -447,7 +458,10 @@ def run(args: argparse.Namespace) -> Path:
                                      propagation.StopRules(extent=prompt.extent))
             for step in result.steps:
                 geom.take(labels, step.index)[step.mask] = prompt.label
-                record(geom, step.index, prompt.label, method="propagated", from_slices=[k])
+                record(geom, step.index, prompt.label, method="propagated", from_slices=[k],
+                       iou=step.iou, stop_reason=next(
+                           (f"stopped at {geom.view} {s.index}: {s.reason}" for s in result.stops
+                            if s.direction == step.direction), ""))
             filled = result.indices + [k]
             stops = "; ".join(f"{'+' if s.direction > 0 else '-'} stopped at {s.index}: "
                               f"{s.reason}" for s in result.stops)
@@ -458,6 +472,10 @@ def run(args: argparse.Namespace) -> Path:
     labelmap = LabelMap(volume.shape, table, labels)
     labelmap.records = records
     exported = export_labels(labelmap, volume, args.out, fmt)
+    if getattr(args, "queue", None):
+        from medsam_gui.annotation.review_queue import write_queue
+
+        write_queue(args.queue, labelmap, {g.view: g for g, _k, _b in placed})
     for note in exported.notes:
         print(f"note: {note}", file=sys.stderr)
     return exported.path
