@@ -63,6 +63,7 @@ setup(
         "PyQt5",
         "qimage2ndarray",
         "pyqtgraph",
+        "PyOpenGL",  # pyqtgraph.opengl: the 3D view of the 2x2 layout (ui/view3d.py)
         "platformdirs",
         "tqdm",
     ],

@@ -15,6 +15,10 @@ seed once it has finished.
 --layout three propagates too, then switches to the three linked views (axial, coronal,
 sagittal) with the crosshair on the tumour's centre of mass and writes OUT.png; --outline shows
 the labels as outlines (and also writes OUT-fill.png with them filled).
+
+--layout quad propagates too, then shows the 2×2 layout (axial, sagittal / coronal, 3D) with the
+tumour's surface in the 3D pane, and prints the 3D pane's start-up time and the memory it added
+(run it under xvfb-run -a: the offscreen platform has no OpenGL and the pane says so).
 """
 
 from __future__ import annotations
@@ -61,8 +65,9 @@ def main(argv=None) -> int:
     ap.add_argument("--size", default="1360x860", help="window size WxH")
     ap.add_argument("--propagate", action="store_true", help="propagate the box through the tumour")
     ap.add_argument("--show", type=int, default=-12, help="with --propagate: slice offset shown")
-    ap.add_argument("--layout", choices=("single", "three"), default="single",
-                    help="three: propagate, then the three linked views through the tumour")
+    ap.add_argument("--layout", choices=("single", "three", "quad"), default="single",
+                    help="three: propagate, then the three linked views through the tumour; "
+                         "quad: the 2x2 layout with the 3D view")
     ap.add_argument("--outline", action="store_true", help="with --layout three: outlines")
     args = ap.parse_args(argv)
 
@@ -99,7 +104,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     QTest.mouseRelease(view.viewport(), Qt.LeftButton, Qt.NoModifier, p1)
     wait_until(app, lambda: bool(done))
-    if args.layout == "three":
+    if args.layout in ("three", "quad"):
         args.propagate = True
     if args.propagate:
         window.propagate_action.trigger()
@@ -107,7 +112,7 @@ def main(argv=None) -> int:
         window.grab().save(str(Path(args.out).with_suffix("")) + "-running.png")
         wait_until(app, lambda: not window.filling, timeout=600)
         print(window.statusBar().currentMessage())
-        if args.layout == "three":
+        if args.layout in ("three", "quad"):
             return three_views(app, window, args)
         index += args.show
         window.set_index(index)
@@ -125,14 +130,38 @@ def main(argv=None) -> int:
     return 0
 
 
+def rss_mb() -> float:
+    """Resident memory of this process now (Linux), MB."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            return next(int(l.split()[1]) for l in fh if l.startswith("VmRSS")) / 1024
+    except (OSError, StopIteration):
+        return float("nan")
+
+
 def three_views(app, window, args) -> int:
-    """The three linked views with the crosshair on the propagated tumour's centre of mass."""
+    """The three linked views (or the 2×2 with 3D) with the crosshair on the propagated
+    tumour's centre of mass."""
     from PyQt5.QtTest import QTest
 
     labels = window.labelmap.array == 1
     centre = tuple(int(round(c)) for c in np.argwhere(labels).mean(axis=0))
-    window.set_layout("three")
+    rss0, t0 = rss_mb(), time.perf_counter()
+    window.set_layout(args.layout)
+    startup = time.perf_counter() - t0
     window.view_state.set_cursor(centre)
+    if args.layout == "quad":
+        pane = window.view3d
+        wait_until(app, lambda: 1 in pane.meshes, timeout=120)
+        meshed = time.perf_counter() - t0
+        for _ in range(100):
+            app.processEvents()
+            time.sleep(0.01)
+        verts, faces = pane.meshes[1]
+        print(f"3D pane: {'OpenGL' if pane.gl is not None else 'no OpenGL: ' + pane.problem}; "
+              f"made in {startup:.2f} s, first surface {meshed:.2f} s after the switch "
+              f"({len(faces):,} triangles); memory +{rss_mb() - rss0:.0f} MB "
+              f"(RSS {rss_mb():.0f} MB)")
     for _ in range(30):
         app.processEvents()
         time.sleep(0.01)

@@ -21,7 +21,7 @@ from medsam_gui.volume import VIEWS, Volume
 Voxel = Tuple[int, int, int]
 Window = Tuple[float, float]  # (center, width)
 
-LAYOUTS: Tuple[str, ...] = ("single", "three")
+LAYOUTS: Tuple[str, ...] = ("single", "three", "quad")  # quad: the three views and 3D
 OVERLAY_STYLES: Tuple[str, ...] = ("fill", "outline")
 
 
@@ -37,8 +37,8 @@ class ViewState:
     """Shared state of the linked views; observers get the set of fields that changed.
 
     Fields: ``cursor`` (source voxel), ``window`` (display centre, width), ``overlay``
-    ("fill" or "outline"), ``layout`` ("single" or "three"), ``active`` (the view the user last
-    worked in: menus, keys, the slider and the background encoder act on it).
+    ("fill" or "outline"), ``layout`` ("single", "three" or "quad"), ``active`` (the view the
+    user last worked in: menus, keys, the slider and the background encoder act on it).
     """
 
     def __init__(self) -> None:
@@ -135,7 +135,7 @@ class ViewState:
             self._notify({"active"})
 
     def visible_views(self) -> Tuple[str, ...]:
-        return VIEWS if self.layout == "three" else (self.active,)
+        return VIEWS if self.layout in ("three", "quad") else (self.active,)
 
 
 __all__ = ["LAYOUTS", "OVERLAY_STYLES", "ViewState", "world_coordinates"]

@@ -51,7 +51,7 @@ def test_import_correct_export_seg_and_rtstruct(qtbot, make_window, quiet, tmp_p
     w.labelmap.table.rename(LIVER, "liver")
     seg = tmp_path / "organs.seg.dcm"
     wait_task(qtbot, w, w.export_dicom("seg", str(seg), types={LIVER: "Liver"}))
-    assert quiet[-1][0] == "information" and "Read back and checked" in quiet[-1][2]
+    assert "Read back and checked" in w.last_report[1] and str(seg) in w.last_report[2]
     ds = pydicom.dcmread(str(seg), stop_before_pixels=True)
     liver = [s for s in ds.SegmentSequence if s.SegmentLabel == "liver"][0]
     assert liver.SegmentedPropertyTypeCodeSequence[0].CodeValue == "10200004"

@@ -64,14 +64,38 @@ class EditActions:
         if change.table_before is not None or change.table_after is not None:
             self.labels.refresh()
             self._rebuild_lut()
-        where = change_slice(change, self.volume)
-        if where is not None and where != (self.view, self.index):
-            if where[0] != self.view:
-                self._indices[where[0]] = where[1]
-                self.set_view(where[0])
-            self.set_index(where[1])
+        self._show_undone(change, "Undo" if fn == getattr(self.annotator, "undo", None)
+                          else "Redo")
         self._refresh_overlay()
         self.changed()
+
+    def _show_undone(self, change, verb: str) -> None:
+        """Stay on the slice the user looks at when the change touched it, or when it spans
+        many slices (a propagation, an import): then say which. A change of one other slice
+        goes there and says so."""
+        if self.volume is None:
+            return
+        axis = self.volume.geometry(self.view).slice_axis
+        span = None
+        if change.region is not None:
+            span = (int(change.region[axis][0]), int(change.region[axis][1]) - 1)
+        keys = list(change.records_after) + list(change.records_before)
+        here = sorted({k[1] for k in keys if k[0] == self.view})
+        if (span is not None and span[0] <= self.index <= span[1]) or self.index in here:
+            return  # the user sees what changed
+        where = change_slice(change, self.volume)
+        lo, hi = span if span is not None else (min(here), max(here)) if here else (None, None)
+        if lo is not None and lo != hi and (where is None or where[0] == self.view):
+            self.notify(f"{verb} changed {self.view} slices {lo}–{hi}; you stay on slice "
+                        f"{self.index}.")
+            return
+        if where is None:
+            return
+        if where[0] != self.view:
+            self._indices[where[0]] = where[1]
+            self.set_view(where[0])
+        self.set_index(where[1])
+        self.notify(f"{verb}: went to {where[0]} slice {where[1]}, where the change was.")
 
     def delete_label(self, value: int) -> None:
         if self.edits_blocked():
@@ -90,12 +114,16 @@ class EditActions:
     def _on_table_changed(self, save: bool = True) -> None:
         if self.labelmap is None:
             return
+        self.update_title()  # a renamed label
+        if self.view3d is not None:
+            self.view3d.refresh_colours()  # a colour or visibility: no remeshing
         self._rebuild_lut()
         self._refresh_overlay()
         if save:
             self.changed()
 
     def _on_label_selected(self) -> None:
+        self.update_title()
         if self.labelmap is not None:
             self._rebuild_lut()
             self._refresh_overlay()

@@ -109,12 +109,9 @@ class InteropActions:
 
         def done(result) -> None:
             self._set_busy(False)
-            self.statusBar().showMessage(f"Wrote {result.path}", 8000)
-            notes = "".join(f"\n\n• {n}" for n in result.notes)
-            QMessageBox.information(
-                self, f"{FORMAT_NAMES[fmt]} exported",
-                f"Saved {len(result.segments)} segment(s) to\n{result.path}\n\nRead back and "
-                f"checked against the label map.{notes}")
+            self.remember_export(result.path)
+            self.report_export(FORMAT_NAMES[fmt], result.path, result.notes,
+                               f"{len(result.segments)} segment(s)")
 
         def failed(exc) -> None:
             self._set_busy(False)
@@ -124,6 +121,24 @@ class InteropActions:
         self.statusBar().showMessage(f"Writing the {FORMAT_NAMES[fmt]}…")
         self._interop_task = run_task(work, done, failed, name="export")
         return self._interop_task
+
+    def report_export(self, what: str, path, notes, count: str = "") -> None:
+        """After an export: what was written, where, which slices and whether a person reviewed
+        them, in words; the full path, UIDs and notes behind Details (and in View ▸ Messages)."""
+        from medsam_gui.ui.messages import label_lines, show_report
+
+        path = os.fspath(path)
+        lines = label_lines(self.labelmap, self.volume, self.view)
+        text = (f"Exported {count + ' as ' if count else 'the labels as '}{what}:\n"
+                f"{os.path.basename(path)}\nin the folder {os.path.dirname(path)}\n\n"
+                + "\n".join(lines) + "\n\nRead back and checked against the label map; it "
+                "has the scan's exact grid.")
+        if any("not yet reviewed" in line or "none reviewed" in line for line in lines):
+            text += ("\nSlices not yet reviewed were filled by propagation or interpolation "
+                     "(or imported): check them before clinical use.")
+        details = f"File: {path}\n" + "\n".join(f"• {n}" for n in notes)
+        self.notify(f"Exported {what} to {path}")
+        show_report(self, f"{what} exported", text, details)
 
     def _remember_types(self, types: Dict[int, str]) -> None:
         """Keep the chosen segment types in the label table (saved with the workspace)."""

@@ -41,7 +41,7 @@ class LabelPanel(QWidget):
         self.list.setToolTip("Tick to show, double-click to rename; the selected label is where "
                              "new masks and brush strokes go.")
         buttons = QHBoxLayout()
-        for text, slot, tip in (("Add", self.add_label, "Add a label"),
+        for text, slot, tip in (("Add", self.new_label, "Add a label and name it"),
                                 ("Rename", self.rename, "Rename the selected label"),
                                 ("Colour", self.recolor, "Change the colour"),
                                 ("Delete", self._ask_delete, "Delete the label and its voxels")):
@@ -129,6 +129,23 @@ class LabelPanel(QWidget):
         self.refresh(active=lab.value)
         self.table_changed.emit()
         return lab.value
+
+    def new_label(self) -> int:
+        """The Add button: a new label named at once (the field holds the default name,
+        selected: type a name, or Enter keeps the default; Cancel adds no label)."""
+        if self.table is None:
+            return 0
+        value = max((lab.value for lab in self.table.labels), default=0) + 1
+        default = f"label {value}"  # LabelTable.add's default name
+        dialog = QInputDialog(self)
+        dialog.setWindowTitle("New label")
+        dialog.setLabelText(f"Name of label {value} (what it marks: tumour, liver, …):")
+        dialog.setTextValue(default)
+        self._name_dialog = dialog  # tests type into it
+        if not dialog.exec_():
+            return 0
+        name = dialog.textValue().strip()
+        return self.add_label(name or default)
 
     def rename(self, value: Optional[int] = None, name: Optional[str] = None) -> None:
         value = self.active_value if value is None else value

@@ -24,6 +24,8 @@ from medsam_gui.view_state import ViewState, world_coordinates
 from medsam_gui.volume import VIEWS
 
 LAYOUT_KEY = "Ctrl+L"
+QUAD_KEY = "Ctrl+Shift+L"
+MULTI = ("three", "quad")  # layouts that show the three planes with their crosshair
 OUTLINE_KEY = "O"
 
 
@@ -35,7 +37,7 @@ class LinkedViews:
         """The three canvases and the state they share (called before any other widget)."""
         self.view_state = ViewState()
         self.view_state.subscribe(self._on_view_state)
-        self.view_layout = ViewLayout()
+        self.view_layout = ViewLayout(make_3d=self._make_3d)
         self.painters = {name: ViewPainter(name, canvas)
                          for name, canvas in self.view_layout.views.items()}
         self._lut = np.zeros((1, 4), np.uint8)
@@ -66,11 +68,13 @@ class LinkedViews:
         group = QActionGroup(self)
         self.layout_actions = {}
         for layout, text in (("single", "One large view"),
-                             ("three", "Three views: axial, coronal, sagittal")):
+                             ("three", "Three views: axial, coronal, sagittal"),
+                             ("quad", "Four views: the three planes and 3D")):
             act = QAction(text, self)
             act.setCheckable(True)
-            act.setStatusTip("Ctrl+L switches between one view and three linked views; "
-                             "Ctrl+click or Ctrl+drag moves the crosshair")
+            act.setStatusTip("Ctrl+L switches between one view and three linked views, "
+                             "Ctrl+Shift+L shows 2×2 with the 3D view; Ctrl+click or Ctrl+drag "
+                             "moves the crosshair")
             act.triggered.connect(lambda _c=False, l=layout: self.set_layout(l))
             group.addAction(act)
             menu.addAction(act)
@@ -78,6 +82,7 @@ class LinkedViews:
         self.layout_actions["single"].setChecked(True)
         self._action(menu, "Switch layout", self.toggle_layout, LAYOUT_KEY,
                      "One large view ↔ three linked views")
+        self.layout_actions["quad"].setShortcut(QUAD_KEY)
         self.outline_action = self._action(menu, "Label outlines", self.toggle_outlines,
                                            OUTLINE_KEY, "Show labels as outlines instead of "
                                            "filled (easier review across planes)")
@@ -153,13 +158,14 @@ class LinkedViews:
         self.view_state.set_index(self.view, index)  # the observer redraws
 
     def set_layout(self, layout: str) -> None:
-        """"single" (one large view) or "three" (axial, coronal, sagittal side by side)."""
+        """"single" (one large view), "three" (axial, coronal, sagittal side by side) or
+        "quad" (2×2 with the 3D view)."""
         self.view_state.set_layout(layout)
         self.layout_actions[layout].setChecked(True)
         self.settings.setValue("layout", layout)
 
     def toggle_layout(self) -> None:
-        self.set_layout("single" if self.view_state.layout == "three" else "three")
+        self.set_layout("single" if self.view_state.layout in MULTI else "three")
 
     def toggle_outlines(self) -> None:
         outline = self.view_state.overlay != "outline"
@@ -179,10 +185,32 @@ class LinkedViews:
         if self._ready():
             self.view_state.set_cursor(self.volume.voxel_index(name, self.index, row, col))
 
+    # ---- the 3D pane ---------------------------------------------------------------------------
+    @property
+    def view3d(self):
+        """The 3D pane once the 2×2 layout has been shown (None before)."""
+        return self.view_layout.view3d
+
+    def _make_3d(self):
+        from medsam_gui.ui.view3d import View3D
+
+        pane = View3D()
+        if self.volume is not None and self.labelmap is not None:
+            pane.set_volume(self.volume, self.labelmap)
+            pane.set_cursor(self.view_state.cursor)
+        return pane
+
+    def surfaces_follow(self) -> None:
+        """A new scan or label map: the 3D pane starts over (when it exists)."""
+        if self.view3d is not None:
+            self.view3d.set_volume(self.volume, self.labelmap)
+            if self.volume is not None:
+                self.view3d.set_cursor(self.view_state.cursor)
+
     # ---- observing the shared state --------------------------------------------------------
     def _on_view_state(self, changed: Set[str]) -> None:
         if "layout" in changed:  # the single view keeps its status bar as it was
-            self.cursor_label.setVisible(self.view_state.layout == "three")
+            self.cursor_label.setVisible(self.view_state.layout in MULTI)
         if not self._ready():
             if "layout" in changed or "active" in changed:
                 self.view_layout.arrange(self.view_state.layout, self.view_state.active)
@@ -195,6 +223,8 @@ class LinkedViews:
         if "cursor" in changed or "layout" in changed:
             self.show_slice()
             self._update_cursor_label()
+            if self.view3d is not None:
+                self.view3d.set_cursor(self.view_state.cursor)
         elif "window" in changed:
             self._show_image()
         elif "overlay" in changed:
@@ -253,7 +283,7 @@ class LinkedViews:
     def _draw_crosshairs(self) -> None:
         state = self.view_state
         for name, canvas in self.view_layout.views.items():
-            if state.layout != "three":
+            if state.layout not in MULTI:
                 canvas.hide_crosshair()
                 continue
             row, col = state.cursor_pixel(name)

@@ -9,6 +9,7 @@ Corrections and undo live in ``edit_actions.EditActions``; opening, saving and e
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import numpy as np
@@ -84,6 +85,12 @@ class MainWindow(LinkedViews, EditActions, FileActions, InteropActions, ModelAct
         from medsam_gui.ui.dataset_panel import install as install_worklist
 
         install_worklist(self)  # File > Open dataset… and the worklist dock
+        help_menu = self.menuBar().addMenu("&Help")
+        self._action(help_menu, "Keys and mouse…", self.show_keys, "F1",
+                     "Every shortcut and mouse gesture on one page")
+        self.close_scan_action.setEnabled(False)
+        self.volume_loaded.connect(lambda: self.close_scan_action.setEnabled(True))
+        self.volume_loaded.connect(self.surfaces_follow)
         self.resize(1280, 860)
 
     # ---- layout ------------------------------------------------------------------------
@@ -209,9 +216,15 @@ class MainWindow(LinkedViews, EditActions, FileActions, InteropActions, ModelAct
                              self._bands[1], self._bands[2])
 
     def labels_changed(self) -> None:
-        """The label map changed: the strip's label bands are redrawn soon (debounced)."""
+        """The label map changed: the strip's label bands and the 3D surfaces are redrawn soon
+        (debounced)."""
         self._bands = None
         self._strip_timer.start()
+        if self.view3d is not None:
+            if self.view3d.labelmap is not self.labelmap:  # replaced (import, restore)
+                self.surfaces_follow()
+            else:
+                self.view3d.schedule()
 
     def _labelled_slices(self):
         if self.labelmap is None:
@@ -311,6 +324,62 @@ class MainWindow(LinkedViews, EditActions, FileActions, InteropActions, ModelAct
         """One short line in the status bar (it stays until the next message) and the full
         text in View ▸ Messages."""
         self.statusBar().showMessage(text, timeout)
+
+    def show_keys(self) -> None:
+        from medsam_gui.ui.help_keys import KeysDialog
+
+        self._keys_dialog = KeysDialog(self)
+        self._keys_dialog.show()
+
+    def scan_name(self) -> str:
+        """What the title calls the scan: the series description, else the file name."""
+        if self.volume is None:
+            return ""
+        src = self.volume.source
+        name = os.path.basename(src.path.rstrip("/\\")) or src.path
+        return f"{src.description} ({name})" if src.description else name
+
+    def update_title(self) -> None:
+        """"scan — label 1 “tumour” — medsam-gui": what is open and what an edit changes."""
+        parts = [self.scan_name()] if self.volume is not None else []
+        lab = self.labelmap.table.get(self.active_label) if self.labelmap is not None else None
+        if lab is not None:
+            parts.append(f"editing {lab.value} \u201c{lab.name}\u201d")
+        self.setWindowTitle(" — ".join(parts + ["medsam-gui"]))
+
+    def close_scan(self) -> bool:
+        """File ▸ Close scan: save the work, give back its lock, empty the window."""
+        if self.volume is None:
+            return True
+        if not self.flush_autosave() and not self.confirm_leave("close the scan"):
+            return False
+        self.cancel_fill()
+        self.precomputer.stop(wait=True)
+        if self.workspace is not None:
+            self.workspace.close(self.volume)
+        name = self.scan_name()
+        self.volume = self.labelmap = self.annotator = self.session = None
+        self.workspace = None
+        self._bands = None
+        for painter in self.painters.values():
+            painter.reset()
+        for canvas in self.view_layout.views.values():
+            canvas.clear()
+        self.labels.set_table(None)
+        self.strip.set_state(0, (), 0, (), ())
+        self.slider.setRange(0, 0)
+        self.pos_label.setText("")
+        self.cursor_label.setText("")
+        self.show_workspace_place()
+        self.update_interop_actions()
+        bar = getattr(self, "load_warning_bar", None)
+        if bar is not None:
+            bar.hide()
+        self.close_scan_action.setEnabled(False)
+        self.surfaces_follow()
+        self.update_title()
+        self.notify(f"Closed {name}; the work is saved. File ▸ Open… for the next scan.")
+        return True
 
     def show_messages(self) -> None:
         """View ▸ Messages: the full text of everything the window reported."""

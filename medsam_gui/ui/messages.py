@@ -14,8 +14,8 @@ from typing import List, Tuple
 
 from PyQt5.QtCore import QObject, Qt, pyqtSignal
 from PyQt5.QtGui import QFontMetrics
-from PyQt5.QtWidgets import (QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QStatusBar,
-                             QVBoxLayout)
+from PyQt5.QtWidgets import (QDialog, QDialogButtonBox, QLabel, QMessageBox, QPlainTextEdit,
+                             QStatusBar, QVBoxLayout)
 
 
 class MessageLog(QObject):
@@ -125,4 +125,58 @@ class MessagesDialog(QDialog):
         bar.setValue(bar.maximum())
 
 
-__all__ = ["LoggingStatusBar", "MessageLine", "MessageLog", "MessagesDialog"]
+
+
+# ---- reports a clinician reads ----------------------------------------------------------------
+def label_lines(labelmap, volume, view: str = "axial") -> List[str]:
+    """One line per label with voxels: name, slices on ``view`` (counted from 0) and how many
+    of them a person reviewed (accepted or edited) — what an export or import wrote."""
+    import numpy as np
+    from scipy.ndimage import find_objects
+
+    geom = volume.geometry(view)
+    axis = geom.slice_axis
+    other = tuple(a for a in range(3) if a != axis)
+    array = labelmap.array
+    boxes = find_objects(array) if array.any() else []
+    reviewed: dict = {}
+    for (v, index, value), rec in labelmap.records.items():
+        if v == view and rec.reviewed:
+            reviewed.setdefault(int(value), set()).add(int(index))
+    lines = []
+    for lab in labelmap.table.labels:
+        box = boxes[lab.value - 1] if 0 < lab.value <= len(boxes) else None
+        if box is None:
+            continue
+        present = np.flatnonzero((array[box] == lab.value).any(axis=other)) + box[axis].start
+        if not len(present):
+            continue
+        done = len(reviewed.get(lab.value, set()) & set(present.tolist()))
+        rest = len(present) - done
+        state = ("all reviewed by you" if rest == 0 else
+                 f"{done} reviewed by you, {rest} not yet reviewed" if done else
+                 "none reviewed yet")
+        lines.append(f"• {lab.value} \u201c{lab.name}\u201d: {len(present)} {view} slices "
+                     f"({int(present[0])}–{int(present[-1])}), {state}")
+    return lines
+
+
+def show_report(window, title: str, text: str, details: str = "") -> QMessageBox:
+    """An information box that does not block the window, with the technical part (paths,
+    UIDs, notes) behind its "Show Details…" button; the whole of it goes into the message log
+    and the last report stays in ``window.last_report``."""
+    log = getattr(window, "message_log", None)
+    if log is not None:
+        log.add(f"{title}: {text}" + (f"\n{details}" if details else ""), "report")
+    box = QMessageBox(QMessageBox.Information, title, text, QMessageBox.Ok, window)
+    if details:
+        box.setDetailedText(details)
+    box.setWindowModality(Qt.WindowModal)
+    box.setAttribute(Qt.WA_DeleteOnClose)
+    window.last_report = (title, text, details)
+    box.open()
+    return box
+
+
+__all__ = ["LoggingStatusBar", "MessageLine", "MessageLog", "MessagesDialog", "label_lines",
+           "show_report"]

@@ -1,5 +1,6 @@
 """Segment menu of the main window: propagate a structure through the volume, interpolate
-between key slices, walk the unreviewed slices. A mixin of ``MainWindow``.
+between key slices, walk the unreviewed slices in the review queue's order (most needed first,
+``annotation.review_queue``). A mixin of ``MainWindow``.
 
 Propagation runs ``engine.propagation.propagate`` in a worker; each slice is handed to the GUI
 thread as it is done and written at once (``ui.filling.FillRun``), so the structure fills in
@@ -14,7 +15,7 @@ from typing import Optional
 from PyQt5.QtCore import QTimer
 from PyQt5.QtWidgets import QProgressBar, QPushButton
 
-from medsam_gui.annotation import review
+from medsam_gui.annotation import review, review_queue
 from medsam_gui.engine.propagation import Step, StopRules, propagate
 from medsam_gui.errors import MedsamError
 from medsam_gui.ui.filling import FillRun, seed_masks
@@ -25,6 +26,17 @@ PROPAGATE_TIP = ("Follow the active label's mask on this slice up and down throu
                  "drew or accepted are never replaced)")
 INTERPOLATE_TIP = ("Fill the slices between the key slices of the active label (the slices you "
                    "drew or accepted) by morphological contour interpolation")
+
+
+def stop_words(stop) -> str:
+    """Why one direction ended, in a reader's words ("lower slices: stopped after slice 61 (the
+    area grew ...)", "higher slices: reached the last slice of the scan")."""
+    way = "higher slices" if stop.direction > 0 else "lower slices"
+    if stop.reason == "volume edge":
+        return f"{way}: reached the {'last' if stop.direction > 0 else 'first'} slice of the scan"
+    if stop.reason == "end of the given extent":
+        return f"{way}: stopped at slice {stop.last_filled}, the end of the extent you set"
+    return f"{way}: stopped after slice {stop.last_filled} ({stop.reason})"
 
 
 class PropagationActions:
@@ -40,8 +52,9 @@ class PropagationActions:
             act.setToolTip(f"{act.text()} ({act.shortcut().toString()}): {act.statusTip()}")
             toolbar.addAction(act)
         menu.addSeparator()
-        self._action(menu, "Next unreviewed slice", lambda: self.jump_unreviewed(1), "]")
-        self._action(menu, "Previous unreviewed slice", lambda: self.jump_unreviewed(-1), "[")
+        self._action(menu, "Next slice to review (most needed first)",
+                     lambda: self.jump_unreviewed(1), "]")
+        self._action(menu, "Previous slice to review", lambda: self.jump_unreviewed(-1), "[")
         self._action(menu, "Accept slice and go to the next unreviewed", self.accept_and_next,
                      "Ctrl+Shift+Return")
         menu.addSeparator()
@@ -79,10 +92,22 @@ class PropagationActions:
         return self.filling
 
     def review_states(self):
+        """The active label's slice states; also hands the strip the review-queue scores (the
+        strip asks for both whenever the label map changed)."""
         if self.labelmap is None or not self.active_label:
             return []
-        return review.slice_states(self.labelmap, self.volume.geometry(self.view),
-                                   self.active_label)
+        geom = self.volume.geometry(self.view)
+        total = sum(review_queue.WEIGHTS.values()) or 1.0
+        queue = review_queue.label_queue(self.labelmap, geom, self.active_label)
+        self.strip.set_scores({it.slice: it.score / total for it in queue})
+        return review.slice_states(self.labelmap, geom, self.active_label)
+
+    def review_queue_items(self):
+        """The active label's review queue on this view, most needed first."""
+        if self.labelmap is None or not self.active_label:
+            return []
+        return review_queue.label_queue(self.labelmap, self.volume.geometry(self.view),
+                                        self.active_label)
 
     def update_label_sizes(self) -> None:
         """Volume (mL) and extent of every label in the labels panel (debounced after edits)."""
@@ -234,19 +259,25 @@ class PropagationActions:
         else:
             first, last = min(run.filled), max(run.filled)
             what = f"Filled {len(run.filled)} slices ({run.view} {first}–{last})"
-        stops = "; ".join(f"stopped at {s.index}: {s.reason}"
-                          for s in sorted(run.stops, key=lambda s: -s.direction))
+        stops = "; ".join(stop_words(s) for s in sorted(run.stops, key=lambda s: -s.direction))
         return f"{what}{' — ' + stops if stops else ''}. Review with ] and [; Ctrl+Return accepts."
 
     def jump_unreviewed(self, step: int) -> Optional[int]:
-        states = self.review_states()
-        target = review.next_unreviewed(states, self.index, step)
-        if target is None:
-            self.statusBar().showMessage("No unreviewed slice of this label "
-                                         f"{'after' if step > 0 else 'before'} this one.", 4000)
+        """Go to the next (step +1) or previous (-1) slice of the review queue, most needed
+        first, and say why it is queued."""
+        queue = self.review_queue_items()
+        item = review_queue.next_in_queue(queue, self.index, step)
+        if item is None:
+            where = "after" if step > 0 else "before"
+            self.statusBar().showMessage(
+                "No slice of this label to review." if not queue else
+                f"No slice to review {where} this one in the queue (most needed first).", 4000)
             return None
-        self.set_index(target)
-        return target
+        self.set_index(item.slice)
+        rank = queue.index(item) + 1
+        self.statusBar().showMessage(f"To review {rank}/{len(queue)}: slice {item.slice} — "
+                                     f"{item.reason} (need {item.score:.2f})", 8000)
+        return item.slice
 
     def accept_and_next(self) -> None:
         self.accept_slice()

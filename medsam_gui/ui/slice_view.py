@@ -25,7 +25,6 @@ from medsam_gui.ui.tools import TOOLS, stamp_line
 
 Box = Tuple[float, float, float, float]
 
-_BOX_PEN = QColor(255, 215, 0)
 _DRAG_PEN = QColor(0, 255, 255)
 
 
@@ -142,8 +141,9 @@ class SliceView(QGraphicsView):
         self._active_box = active if 0 <= active < len(boxes) else len(boxes) - 1
         for i, (x0, y0, x1, y1) in enumerate(boxes):
             item = QGraphicsRectItem(QRectF(x0, y0, x1 - x0, y1 - y0), self._image)
-            color = _BOX_PEN if i == active or active < 0 else _BOX_PEN.darker(160)
-            item.setPen(self._pen(color, 2 if i == active else 1))
+            # every object of a label in the label's colour; the active one solid and thicker
+            item.setPen(self._pen(QColor(*self.stroke_color), 2 if i == active else 1,
+                                  Qt.SolidLine if i == active or active < 0 else Qt.DashLine))
             self._box_items.append(item)
         for x, y, lab in points:
             r = 2.0

@@ -222,6 +222,25 @@ class Annotator:
         """Brush (add) or eraser (clear the active label) stroke; marks the slice edited."""
         geom = self.volume.geometry(view)
         change = self.labelmap.paint(geom, index, mask, value, mode="erase" if erase else "add")
+        key = (view, int(index), int(value))
+        before, before_active = list(self.objects.get(key, [])), self.active.get(key, -1)
+        if erase and before:  # an object erased away loses its box too (undo brings it back)
+            label = self.labelmap.slice(geom, index) == value
+
+            def left(o: PromptObject) -> bool:  # any of the label inside the object's box
+                x0, y0, x1, y1 = o.box
+                return bool(label[max(int(y0), 0):int(np.ceil(y1)) + 1,
+                                  max(int(x0), 0):int(np.ceil(x1)) + 1].any())
+
+            kept = [o for o in before if left(o)]
+            if len(kept) < len(before):
+                self.objects[key] = kept
+                self.active[key] = len(kept) - 1
+                if not kept:
+                    self.objects.pop(key, None)
+                    self.active.pop(key, None)
+                self._push(change, key, before, before_active)
+                return change
         self._push(change)
         return change
 

@@ -108,15 +108,23 @@ class TrainingDialog(QDialog):
         self.prompt_enc.setToolTip("Decoder mode: let the box embedding adapt too")
         self.epochs = _spin(1, 500, 10, "Passes over the training samples (stops early when "
                             "validation Dice stops improving)")
-        self.batch = _spin(1, 64, 4, "Samples per optimisation step")
-        self.lr = _spin(1e-7, 1e-2, 1e-4, "AdamW learning rate (1e-4 decoder, 1e-5 whole "
-                        "model)", decimals=6)
-        self.wd = _spin(0.0, 1.0, 0.01, "AdamW weight decay", decimals=3)
-        self.val_fraction = _spin(0.05, 0.9, 0.2, "Share of volumes held out for validation "
-                                  "(random split)", decimals=2)
-        self.patience = _spin(1, 100, 3, "Stop after this many epochs without a better "
-                              "validation Dice")
-        self.seed = _spin(0, 2**31 - 1, 0, "Random seed: split, shuffling and box jitter")
+        self.batch = _spin(1, 64, 4, "How many annotated slices the model sees before each "
+                           "adjustment of its weights. Larger: steadier but needs more memory; "
+                           "4 suits a CPU.")
+        self.lr = _spin(1e-7, 1e-2, 1e-4, "How big each adjustment is (AdamW learning rate). "
+                        "Too large forgets what the model knew; too small learns nothing. "
+                        "Defaults: 1e-4 for the decoder, 1e-5 for the whole model.", decimals=6)
+        self.wd = _spin(0.0, 1.0, 0.01, "Pulls the weights gently towards zero (AdamW weight "
+                        "decay) so the model does not memorise your few slices; 0.01 is "
+                        "usual.", decimals=3)
+        self.val_fraction = _spin(0.05, 0.9, 0.2, "Share of the scans held out to measure the "
+                                  "model (never trained on), drawn at random when Validation "
+                                  "is automatic.", decimals=2)
+        self.patience = _spin(1, 100, 3, "Stop early after this many passes without a better "
+                              "validation Dice: training longer would only fit your slices, "
+                              "not new scans.")
+        self.seed = _spin(0, 2**31 - 1, 0, "Random seed: the same seed and data give the same "
+                          "split, order and result (change it to check a result is not luck).")
         self.warning = QLabel("")
         self.warning.setWordWrap(True)
         self.warning.setStyleSheet("color: #b35c00")
@@ -131,7 +139,15 @@ class TrainingDialog(QDialog):
             pf.addRow(name, w)
         pf.addRow(self.warning)
 
-        self.plot = pg.PlotWidget(background="w")
+        self.ensurePolished()  # the dialog's theme (the app style sheet) is in its palette now
+        from PyQt5.QtGui import QPalette
+
+        back = self.palette().color(QPalette.Window)
+        fore = self.palette().color(QPalette.WindowText)
+        self.plot = pg.PlotWidget(background=back)
+        for axis in ("bottom", "left"):
+            self.plot.getAxis(axis).setPen(pg.mkPen(fore))
+            self.plot.getAxis(axis).setTextPen(pg.mkPen(fore))
         self.plot.setLabel("bottom", "epoch")
         self.plot.addLegend(offset=(-10, 10))
         self.plot.showGrid(x=True, y=True, alpha=0.3)
@@ -155,6 +171,7 @@ class TrainingDialog(QDialog):
         self.use_btn.clicked.connect(self._use)
         self.close_btn.clicked.connect(self.close)
         self.cancel_btn.setEnabled(False)
+        self.cancel_btn.hide()  # one of Cancel (while training) / Close (otherwise)
         self.use_btn.setEnabled(False)
         row = QHBoxLayout()
         for b in (self.start_btn, self.cancel_btn, self.use_btn):
@@ -304,6 +321,8 @@ class TrainingDialog(QDialog):
         self.use_btn.setEnabled(False)
         self.start_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
+        self.cancel_btn.show()
+        self.close_btn.hide()
         self.status.setText("preparing…")
         self.progress.setRange(0, 0)
         self._t_phase, self._phase = time.time(), None
@@ -356,6 +375,8 @@ class TrainingDialog(QDialog):
             self._thread.wait()
         self._thread, self._worker = None, None
         self.cancel_btn.setEnabled(False)
+        self.cancel_btn.hide()
+        self.close_btn.show()
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         self.start_btn.setEnabled(self._counts_ok)

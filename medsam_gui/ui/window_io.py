@@ -37,6 +37,8 @@ class FileActions:
         self._action(menu, "Open file…", self.open_file_dialog, "Ctrl+O")
         self._action(menu, "Open DICOM folder…", self.open_folder_dialog, "Ctrl+Shift+O")
         self.recent_menu = menu.addMenu("Open recent")
+        self.close_scan_action = self._action(menu, "Close scan", self.close_scan, "Ctrl+W",
+                                              "Save the work and close the scan")
         menu.addSeparator()
         self.init_workspace_menu(menu)
         menu.addSeparator()
@@ -144,8 +146,7 @@ class FileActions:
         self.set_view("axial")
         self.slice_view.setFocus()  # wheel and arrow keys scroll slices right away
         self._add_recent(path)
-        name = os.path.basename(path.rstrip("/")) or path
-        self.setWindowTitle(f"{name} — medsam-gui")
+        self.update_title()
         modality, source = volume_modality(volume)
         how = " (guessed from the voxels; Model ▸ Modality to change)" if source == "guess" else ""
         msg = f"Opened {volume.shape[0]}×{volume.shape[1]}×{volume.shape[2]} {modality}{how}"
@@ -306,14 +307,25 @@ class FileActions:
 
     # ---- export ------------------------------------------------------------------------------
     def _default_export(self, suffix: str) -> str:
+        """The last export folder (remembered), else the user's documents folder: never the
+        scan's own folder (often a read-only data or PACS folder)."""
+        from PyQt5.QtCore import QStandardPaths
+
         src = self.volume.source.path.rstrip("/")
         base = os.path.basename(src)
         for ext in (".nii.gz", ".nii"):
             if base.lower().endswith(ext):
                 base = base[: -len(ext)]
-        folder = os.path.dirname(src) if os.access(os.path.dirname(src) or ".", os.W_OK) \
-            else os.path.expanduser("~")
+        folder = str(self.settings.value("export/folder", "") or "")
+        if not (folder and os.path.isdir(folder) and os.access(folder, os.W_OK)):
+            folder = QStandardPaths.writableLocation(QStandardPaths.DocumentsLocation)
+            if not (folder and os.path.isdir(folder)):
+                folder = os.path.expanduser("~")
         return os.path.join(folder, base + suffix)
+
+    def remember_export(self, path) -> None:
+        """The next export dialog starts in this file's folder."""
+        self.settings.setValue("export/folder", os.path.dirname(os.path.abspath(str(path))))
 
     def export_labels(self, path: Optional[str] = None) -> Optional[Path]:
         """NIfTI on the source grid plus the label table beside it (JSON, ITK-SNAP, Slicer)."""
@@ -333,9 +345,8 @@ class FileActions:
             self.show_error("Export failed", error_text(exc))
             return None
         self.unexported = False
-        QMessageBox.information(self, "Labels exported",
-                                f"Saved the label map to\n{result.path}\n\n"
-                                + "\n".join(result.notes))
+        self.remember_export(result.path)
+        self.report_export("NIfTI label map", result.path, result.notes)
         return result.path
 
     def export_table(self, path: Optional[str] = None, quiet: bool = False) -> Optional[Path]:
