@@ -227,7 +227,15 @@ def test_non_finite_voxels(tmp_path):
     data[101, 100, 100] = -np.inf
     path = tmp_path / "nan.nii.gz"
     nib.save(nib.Nifti1Image(data, img.affine), str(path))
-    _refused(path, "7 of 8928000 voxels are not finite")
+    vol = load_volume(path)  # opens; the voxels are kept as stored, the note says where
+    assert np.array_equal(vol.data, data, equal_nan=True)
+    assert [w for w in vol.source.warnings if "not finite" in w] == [
+        "7 of 8928000 voxels (0.0%) are not finite (5 NaN, 1 +inf, 1 -inf), within voxels "
+        "i 10..101, j 20..100, k 30..100: NaN and -inf are shown black like the background "
+        "and given to the model as its darkest value, +inf as its brightest"]
+    data[:] = np.nan  # nothing left to show: refused
+    nib.save(nib.Nifti1Image(data, img.affine), str(path))
+    _refused(path, "8928000 of 8928000 voxels are not finite")
 
 
 def test_2d_nifti(tmp_path):

@@ -39,11 +39,40 @@ CHUNK = 1 << 20
 # (NIfTI version, smallest vox_offset of a single .nii file: header + 4 extension-flag bytes)
 HEADER_SIZES = {348: (1, 352), 540: (2, 544)}
 MAGICS = {1: b"n+1\0", 2: b"n+2\0\r\n\x1a\n"}
+# a NIfTI pair (or Analyze 7.5): the header in x.hdr, the voxels in x.img (either may be .gz)
+PAIR_SUFFIXES = (".hdr", ".hdr.gz", ".img", ".img.gz")
+PAIR_MAGICS = {1: b"ni1\0", 2: b"ni2\0\r\n\x1a\n"}
 
 
 def is_nifti_path(path: Path) -> bool:
+    """A single-file NIfTI or either file of a NIfTI / Analyze pair."""
     name = path.name.lower()
-    return name.endswith(NIFTI_SUFFIXES)
+    return name.endswith(NIFTI_SUFFIXES + PAIR_SUFFIXES)
+
+
+def is_pair_path(path: Path) -> bool:
+    return path.name.lower().endswith(PAIR_SUFFIXES)
+
+
+def pair_header_path(path: Path) -> Path:
+    """The header of a pair, whichever of its two files was named."""
+    name = path.name
+    for img, hdr in ((".img.gz", ".hdr.gz"), (".img", ".hdr")):
+        if name.lower().endswith(img):
+            for candidate in (hdr, hdr.upper()):
+                other = path.with_name(name[: -len(img)] + candidate)
+                if other.exists():
+                    return other
+            raise MedsamError(f"this is the voxel file of a NIfTI/Analyze pair; its header "
+                              f"{name[: -len(img)] + hdr} is not beside it", path)
+    return path
+
+
+def voxel_file(path: Path, img: "nib.Nifti1Pair") -> Path:
+    """The file holding the voxels: ``path`` itself, or a pair's image file."""
+    fm = img.file_map.get("image")
+    name = getattr(fm, "filename", None)
+    return Path(name) if name else path
 
 
 def _memory_limit() -> int:
@@ -70,17 +99,41 @@ def check_array_size(shape: Tuple[int, ...], itemsize: int, path: Path) -> None:
         )
 
 
-def ensure_finite(data: np.ndarray, path: Path) -> None:
-    """Refuse volumes with NaN or infinite voxels (they break display and the model input)."""
+def non_finite_note(data: np.ndarray, path: Path, context: str = "") -> Optional[str]:
+    """What the open message says about NaN/infinite voxels (count, kinds, where), or None.
+
+    Such voxels are kept as they are (the voxels are never changed): the display shows NaN
+    and -inf black, like the background, and +inf white; the model input maps them the same
+    way (``engine.intensity``), and statistics leave them out. Only a volume with no finite
+    voxel at all is refused: there is nothing to show.
+    """
     if not np.issubdtype(data.dtype, np.floating):
-        return
-    bad = int(data.size - np.count_nonzero(np.isfinite(data)))
-    if bad:
-        raise MedsamError(
-            f"{bad} of {data.size} voxels are not finite (NaN or infinity); "
-            "medsam-gui does not open volumes with non-finite values",
-            path,
-        )
+        return None
+    finite = np.isfinite(data)
+    bad = int(data.size - np.count_nonzero(finite))
+    if not bad:
+        return None
+    if bad == data.size:
+        raise MedsamError(f"{bad} of {data.size} voxels are not finite (NaN or infinity): "
+                          f"there is nothing to show{context}", path)
+    n_nan = int(np.count_nonzero(np.isnan(data)))
+    n_pos = int(np.count_nonzero(data == np.inf))
+    kinds = ", ".join(f"{n} {what}" for n, what in
+                      ((n_nan, "NaN"), (n_pos, "+inf"), (bad - n_nan - n_pos, "-inf")) if n)
+    where = []
+    for axis, letter in enumerate("ijk"):
+        hit = np.flatnonzero(~finite.all(axis=tuple(a for a in range(3) if a != axis)))
+        where.append(f"{letter} {hit[0]}..{hit[-1]}")
+    return (f"{bad} of {data.size} voxels ({100.0 * bad / data.size:.1f}%) are not finite "
+            f"({kinds}), within voxels {', '.join(where)}{context}: NaN and -inf are shown "
+            "black like the background and given to the model as its darkest value, +inf "
+            "as its brightest")
+
+
+def ensure_finite(data: np.ndarray, path: Path) -> None:
+    """Refuse a volume with no finite voxel; partly non-finite volumes open (see
+    ``non_finite_note``)."""
+    non_finite_note(data, path)
 
 
 def guess_modality(data: np.ndarray) -> str:
@@ -100,9 +153,13 @@ def guess_modality(data: np.ndarray) -> str:
         return "MR"
     flat = np.ravel(data, order="K")
     sample = flat[:: max(1, flat.size // 200_000)]
-    if np.issubdtype(sample.dtype, np.floating) and not np.array_equal(sample, np.round(sample)):
-        return "MR"
-    if float(data.min()) > -500:
+    lowest = None
+    if np.issubdtype(sample.dtype, np.floating):
+        sample = sample[np.isfinite(sample)]  # NaN/inf voxels say nothing about the modality
+        if sample.size == 0 or not np.array_equal(sample, np.round(sample)):
+            return "MR"
+        lowest = float(np.min(data, where=np.isfinite(data), initial=np.inf))
+    if (float(data.min()) if lowest is None else lowest) > -500:
         return "CT" if _looks_like_unrescaled_ct(sample) else "MR"
     inside = np.count_nonzero((sample >= -1100) & (sample <= 3100))
     return "CT" if inside >= 0.6 * sample.size else "MR"
@@ -185,10 +242,11 @@ def _raw_header_bytes(path: Path) -> Tuple[bytes, bool]:
     return got, False
 
 
-def _check_raw_header(path: Path) -> None:
+def _check_raw_header(path: Path, pair: bool = False) -> None:
     """Refuse header fields nibabel would misread: dim[0] outside 1..7 (nibabel takes it as
     the other byte order and then reports a garbled data code), a vox_offset that points
-    into the header (the header's bytes would be shown as voxels), a wrong magic."""
+    into the header (the header's bytes would be shown as voxels), a wrong magic. A pair's
+    header (``pair``) has its own magic (or none: Analyze 7.5) and any vox_offset >= 0."""
     raw, broken = _raw_header_bytes(path)
     if len(raw) < 4:
         return
@@ -199,6 +257,8 @@ def _check_raw_header(path: Path) -> None:
     else:
         return  # not a NIfTI header at all: nibabel's refusal and the gzip hint say so
     version, min_offset = HEADER_SIZES[sizeof_hdr]
+    if pair:
+        min_offset = sizeof_hdr
     if len(raw) < min_offset:
         if broken:
             return
@@ -215,6 +275,14 @@ def _check_raw_header(path: Path) -> None:
     if not 1 <= ndim <= 7:
         raise MedsamError(f"the header's dim[0] (the number of dimensions) is {ndim}; NIfTI "
                           "allows 1..7: the header is corrupt", path)
+    if pair:
+        if magic == MAGICS[version]:
+            raise MedsamError(f"the header (magic {magic[:3]!r}) says the voxels follow it in "
+                              "this file: this is a single-file NIfTI, name it .nii", path)
+        if not offset >= 0:
+            raise MedsamError(f"the header's vox_offset is {offset:g}: the header is corrupt",
+                              path)
+        return  # magic 'ni1'/'ni2', or none at all: Analyze 7.5
     if magic != MAGICS[version]:
         if version == 1 and magic == b"ni1\0":
             raise MedsamError("the header (magic 'ni1') says the voxels are in a separate .img "
@@ -242,8 +310,17 @@ def _gzip_hint(path: Path) -> str:
 def _open(path: Path) -> nib.Nifti1Image:
     """The header, through nibabel, after the checks on the file and the raw header; nothing
     of the voxels is read (the proxy is not used for them: see ``_read_voxels``)."""
+    pair = is_pair_path(path)
+    if pair:
+        path = pair_header_path(path)
     _regular_size(path)
-    _check_raw_header(path)
+    _check_raw_header(path, pair)
+    if pair:
+        stem = path.name[: -len(".hdr.gz" if path.name.lower().endswith(".gz") else ".hdr")]
+        images = [path.with_name(stem + e) for e in (".img", ".img.gz", ".IMG")]
+        if not any(i.exists() for i in images):
+            raise MedsamError(f"the voxel file {stem}.img of this NIfTI/Analyze header is not "
+                              "beside it", path)
     try:
         # no memory map for .nii: the volume must not change if the file does; (.gz cannot
         # be mapped anyway, and nibabel's default path reads it faster)
@@ -257,8 +334,11 @@ def _open(path: Path) -> nib.Nifti1Image:
     except Exception as exc:  # nibabel raises many types for garbage input
         raise MedsamError(f"not a readable NIfTI file ({type(exc).__name__}: {exc})"
                           + _gzip_hint(path), path) from None
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+    allowed = (nib.Nifti1Pair, nib.AnalyzeImage) if pair else (nib.Nifti1Image, nib.Nifti2Image)
+    if not isinstance(img, allowed):
         raise MedsamError(f"not a NIfTI image (nibabel read it as {type(img).__name__})", path)
+    if pair:
+        _regular_size(voxel_file(path, img))
     return img
 
 
@@ -298,6 +378,7 @@ def _check_truncation(path: Path, img: nib.Nifti1Image, shape: Tuple[int, ...]) 
     """Compare what the file can hold with what the header promises, before any buffer is
     sized from the header: the bytes of an uncompressed file; for a ``.nii.gz``, the most its
     compressed bytes can expand to (a header claiming gigabytes in a file of kilobytes)."""
+    path = voxel_file(path, img)
     offset, nbytes = _data_bytes(img, shape)
     need = offset + nbytes
     have = path.stat().st_size
@@ -431,6 +512,7 @@ def _read_voxels(path: Path, img: nib.Nifti1Image, n_volumes: int, index: int,
     hdr = img.header
     full_shape = tuple(int(s) for s in hdr.get_data_shape())
     shape3, _ = _spatial_shape(path, full_shape)
+    path = voxel_file(path, img)
     dtype = hdr.get_data_dtype()
     offset, total = _data_bytes(img, full_shape)
     nbytes = shape3[0] * shape3[1] * shape3[2] * dtype.itemsize
@@ -471,7 +553,42 @@ def load_nifti(path: Path, volume_index: Optional[int] = None) -> Volume:
     check_array_size(shape3, itemsize, path)
     _check_truncation(path, img, full_shape)
 
-    warnings = []
+    index, warnings = choose_volume(n_volumes, volume_index, path)
+
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise MedsamError("the header's affine (sform/qform) is not a valid transform", path)
+
+    analyze = not isinstance(img, nib.Nifti1Pair)
+    if analyze:
+        warnings.append("an Analyze 7.5 header (no NIfTI magic) states no orientation: taken "
+                        "as nibabel does (left on the image's left, radiological), so view "
+                        "labels (R/L, A/P, S/I) may be wrong")
+    elif int(hdr["sform_code"]) == 0 and int(hdr["qform_code"]) == 0:
+        warnings.append("the header has no sform or qform: patient orientation is unknown, "
+                        "so view labels (R/L, A/P, S/I) may be wrong")
+    data = _read_voxels(path, img, n_volumes, index, warnings)
+    note = non_finite_note(data, path, f" (volume {index} of this 4D file with {n_volumes} "
+                           "volumes)" if n_volumes > 1 else "")
+    if note:
+        warnings.append(note)
+
+    descrip = hdr["descrip"].tobytes().split(b"\0", 1)[0].decode("latin-1").strip()
+    source = SourceInfo(
+        path=str(pair_header_path(path) if is_pair_path(path) else path),
+        kind="nifti",
+        description=descrip or path.name,
+        warnings=warnings,
+        nifti_header=None if analyze else hdr.copy(),
+        extra={"volume_index": index, "n_volumes": n_volumes},
+    )
+    return Volume(data, affine, modality=guess_modality(data), source=source)
+
+
+def choose_volume(n_volumes: int, volume_index: Optional[int], path: Path
+                  ) -> Tuple[int, List[str]]:
+    """The volume to show of a file holding ``n_volumes`` (default the first, said so)."""
+    warnings: List[str] = []
     index = 0
     if n_volumes > 1:
         if volume_index is None:
@@ -488,30 +605,4 @@ def load_nifti(path: Path, volume_index: Optional[int] = None) -> Volume:
             warnings.append(f"4D file with {n_volumes} volumes: showing volume {index}")
     elif volume_index not in (None, 0):
         raise MedsamError(f"volume index {volume_index} requested but the file is 3D", path)
-
-    affine = np.asarray(img.affine, dtype=np.float64)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise MedsamError("the header's affine (sform/qform) is not a valid transform", path)
-
-    if int(hdr["sform_code"]) == 0 and int(hdr["qform_code"]) == 0:
-        warnings.append("the header has no sform or qform: patient orientation is unknown, "
-                        "so view labels (R/L, A/P, S/I) may be wrong")
-    data = _read_voxels(path, img, n_volumes, index, warnings)
-    try:
-        ensure_finite(data, path)
-    except MedsamError as exc:
-        if n_volumes == 1:
-            raise
-        raise MedsamError(f"{exc.problem} (volume {index} of this 4D file with {n_volumes} "
-                          "volumes)", path) from None
-
-    descrip = hdr["descrip"].tobytes().split(b"\0", 1)[0].decode("latin-1").strip()
-    source = SourceInfo(
-        path=str(path),
-        kind="nifti",
-        description=descrip or path.name,
-        warnings=warnings,
-        nifti_header=hdr.copy(),
-        extra={"volume_index": index, "n_volumes": n_volumes},
-    )
-    return Volume(data, affine, modality=guess_modality(data), source=source)
+    return index, warnings

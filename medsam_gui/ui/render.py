@@ -68,6 +68,7 @@ def windowed_uint8(slice2d: np.ndarray, window: Window) -> np.ndarray:
     out = np.subtract(slice2d, lo, dtype=np.float32)
     out *= np.float32(255.0 / width)
     np.clip(out, 0.0, 255.0, out=out)
+    np.nan_to_num(out, copy=False, nan=0.0)  # NaN voxels black, like the background
     return out.astype(np.uint8)
 
 

@@ -1,0 +1,238 @@
+"""NRRD (.nrrd, .nhdr + data) and MetaImage (.mha, .mhd + .raw/.zraw) volumes in, through
+SimpleITK, and label maps out in the same families.
+
+SimpleITK (ITK's NRRD and MetaIO readers, as Slicer and ITK-SNAP use) reads the header first
+(``ReadImageInformation``): dimensions, voxel type and the files are checked before any voxel
+buffer exists, so a header that claims gigabytes in a file of kilobytes costs no memory. ITK
+works in LPS; a NRRD in ``right-anterior-superior`` space is converted by the reader, and the
+affine here is RAS+ like nibabel's: ``diag(-1,-1,1) @ [direction * spacing | origin]``.
+Voxels are as stored (no rescale: NRRD and MetaImage have none), in the file's index order
+(x fastest), so ``volume.data[i, j, k]`` is the voxel the header places at index (i, j, k).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import List, Optional, Tuple, Union
+
+import numpy as np
+
+from ..errors import MedsamError
+from ..volume import SourceInfo, Volume
+from .nifti import (DEFLATE_MAX_RATIO, _regular_size, _size_text, _spatial_shape,
+                    check_array_size, choose_volume, guess_modality, non_finite_note)
+
+PathArg = Union[str, "os.PathLike[str]"]
+NRRD_SUFFIXES = (".nrrd", ".nhdr")
+META_SUFFIXES = (".mha", ".mhd")
+ITK_SUFFIXES = NRRD_SUFFIXES + META_SUFFIXES
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+FAMILY = {"nrrd": "NRRD", "metaimage": "MetaImage"}
+
+
+def is_itk_path(path: Path) -> bool:
+    return path.name.lower().endswith(ITK_SUFFIXES)
+
+
+def is_slicer_seg_path(path: Path) -> bool:
+    return path.name.lower().endswith(".seg.nrrd")
+
+
+def family_of(path: Path) -> str:
+    """"nrrd" or "metaimage" from the file name."""
+    return "nrrd" if path.name.lower().endswith(NRRD_SUFFIXES) else "metaimage"
+
+
+def _sitk():
+    import SimpleITK as sitk  # imported on first use: it takes a moment
+
+    return sitk
+
+
+def _reason(exc: Exception) -> str:
+    """The useful line of an ITK exception (they carry file/line noise)."""
+    text = str(exc).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in lines:
+        if "Description:" in ln:
+            return ln.split("Description:", 1)[1].strip()
+    for ln in reversed(lines):
+        if not ln.startswith(("sitk::ERROR", "itk::ERROR")) or ":" in ln:
+            return re.sub(r"^(sitk|itk)::ERROR:\s*", "", ln)[:300]
+    return text[:300]
+
+
+def _itemsize(pixel: str, path: Path) -> int:
+    """Bytes per component of a SimpleITK pixel type ("32-bit float", "vector of 16-bit ...")."""
+    if "complex" in pixel or "label" in pixel:
+        raise MedsamError(f"voxel type {pixel} is not supported", path)
+    m = re.search(r"(\d+)-bit", pixel)
+    if not m:
+        raise MedsamError(f"voxel type {pixel} is not supported", path)
+    return int(m.group(1)) // 8
+
+
+def _data_files(path: Path, family: str) -> Tuple[List[Path], str]:
+    """(files holding the voxels, encoding) as the header names them; ([], "") when the header
+    names them in a way this check does not follow (file lists, patterns): ITK then judges."""
+    if family == "nrrd":
+        import nrrd
+
+        try:
+            header = nrrd.read_header(str(path))
+        except Exception as exc:  # pynrrd raises NRRDError and friends for a bad header
+            raise MedsamError(f"not a readable NRRD file ({exc})", path) from None
+        encoding = str(header.get("encoding", "raw")).lower()
+        encoding = {"txt": "ascii", "text": "ascii", "gz": "gzip", "bz2": "bzip2"}.get(
+            encoding, encoding)
+        detached = header.get("data file") or header.get("datafile")
+        if detached is None:
+            return [path], encoding
+        if isinstance(detached, str) and " " not in detached.strip():
+            p = Path(detached)
+            return [p if p.is_absolute() else path.parent / p], encoding
+        return [], encoding
+    fields = {}
+    try:
+        with open(path, "rb") as f:
+            for _ in range(200):  # MetaIO: "Key = value" lines; ElementDataFile comes last
+                line = f.readline(4096).decode("latin-1").strip()
+                if "=" in line:
+                    key, value = (s.strip() for s in line.split("=", 1))
+                    fields[key.lower()] = value
+                if not line or line.lower().startswith("elementdatafile"):
+                    break
+    except OSError as exc:
+        raise MedsamError(f"cannot read the file ({exc.strerror or exc})", path) from None
+    encoding = "gzip" if fields.get("compresseddata", "false").lower() == "true" else "raw"
+    name = fields.get("elementdatafile", "")
+    if name.upper() == "LOCAL":
+        return [path], encoding
+    if name and " " not in name and "%" not in name and name.upper() != "LIST":
+        p = Path(name)
+        return [p if p.is_absolute() else path.parent / p], encoding
+    return [], encoding
+
+
+def _check_files(path: Path, family: str, nbytes: int, shape_text: str) -> None:
+    """The voxel file(s) exist and can hold what the header promises (before allocation)."""
+    files, encoding = _data_files(path, family)
+    for f in files:
+        if f != path and not f.is_file():
+            raise MedsamError(f"the voxel file {f.name} that this header names is not beside "
+                              "it", path)
+        if f != path:
+            _regular_size(f)
+    if not files or encoding not in ("raw", "gzip", "zlib"):
+        return
+    have = sum(f.stat().st_size for f in files)
+    if encoding in ("gzip", "zlib"):
+        if have * DEFLATE_MAX_RATIO < nbytes:
+            raise MedsamError(f"the header promises {_size_text(nbytes)} of voxels ({shape_text}),"
+                              f" but compressed data of {_size_text(have)} can hold at most "
+                              f"{_size_text(have * DEFLATE_MAX_RATIO)}: the header is corrupt "
+                              "or the file is truncated", files[0])
+    elif have < nbytes:
+        raise MedsamError(f"the file is truncated: the header promises {_size_text(nbytes)} of "
+                          f"voxels ({shape_text}), the file has {_size_text(have)}", files[0])
+
+
+def itk_affine(image) -> np.ndarray:
+    """RAS+ affine of a SimpleITK image's first three axes."""
+    dim = image.GetDimension()
+    direction = np.array(image.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
+    spacing = np.array(image.GetSpacing(), dtype=np.float64)[:3]
+    origin = np.array(image.GetOrigin(), dtype=np.float64)[:3]
+    affine = np.eye(4)
+    affine[:3, :3] = LPS_TO_RAS @ direction @ np.diag(spacing)
+    affine[:3, 3] = LPS_TO_RAS @ origin
+    return affine
+
+
+def read_itk_header(path: Path):
+    """A SimpleITK reader with the header read (no voxels) and the file checks done."""
+    sitk = _sitk()
+    family = family_of(path)
+    _regular_size(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.SetImageIO("NrrdImageIO" if family == "nrrd" else "MetaImageIO")
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise MedsamError(f"not a readable {FAMILY[family]} file ({_reason(exc)})",
+                          path) from None
+    return reader
+
+
+def _read_image(reader, path: Path):
+    try:
+        return reader.Execute()
+    except MemoryError:
+        raise MedsamError("not enough memory to read the voxels", path) from None
+    except RuntimeError as exc:
+        raise MedsamError(f"the voxels cannot be read ({_reason(exc)}): the file is damaged or "
+                          "truncated", path) from None
+
+
+def load_itk(path: Path, volume_index: Optional[int] = None) -> Volume:
+    """A NRRD or MetaImage volume (one volume of a 4D or multi-component file, default the
+    first) on the grid its header states."""
+    sitk = _sitk()
+    family = family_of(path)
+    if is_slicer_seg_path(path):
+        raise MedsamError("this is a 3D Slicer segmentation, not a scan; open its scan and "
+                          "import the segmentation with File ▸ Import segmentation…", path)
+    reader = read_itk_header(path)
+    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    itemsize = _itemsize(pixel, path)
+    size = tuple(int(s) for s in reader.GetSize())
+    ncomp = int(reader.GetNumberOfComponents())
+    kinds = " ".join(reader.GetMetaData(k) for k in reader.GetMetaDataKeys()
+                     if k.startswith("NRRD_kinds"))
+    if "color" in kinds.lower():
+        raise MedsamError(f"a colour image ({pixel}, NRRD kinds {kinds}); medsam-gui opens "
+                          "grey-value volumes", path)
+    full = size + ((ncomp,) if ncomp > 1 else ())
+    shape3, n_volumes = _spatial_shape(path, full)
+    n_all = int(np.prod([int(s) for s in full], dtype=np.float64))
+    shape_text = "×".join(str(s) for s in full) + f" {pixel}"
+    check_array_size(full, itemsize * 2, path)  # ITK's buffer, then numpy's copy
+    _check_files(path, family, n_all * itemsize, shape_text)
+    index, warnings = choose_volume(n_volumes, volume_index, path)
+
+    image = _read_image(reader, path)
+    affine = itk_affine(image)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise MedsamError("the header's space directions / origin are not a valid transform",
+                          path)
+    try:
+        arr = sitk.GetArrayFromImage(image)  # (t, z, y, x) or (z, y, x[, c])
+    except MemoryError:
+        raise MedsamError("not enough memory to read the voxels", path) from None
+    del image
+    if ncomp > 1:
+        arr = arr[..., index]
+    elif arr.ndim == 4:
+        arr = arr[index]
+    data = arr.reshape(shape3[::-1]).transpose(2, 1, 0)
+    if data.base is not None and n_volumes > 1:
+        data = data.copy(order="F")  # do not keep the other volumes alive
+    del arr
+    note = non_finite_note(data, path, f" (volume {index} of this file with {n_volumes} "
+                           "volumes)" if n_volumes > 1 else "")
+    if note:
+        warnings.append(note)
+    meta = {k: reader.GetMetaData(k) for k in reader.GetMetaDataKeys()}
+    space = meta.get("NRRD_space", "")
+    source = SourceInfo(
+        path=str(path),
+        kind=family,
+        description=path.name,
+        warnings=warnings,
+        extra={"volume_index": index, "n_volumes": n_volumes, "itk_pixel": pixel,
+               "nrrd_space": space},
+    )
+    return Volume(data, affine, modality=guess_modality(data), source=source)
