@@ -12,8 +12,10 @@ Voxels are as stored (no rescale: NRRD and MetaImage have none), in the file's i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
@@ -236,3 +238,106 @@ def load_itk(path: Path, volume_index: Optional[int] = None) -> Volume:
                "nrrd_space": space},
     )
     return Volume(data, affine, modality=guess_modality(data), source=source)
+
+
+# ---------------------------------------------------------------------------------------------
+# label maps out: NRRD (pynrrd, exact space directions) and MetaImage (SimpleITK), verified
+
+LABEL_SUFFIXES = {"nrrd": (".nrrd",), "metaimage": (".mha",)}
+
+
+def lps_geometry(affine: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(3x3 matrix whose columns are the LPS steps of the voxel axes, LPS origin)."""
+    return LPS_TO_RAS @ affine[:3, :3], LPS_TO_RAS @ affine[:3, 3]
+
+
+def nrrd_header(arr: np.ndarray, affine: np.ndarray) -> dict:
+    """pynrrd header of a 3D label array on ``affine``'s grid, in LPS as Slicer writes it."""
+    steps, origin = lps_geometry(affine)
+    return {"type": "unsigned char" if arr.dtype == np.uint8 else "unsigned short",
+            "dimension": 3, "space": "left-posterior-superior",
+            "space directions": steps.T.copy(), "kinds": ["domain"] * 3, "endian": "little",
+            "encoding": "gzip", "space origin": origin.copy()}
+
+
+@contextlib.contextmanager
+def staged_file(path: Path):
+    """A path with ``path``'s own name inside a temporary folder beside it (writers choose
+    their format by the extension); renamed onto ``path`` on success, removed on failure."""
+    from .atomic import fsync_dir, temp_path_for
+
+    stage = temp_path_for(path)
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        stage.mkdir()
+    except OSError as exc:
+        raise MedsamError(f"cannot write in the folder {path.parent} ({exc.strerror or exc})",
+                          path) from None
+    try:
+        yield stage / path.name
+        os.replace(stage / path.name, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise MedsamError(f"cannot write the label map ({exc.strerror or exc})", path) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def verify_written(written: Path, arr: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """Re-read ``written`` through the reader that opens volumes and compare grid and voxels."""
+    from .labels import AFFINE_TOLERANCE_MM
+
+    sitk = _sitk()
+    try:
+        back = sitk.ReadImage(str(written))
+        data = sitk.GetArrayFromImage(back).transpose(2, 1, 0)
+    except RuntimeError as exc:
+        raise MedsamError(f"written label map cannot be read back ({_reason(exc)})",
+                          path) from None
+    problems = []
+    if data.shape != arr.shape:
+        problems.append(f"shape {data.shape} != {arr.shape}")
+    elif not np.array_equal(data, arr):
+        problems.append("voxels differ")
+    if not np.allclose(itk_affine(back), affine, atol=AFFINE_TOLERANCE_MM):
+        problems.append("grid (space directions / origin) differs")
+    if problems:
+        raise MedsamError("label map failed verification: " + ", ".join(problems), path)
+
+
+def save_itk_label_map(labels: np.ndarray, volume: Volume, path: PathArg,
+                       family: Optional[str] = None) -> Path:
+    """Write ``labels`` (on ``volume``'s grid) as a NRRD (``.nrrd``) or MetaImage (``.mha``)
+    label map, uint8 or uint16, gzip-compressed; verified by re-reading before it is put in
+    place (nothing is left behind on failure)."""
+    from .atomic import check_target
+    from .labels import label_array
+
+    path = Path(os.fspath(path)).expanduser()
+    family = family or family_of(path)
+    if not path.name.lower().endswith(LABEL_SUFFIXES[family]):
+        raise MedsamError(f"a {FAMILY[family]} label map is saved as "
+                          f"{' or '.join(LABEL_SUFFIXES[family])}", path)
+    check_target(path, f"a file name ending in {LABEL_SUFFIXES[family][0]}")
+    arr = label_array(labels, volume, path)
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    with staged_file(path) as tmp:
+        if family == "nrrd":
+            import nrrd
+
+            nrrd.write(str(tmp), arr, nrrd_header(arr, affine), index_order="F",
+                       compression_level=1)
+        else:
+            sitk = _sitk()
+            steps, origin = lps_geometry(affine)
+            spacing = np.sqrt((steps ** 2).sum(axis=0))
+            image = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0)))
+            image.SetSpacing([float(s) for s in spacing])
+            image.SetOrigin([float(o) for o in origin])
+            image.SetDirection([float(d) for d in (steps / spacing).flatten()])
+            try:
+                sitk.WriteImage(image, str(tmp), True)
+            except RuntimeError as exc:
+                raise MedsamError(f"cannot write the label map ({_reason(exc)})", path) from None
+        verify_written(tmp, arr, affine, path)
+    return path

@@ -24,7 +24,7 @@ AFFINE_TOLERANCE_MM = 1e-3  # qform is stored as float32 quaternions: allow thei
 NIFTI_INTENT_LABEL = 1002
 
 
-def _label_array(labels: np.ndarray, volume: Volume, path: Path) -> np.ndarray:
+def label_array(labels: np.ndarray, volume: Volume, path: Path) -> np.ndarray:
     labels = np.asanyarray(labels)
     if labels.shape != volume.shape:
         raise MedsamError(
@@ -61,7 +61,7 @@ def _qform_representable(affine: np.ndarray) -> bool:
 
 
 def build_label_image(labels: np.ndarray, volume: Volume, path: Path) -> nib.Nifti1Image:
-    arr = _label_array(labels, volume, path)
+    arr = label_array(labels, volume, path)
     affine = volume.affine
     sform_code, qform_code, units = _codes(volume)
     hdr = nib.Nifti1Header()
@@ -106,7 +106,8 @@ def _verify(raw: bytes, img: nib.Nifti1Image, path: Path) -> None:
 def save_label_map(
     labels: np.ndarray, volume: Volume, path: Union[str, "os.PathLike[str]"]
 ) -> Path:
-    """Write ``labels`` (on ``volume``'s grid) as NIfTI at ``path`` (.nii or .nii.gz).
+    """Write ``labels`` (on ``volume``'s grid) as NIfTI at ``path`` (.nii or .nii.gz); a
+    ``.nrrd`` / ``.mha`` name writes NRRD / MetaImage (``itk_formats.save_itk_label_map``).
 
     uint8 when every label is < 256, else uint16. Written to a temporary file, read back
     from disk and verified, then renamed into place; on any failure nothing is left behind and
@@ -114,8 +115,13 @@ def save_label_map(
     """
     path = Path(os.fspath(path)).expanduser()
     name = path.name.lower()
+    if name.endswith((".nrrd", ".mha")) and not name.endswith(".seg.nrrd"):
+        from .itk_formats import save_itk_label_map  # NRRD / MetaImage, verified the same way
+
+        return save_itk_label_map(labels, volume, path)
     if not name.endswith((".nii", ".nii.gz")):
-        raise MedsamError("label maps are saved as .nii or .nii.gz", path)
+        raise MedsamError("label maps are saved as .nii or .nii.gz (NIfTI), .nrrd (NRRD) or "
+                          ".mha (MetaImage)", path)
     check_target(path, "a file name ending in .nii.gz")
     img = build_label_image(labels, volume, path)
     raw = img.to_bytes()
