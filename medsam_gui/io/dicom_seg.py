@@ -4,7 +4,11 @@ Out: a BINARY SEG with one segment per label that has voxels (see ``segments``),
 source slice and segment that holds any voxel, each frame referencing its source instance. After
 writing, the file is read back and checked: every frame's source instance maps to the slice it
 came from and the decoded segments equal the label map voxel for voxel; only then is it renamed
-into place.
+into place. On an enhanced (multi-frame) source the frames reference the source file and its
+frame number (Referenced SOP Instance UID + Referenced Frame Number, highdicom's multi-frame
+source mode); a volume assembled from several enhanced files, or from enhanced and classic
+files, is refused for SEG (one SEG references either single-frame images or one multi-frame
+image) and can be written as an RT Structure Set.
 
 In: a SEG that references the open series (by its source instances, or failing that by frame of
 reference and plane positions) becomes a label array on the volume grid plus its segment names
@@ -16,7 +20,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import List, Union
+from typing import List, Optional, Union
 
 import highdicom as hd
 import numpy as np
@@ -63,11 +67,48 @@ def build_seg(labels: np.ndarray, segments: List[Segment], instances: SourceInst
         return _segmentation(instances, pixels, segments, series_number)
 
 
+def _plane_positions(instances: SourceInstances) -> Optional[List]:
+    """For an enhanced source, each slice's plane position (highdicom then matches them to the
+    source frames); None for a classic series, whose slices are the source images."""
+    if not instances.enhanced:
+        return None
+    if instances.multiframe is None:
+        raise MedsamError("this volume was assembled from several files, some of them enhanced "
+                          "(multi-frame): a SEG references either single-frame images or one "
+                          "multi-frame image; export an RT Structure Set or NIfTI instead", None)
+    return [hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT,
+                                     [float(v) for v in ds.ImagePositionPatient])
+            for ds in instances.datasets]
+
+
+def _keep_own_frames(seg: hd.seg.Segmentation, instances: SourceInstances) -> None:
+    """highdicom references every source frame at a SEG frame's position; in a file holding
+    several volumes (4D) that is one frame per volume. Keep the frame the volume was built
+    from, so each SEG frame names exactly its source frame."""
+    own = {int(f) for f in instances.frame_numbers}  # type: ignore[arg-type]
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        for derivation in item.DerivationImageSequence:
+            refs = derivation.SourceImageSequence
+            kept = [r for r in refs if int(r.get("ReferencedFrameNumber", 0) or 0) in own]
+            if kept and len(kept) < len(refs):
+                derivation.SourceImageSequence = kept
+
+
 def _segmentation(instances: SourceInstances, pixels: np.ndarray, segments: List[Segment],
                   series_number: int) -> hd.seg.Segmentation:
+    positions = _plane_positions(instances)
+    seg = _new_segmentation(instances, pixels, segments, series_number, positions)
+    if positions is not None:
+        _keep_own_frames(seg, instances)
+    return seg
+
+
+def _new_segmentation(instances: SourceInstances, pixels: np.ndarray, segments: List[Segment],
+                      series_number: int, positions: Optional[List]) -> hd.seg.Segmentation:
     return hd.seg.Segmentation(
-        source_images=instances.datasets,
+        source_images=[instances.multiframe] if positions is not None else instances.datasets,
         pixel_array=pixels,
+        plane_positions=positions,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[_description(s) for s in segments],
         series_instance_uid=hd.UID(),
@@ -94,13 +135,25 @@ def _check_written(path: Path, labels: np.ndarray, instances: SourceInstances,
     referenced = {uid for _series, _sop_class, uid in back.get_source_image_uids()}
     if not referenced <= set(uids):
         raise MedsamError("the written SEG references instances outside the open series", final)
-    got = back.get_pixels_by_source_instance(
-        source_sop_instance_uids=uids, combine_segments=True, relabel=False, dtype=np.uint16)
+    got = _pixels_of(back, instances)
     want = segment_numbers(_frames(labels), segments)
     if got.shape != want.shape or not np.array_equal(got, want):
         n = int(np.count_nonzero(got != want)) if got.shape == want.shape else -1
         raise MedsamError(f"the written SEG failed verification ({n} voxels differ from the "
                           "label map)", final)
+
+
+def _pixels_of(seg: hd.seg.Segmentation, instances: SourceInstances, **kw) -> np.ndarray:
+    """The SEG's combined segment numbers for the volume's slices, (slice, row, col)."""
+    options = dict(combine_segments=True, relabel=False, dtype=np.uint16)
+    options.update(kw)
+    if instances.enhanced:
+        return seg.get_pixels_by_source_frame(
+            source_sop_instance_uid=instances.sop_instance_uids[0],
+            source_frame_numbers=[int(f) for f in instances.frame_numbers],  # type: ignore
+            assert_missing_frames_are_empty=True, **options)
+    return seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=instances.sop_instance_uids, **options)
 
 
 def write_seg(labels: np.ndarray, segments: List[Segment], volume: Volume,
@@ -166,11 +219,11 @@ def read_seg(path: Union[str, "os.PathLike[str]"], volume: Volume) -> ImportedSe
     overlap_note = "segments overlap; where they do, the higher segment number was kept"
     if referenced and referenced <= set(ours):
         try:
-            frames = seg.get_pixels_by_source_instance(ours, combine_segments=True,
-                                                       relabel=False, dtype=np.uint16)
+            frames = _pixels_of(seg, instances)
         except RuntimeError:  # overlapping segments; the failed call leaves ``seg`` unusable
             seg = hd.seg.segread(str(path))
-            frames = _combine(seg.get_pixels_by_source_instance(ours, dtype=np.uint8), numbers)
+            frames = _combine(_pixels_of(seg, instances, combine_segments=False,
+                                         dtype=np.uint8), numbers)
             notes.append(overlap_note)
         array = np.ascontiguousarray(np.transpose(frames, (2, 1, 0)))
     else:

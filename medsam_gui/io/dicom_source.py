@@ -9,13 +9,20 @@ Anonymised series sometimes blank these UIDs in the data set. The file meta info
 states each file's SOP class and instance, so those are taken from there (and said). A blank
 study or series UID is replaced by one derived from the frame of reference, the same for every
 export of this series, and the export says so: viewers that match by series will not link it.
+
+An enhanced (multi-frame) source gives one data set per volume slice too: the file's header
+without its functional groups, with that frame's ImagePositionPatient, ImageOrientationPatient
+and PixelSpacing, and its frame number as ReferencedFrameNumber (an in-memory copy, never
+written), so the RT writer references "instance + frame" and the SEG writer, given the file's
+own header (``multiframe``), references source frames. A Siemens mosaic cannot be referenced
+slice by slice (its slices are tiles of one image) and is refused with that reason.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Optional
 
 import numpy as np
 import pydicom
@@ -24,6 +31,7 @@ from pydicom.uid import generate_uid
 
 from ..errors import MedsamError
 from ..volume import Volume
+from .dicom_enhanced import clone, frame_headers, is_enhanced
 
 NO_DICOM_REFERENCES = ("it was opened from {kind}, so there are no DICOM instances for a SEG or "
                        "RT Structure Set to reference; export it as NIfTI (with its label "
@@ -36,6 +44,24 @@ class SourceInstances:
 
     datasets: List[Dataset]
     notes: List[str] = field(default_factory=list)
+    # 1-based frame of each slice in its enhanced source file; None for a classic file
+    frame_numbers: List[Optional[int]] = field(default_factory=list)
+    # the header of the one enhanced file all slices come from (None for a classic series)
+    multiframe: Optional[Dataset] = None
+
+    @property
+    def enhanced(self) -> bool:
+        return any(f is not None for f in self.frame_numbers)
+
+    def uid_to_slice(self) -> Dict[str, int]:
+        """SOP instance UID -> slice, for the UIDs that name one slice (not enhanced frames)."""
+        seen: Dict[str, int] = {}
+        twice = set()
+        for k, uid in enumerate(self.sop_instance_uids):
+            if uid in seen:
+                twice.add(uid)
+            seen[uid] = k
+        return {uid: k for uid, k in seen.items() if uid not in twice}
 
     @property
     def sop_instance_uids(self) -> List[str]:
@@ -66,17 +92,60 @@ def _blank(ds: Dataset, keyword: str) -> bool:
     return not str(ds.get(keyword, "") or "").strip()
 
 
+_GROUPS = ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence")
+
+
+def _frame_dataset(full: Dataset, frame: Dataset, number: int) -> Dataset:
+    """The enhanced file's header as a single-frame one for frame ``number`` (see above)."""
+    out = Dataset()
+    for elem in full:
+        if elem.keyword not in _GROUPS:
+            out.add(elem)
+    out = clone(out)
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
+                    "SliceThickness"):
+        if keyword in frame:
+            out[keyword] = frame[keyword]
+    out.ReferencedFrameNumber = number
+    return out
+
+
+def _read_sources(volume: Volume, files: List[str]
+                  ) -> tuple:
+    """(per-slice data sets, frame numbers, the enhanced header when there is exactly one)."""
+    frames = list(volume.source.extra.get("frames") or [None] * len(files))
+    if volume.source.extra.get("mosaic"):
+        raise MedsamError("this series is a Siemens mosaic: its slices are tiles of one image, "
+                          "which a SEG or RT Structure Set cannot reference one by one; export "
+                          "it as NIfTI instead", volume.source.path)
+    cache: Dict[str, tuple] = {}
+    datasets = []
+    for path, number in zip(files, frames):
+        if path not in cache:
+            try:
+                full = pydicom.dcmread(path, stop_before_pixels=True)
+            except Exception as exc:
+                raise MedsamError(f"cannot re-read this source file of the open series "
+                                  f"({type(exc).__name__}: {exc}); was it moved or changed?",
+                                  path) from None
+            cache[path] = (full, frame_headers(full)[0] if is_enhanced(full) else None)
+        full, per_frame = cache[path]
+        if number is None:
+            datasets.append(full)
+            continue
+        if per_frame is None or not 1 <= number <= len(per_frame):
+            raise MedsamError(f"frame {number} of this source file is gone; was it changed?",
+                              path)
+        datasets.append(_frame_dataset(full, per_frame[number - 1], number))
+    enhanced = [p for p, (_full, per_frame) in cache.items() if per_frame is not None]
+    multiframe = cache[enhanced[0]][0] if len(enhanced) == 1 and len(cache) == 1 else None
+    return datasets, frames, multiframe
+
+
 def source_instances(volume: Volume) -> SourceInstances:
     """Read and check the headers of ``volume``'s source files (see the module docstring)."""
     files = require_dicom(volume)
-    datasets = []
-    for path in files:
-        try:
-            datasets.append(pydicom.dcmread(path, stop_before_pixels=True))
-        except Exception as exc:
-            raise MedsamError(f"cannot re-read this source file of the open series "
-                              f"({type(exc).__name__}: {exc}); was it moved or changed?",
-                              path) from None
+    datasets, frame_numbers, multiframe = _read_sources(volume, files)
     notes: List[str] = []
     from_meta = 0
     for ds, path in zip(datasets, files):
@@ -112,7 +181,11 @@ def source_instances(volume: Volume) -> SourceInstances:
                          f"{what} will not link it to these files")
         elif len(values) > 1:
             raise MedsamError(f"the slices disagree on their {keyword}", volume.source.path)
-    return SourceInstances(datasets, notes)
+    if multiframe is not None:
+        for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID",
+                        "SeriesInstanceUID"):
+            multiframe[keyword] = datasets[0][keyword]
+    return SourceInstances(datasets, notes, frame_numbers, multiframe)
 
 
 def slice_positions(instances: SourceInstances) -> np.ndarray:
