@@ -124,6 +124,8 @@ def _ref_image(ds: Dataset) -> Dataset:
     item = Dataset()
     item.ReferencedSOPClassUID = ds.SOPClassUID
     item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    if "ReferencedFrameNumber" in ds:  # a frame of an enhanced source (see dicom_source)
+        item.ReferencedFrameNumber = ds.ReferencedFrameNumber
     return item
 
 
@@ -154,6 +156,7 @@ def build_rtstruct(labels: np.ndarray, segments: List[Segment],
     ds.SoftwareVersions = __version__
     ds.OperatorsName = ""
     ds.FrameOfReferenceUID = instances.frame_of_reference_uid
+    ds.PositionReferenceIndicator = first.get("PositionReferenceIndicator", "")  # type 2
     ds.StructureSetLabel = "MEDSAM"
     ds.StructureSetName = "medsam-gui"
     ds.StructureSetDate = now.strftime("%Y%m%d")
@@ -250,7 +253,7 @@ def read_contours(path: Path, instances: SourceInstances,
                   shape3d: Tuple[int, int, int]) -> _Contours:
     """Every ROI of an RT Structure Set rasterised on the volume grid (even-odd per slice)."""
     ds = pydicom.dcmread(str(path))
-    by_uid = {uid: k for k, uid in enumerate(instances.sop_instance_uids)}
+    by_uid = instances.uid_to_slice()  # enhanced frames share a UID: placed by their plane
     planes = [_Plane.of(s) for s in instances.datasets]
     names = {int(r.ROINumber): str(r.ROIName) for r in ds.StructureSetROISequence}
     image_shape = (shape3d[1], shape3d[0])
