@@ -16,6 +16,7 @@ import contextlib
 import os
 import re
 import shutil
+import zlib
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
@@ -23,8 +24,9 @@ import numpy as np
 
 from ..errors import MedsamError
 from ..volume import SourceInfo, Volume
-from .nifti import (DEFLATE_MAX_RATIO, _regular_size, _size_text, _spatial_shape,
-                    check_array_size, choose_volume, guess_modality, non_finite_note)
+from .nifti import (CHUNK, DEFLATE_MAX_RATIO, _inflate_error, _regular_size, _size_text,
+                    _spatial_shape, check_array_size, choose_volume, guess_modality,
+                    non_finite_note)
 
 PathArg = Union[str, "os.PathLike[str]"]
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
@@ -118,8 +120,20 @@ def _data_files(path: Path, family: str) -> Tuple[List[Path], str]:
     return [], encoding
 
 
+def _line_skip(path: Path, family: str) -> int:
+    if family != "nrrd":
+        return 0
+    import nrrd
+
+    try:
+        return int(nrrd.read_header(str(path)).get("line skip", 0) or 0)
+    except Exception:
+        return 0
+
+
 def _check_files(path: Path, family: str, nbytes: int, shape_text: str) -> None:
-    """The voxel file(s) exist and can hold what the header promises (before allocation)."""
+    """The voxel file(s) exist and can hold what the header promises (before allocation), and
+    compressed data passes its checksum (``verify_deflate``)."""
     files, encoding = _data_files(path, family)
     for f in files:
         if f != path and not f.is_file():
@@ -136,9 +150,59 @@ def _check_files(path: Path, family: str, nbytes: int, shape_text: str) -> None:
                               f" but compressed data of {_size_text(have)} can hold at most "
                               f"{_size_text(have * DEFLATE_MAX_RATIO)}: the header is corrupt "
                               "or the file is truncated", files[0])
+        for f in files:
+            start = _attached_start(path, family, _line_skip(path, family)) if f == path else 0
+            verify_deflate(f, start, f)
     elif have < nbytes:
         raise MedsamError(f"the file is truncated: the header promises {_size_text(nbytes)} of "
                           f"voxels ({shape_text}), the file has {_size_text(have)}", files[0])
+
+
+def _attached_start(path: Path, family: str, line_skip: int = 0) -> int:
+    """Where the data of a single-file NRRD / MetaImage begins: after the NRRD header's blank
+    line (and ``line skip`` lines), or after MetaImage's ``ElementDataFile = LOCAL`` line."""
+    with open(path, "rb") as f:
+        for _ in range(10000):
+            line = f.readline(1 << 16)
+            if not line:
+                break
+            text = line.strip()
+            if family == "nrrd" and not text:
+                break
+            if family != "nrrd" and text.lower().startswith(b"elementdatafile"):
+                break
+        for _ in range(line_skip):
+            f.readline()
+        return f.tell()
+
+
+def verify_deflate(path: Path, start: int, shown: Path) -> None:
+    """Decompress a gzip / zlib stream from byte ``start`` to its end, output discarded, so
+    its CRC-32 / Adler-32 and length are checked: ITK stops reading at the last voxel, before
+    the checksum, and a flipped bit could otherwise be shown as an image."""
+    pos = 0
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            member = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib header
+            while True:
+                chunk = member.unconsumed_tail or f.read(CHUNK)
+                if not chunk:
+                    break
+                pos += len(member.decompress(chunk, CHUNK))
+                if member.eof:
+                    rest = member.unused_data.lstrip(b"\0")
+                    if not rest[:2] == b"\x1f\x8b":
+                        return
+                    member = zlib.decompressobj(32 + zlib.MAX_WBITS)
+                    pos += len(member.decompress(rest, CHUNK))
+    except zlib.error as exc:
+        raise _inflate_error(shown, exc) from None
+    except OSError as exc:
+        raise MedsamError(f"cannot read the file ({exc.strerror or exc})", shown) from None
+    if not member.eof:
+        raise MedsamError(f"the compressed data is truncated: it ends before its end-of-stream "
+                          f"marker, after {pos} decompressed bytes", shown)
 
 
 def itk_affine(image) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""Segmentations made elsewhere, in: a NIfTI label map, a DICOM SEG or an RT Structure Set,
-onto the open scan's grid.
+"""Segmentations made elsewhere, in: a NIfTI / NRRD / MetaImage / MGZ label map, a 3D Slicer
+segmentation (``.seg.nrrd``), a DICOM SEG or an RT Structure Set, onto the open scan's grid.
 
 A NIfTI label map may be on the scan's grid, on the same grid in another voxel order, or on
 another grid of the same scan (see ``resample``). Its values must be whole numbers within
@@ -27,6 +27,8 @@ from .dicom_seg import dicom_object_kind, read_seg
 from .label_descriptions import LabelDescription, description_paths, read_descriptions
 from .nifti import (_check_truncation, _open, _read_voxels, _spatial_shape, check_array_size,
                     is_nifti_path)
+from .itk_formats import is_itk_path, is_slicer_seg_path
+from .mgh import is_mgh_path
 from .resample import onto_volume_grid
 from .segments import ImportedSegments
 
@@ -77,7 +79,10 @@ def read_nifti_labels(path: Path, volume: Volume) -> ImportedSegments:
     _check_truncation(path, img, shape)
     data = _label_values(_read_voxels(path, img, 1, 0).reshape(shape3), path)
     notes: List[str] = []
-    sform, qform = int(img.header["sform_code"]), int(img.header["qform_code"])
+    try:
+        sform, qform = int(img.header["sform_code"]), int(img.header["qform_code"])
+    except (KeyError, ValueError):  # Analyze 7.5: no codes, nibabel's default orientation
+        sform = qform = 2
     if sform == 0 and qform == 0:
         if shape3 != volume.shape:
             raise MedsamError(f"its grid cannot be matched to the open scan: it has no "
@@ -90,6 +95,23 @@ def read_nifti_labels(path: Path, volume: Volume) -> ImportedSegments:
         affine = img.affine
     placed = onto_volume_grid(data, affine, volume, path)
     notes.extend(placed.notes)
+    names, colors = _descriptions_beside(path, notes)
+    return ImportedSegments(placed.array, names, colors, notes)
+
+
+def read_volume_labels(path: Path, volume: Volume) -> ImportedSegments:
+    """A NRRD / MetaImage / MGZ label map (e.g. ITK-SNAP's .mha, FreeSurfer's aseg.mgz), read
+    like a volume of its format, then checked and placed like a NIfTI label map."""
+    from . import load_volume
+
+    try:
+        src = load_volume(path)
+    except MedsamError as exc:
+        raise MedsamError(exc.problem.replace("medsam-gui opens 3D volumes",
+                                              "a label map must be 3D"), path) from None
+    data = _label_values(src.data, path)
+    placed = onto_volume_grid(data, src.affine, volume, path)
+    notes = [w for w in src.source.warnings if "not finite" not in w] + placed.notes
     names, colors = _descriptions_beside(path, notes)
     return ImportedSegments(placed.array, names, colors, notes)
 
@@ -110,7 +132,28 @@ def _descriptions_beside(path: Path, notes: List[str]
             continue
         notes.append(f"label names and colours from {candidate.name}")
         return {d.value: d.name for d in descs}, {d.value: d.color for d in descs}
-    return {}, {}
+    names = _dataset_json_names(path, notes)
+    return names, {}
+
+
+def _dataset_json_names(path: Path, notes: List[str]) -> Dict[int, str]:
+    """Label names from the ``dataset.json`` of an nnU-Net / Medical Segmentation Decathlon
+    dataset (beside the map, or one folder up: ``labelsTr/``): MSD writes ``{"1": "edema"}``,
+    nnU-Net v2 ``{"edema": 1}``; background (0) is left out."""
+    for folder in (path.parent, path.parent.parent):
+        candidate = folder / "dataset.json"
+        if not candidate.is_file():
+            continue
+        try:
+            labels = json.loads(candidate.read_text(encoding="utf-8"))["labels"]
+            pairs = [(int(k), str(v)) if str(k).strip().isdigit() else (int(v), str(k))
+                     for k, v in dict(labels).items()]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            notes.append(f"label names not taken from {candidate}: {type(exc).__name__}")
+            return {}
+        notes.append(f"label names from {candidate}")
+        return {value: name for value, name in pairs if value > 0}
+    return {}
 
 
 def _read_table_json(path: Path) -> List[LabelDescription]:
@@ -125,14 +168,21 @@ def _read_table_json(path: Path) -> List[LabelDescription]:
 
 
 def read_segmentation(path: PathArg, volume: Volume) -> ImportedSegments:
-    """A NIfTI label map, DICOM SEG or RT Structure Set as labels on ``volume``'s grid."""
+    """A label map, Slicer segmentation, DICOM SEG or RT Structure Set as labels on
+    ``volume``'s grid."""
     p = Path(os.fspath(path)).expanduser()
     if not p.exists():
         raise MedsamError("no such file", p)
     if p.is_dir():
         raise MedsamError("this is a folder; choose a NIfTI label map or a DICOM SEG file", p)
+    if is_slicer_seg_path(p):
+        from .slicer_seg import read_slicer_seg
+
+        return read_slicer_seg(p, volume)
     if is_nifti_path(p):
         return read_nifti_labels(p, volume)
+    if is_itk_path(p) or is_mgh_path(p):
+        return read_volume_labels(p, volume)
     if p.suffix.lower() in DESCRIPTION_SUFFIXES:
         raise MedsamError("this is a label description file, not a segmentation; import it "
                           "with File ▸ Import label descriptions…", p)
@@ -148,8 +198,9 @@ def read_segmentation(path: PathArg, volume: Volume) -> ImportedSegments:
 
         return read_rtstruct(p, volume)
     found = f" (it is a DICOM {kind} object)" if kind else ""
-    raise MedsamError("neither a NIfTI label map (.nii, .nii.gz), a DICOM Segmentation nor an "
-                      f"RT Structure Set{found}", p)
+    raise MedsamError("neither a NIfTI label map (.nii, .nii.gz), a NRRD / MetaImage / MGZ "
+                      "label map (.nrrd, .mha, .mgz), a 3D Slicer segmentation (.seg.nrrd), a "
+                      f"DICOM Segmentation nor an RT Structure Set{found}", p)
 
 
 def read_label_descriptions(path: PathArg) -> List[LabelDescription]:
