@@ -6,6 +6,10 @@ DICOM: ``load_volume(folder)`` ÷ (``pydicom.dcmread`` of every file + ``pixel_a
 Medians of several runs, the two sides interleaved so machine noise hits both alike.
 "dicom reopen" is the same folder opened again (the GUI lists a folder's series, then loads
 one): discovery comes from the header cache, only pixels are read.
+"kinds" lists and loads (cold, no header cache) the same series stored three ways: classic (a
+file per slice), enhanced multi-frame (one file, per-frame functional groups, converted with
+highdicom's legacy converter) and Siemens mosaic (one tiled file with a CSA header), each
+÷ the classic series.
 
     python benchmarks/bench_load.py [--runs 7] [--data ../shared/data]
 """
@@ -17,6 +21,9 @@ import statistics
 import time
 from pathlib import Path
 from typing import Callable, List, Tuple
+
+import sys
+import tempfile
 
 import nibabel as nib
 import numpy as np
@@ -83,6 +90,51 @@ def main() -> None:
                   f"{ours_t / plain_t:6.2f}")
         median = statistics.median(ratios)
         print(f"{kind} load_volume ÷ plain read, median over cases: {median:.2f}")
+    kinds(args.data, args.runs)
+
+
+def _timed(fn: Callable[[], object], runs: int) -> float:
+    fn()
+    times = []
+    for _ in range(runs):
+        dicom_scan._SCAN_CACHE.clear()
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def kinds(data: Path, runs: int) -> None:
+    """Seconds to list and to load each kind of DICOM storage of one series."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from medsam_gui.io import list_series
+    from test_dicom_vendors import enhanced, mosaic_of  # builds from the real classic series
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_model_input import cpu_model
+
+    tmp = Path(tempfile.mkdtemp())
+    print(f"\nCPU: {cpu_model()}; medians of {runs} cold runs (no header cache)")
+    print(f"{'series / kind':<40} {'list s':>8} {'load s':>8} {'list ÷':>7} {'load ÷':>7}")
+    for rel, make_mosaic in (("dicom/mr_brain_ax30_dwi_b0_toshiba", True),
+                             ("dicom/ct_abdomen_siemens_jpeg2000", False),
+                             ("dicom/mr_brain_sag_t1_siemens_HFS", False)):
+        series = data / rel
+        folders = {"classic": series}
+        (tmp / series.name / "enhanced").mkdir(parents=True)
+        enhanced(series).save_as(str(tmp / series.name / "enhanced" / "e.dcm"))
+        folders["enhanced"] = tmp / series.name / "enhanced"
+        if make_mosaic:
+            (tmp / series.name / "mosaic").mkdir()
+            mosaic_of(series).save_as(str(tmp / series.name / "mosaic" / "m.dcm"))
+            folders["mosaic"] = tmp / series.name / "mosaic"
+        base = None
+        for kind, folder in folders.items():
+            listing = _timed(lambda: list_series(folder), runs)
+            loading = _timed(lambda: load_volume(folder), runs)
+            base = base or (listing, loading)
+            print(f"{series.name[:30] + ' ' + kind:<40} {listing:8.3f} {loading:8.3f} "
+                  f"{listing / base[0]:7.2f} {loading / base[1]:7.2f}")
 
 
 if __name__ == "__main__":

@@ -166,3 +166,36 @@ def test_mosaic_and_mixed_sources_are_refused_for_seg_saying_why(tmp_path):
         warnings.simplefilter("ignore")
         write_rtstruct(lm.array, segments_of(lm), volume, tmp_path / "x.rt.dcm")  # verified
     assert not (tmp_path / "x.seg.dcm").exists()
+
+
+@pytest.mark.parametrize("compression", [None, "rle", "jpegls", "jpeg2000"])
+def test_labelmap_seg_compressed_reads_back_equal_and_smaller(compression, tmp_path):
+    from medsam_gui.io.dicom_seg import dicom_object_kind
+
+    volume = load_volume(TOSHIBA)
+    lm = shapes(volume)
+    segs = segments_of(lm)
+    binary = write_seg(lm.array, segs, volume, tmp_path / "binary.seg.dcm").path
+    path = write_seg(lm.array, segs, volume, tmp_path / "labelmap.seg.dcm", labelmap=True,
+                     compression=compression).path
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    assert ds.SegmentationType == "LABELMAP"
+    assert ds.file_meta.TransferSyntaxUID.is_compressed == (compression is not None)
+    assert dicom_object_kind(path) == "SEG"
+    back = read_seg(path, volume)
+    assert np.array_equal(back.array, lm.array)
+    assert back.names == {1: "disc", 2: "crescent"}
+    if compression is not None:  # uncompressed, 8-bit frames outweigh 2 one-bit segments
+        assert path.stat().st_size < binary.stat().st_size
+
+
+def test_binary_seg_compression_is_jpeg2000_or_a_clear_refusal(tmp_path):
+    volume = load_volume(TOSHIBA)
+    lm = shapes(volume)
+    segs = segments_of(lm)
+    path = write_seg(lm.array, segs, volume, tmp_path / "j2k.seg.dcm", compression="jpeg2000").path
+    assert pydicom.dcmread(path, stop_before_pixels=True).SegmentationType == "BINARY"
+    assert np.array_equal(read_seg(path, volume).array, lm.array)
+    with pytest.raises(MedsamError, match="JPEG 2000 lossless only, not rle"):
+        write_seg(lm.array, segs, volume, tmp_path / "rle.seg.dcm", compression="rle")
+    assert not (tmp_path / "rle.seg.dcm").exists()

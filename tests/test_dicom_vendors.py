@@ -318,3 +318,14 @@ def test_ge_reverse_polarity_rows_are_flipped_as_dcm2niix_does(tmp_path):
     forward_first = load_volume(_ge(tmp_path, "3"))  # forward, then reverse: volume 0 as is
     assert np.array_equal(forward_first.data, ref.data)
     assert not any("polarity" in w for w in forward_first.source.warnings)
+
+
+def test_united_imaging_file_without_position_is_refused_saying_what_it_is(tmp_path):
+    for f in sorted(TOSHIBA.iterdir())[:3]:
+        ds = pydicom.dcmread(f)
+        ds.Manufacturer = "UIH"
+        del ds.ImagePositionPatient
+        ds.save_as(str(tmp_path / f.name))
+    with pytest.raises(MedsamError, match=r"3 no usable ImagePositionPatient \(United Imaging "
+                                          r"per-slice or grid storage"):
+        load_volume(tmp_path)

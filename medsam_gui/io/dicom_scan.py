@@ -231,6 +231,15 @@ def _numbers(ds: Dataset, tag: str, n: int) -> Tuple[Optional[np.ndarray], Optio
     return numbers, None
 
 
+def _vendor_hint(ds: Dataset, tag: str) -> str:
+    """Why a vendor's image may lack a classic position: said with the refusal."""
+    maker = str(ds.get("Manufacturer", "") or "").upper()
+    if tag == "ImagePositionPatient" and ("UIH" in maker or "UNITED IMAGING" in maker):
+        return (" (United Imaging per-slice or grid storage keeps positions in its private "
+                "tags, which are not read: not supported)")
+    return ""
+
+
 def _classify_unsafe(ds: Dataset) -> Optional[str]:
     modality = str(ds.get("Modality", "") or "").upper()
     sop = str(ds.get("SOPClassUID", "") or "")
@@ -250,7 +259,7 @@ def _classify_unsafe(ds: Dataset) -> Optional[str]:
                    ("PixelSpacing", 2)):
         values[tag], reason = _numbers(ds, tag, n)
         if reason:
-            return reason
+            return reason + _vendor_hint(ds, tag)
     iop, spacing, position = (values["ImageOrientationPatient"], values["PixelSpacing"],
                               values["ImagePositionPatient"])
     if not (np.all(np.isfinite(spacing)) and spacing.min() > 0 and np.all(np.isfinite(position))):

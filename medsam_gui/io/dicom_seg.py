@@ -10,6 +10,14 @@ source mode); a volume assembled from several enhanced files, or from enhanced a
 files, is refused for SEG (one SEG references either single-frame images or one multi-frame
 image) and can be written as an RT Structure Set.
 
+Size: the default BINARY SEG, uncompressed, is what every SEG reader takes, and is large (one
+1-bit frame per slice and segment: 17 MB for the 512²×20 CT with 31 labels). ``write_seg``
+offers the LABELMAP type (one frame per slice holding the segment numbers; a newer SOP class
+that fewer viewers read) and lossless compression (``COMPRESSION``: RLE, JPEG-LS and JPEG 2000
+lossless for LABELMAP; highdicom allows only JPEG 2000 lossless for BINARY). Every variant is
+read back and compared voxel for voxel before it is renamed into place. Sizes and times:
+``benchmarks/bench_interop.py``.
+
 In: a SEG that references the open series (by its source instances, or failing that by frame of
 reference and plane positions) becomes a label array on the volume grid plus its segment names
 and colours.
@@ -25,6 +33,8 @@ from typing import List, Optional, Union
 import highdicom as hd
 import numpy as np
 from pydicom.sr.codedict import codes
+from pydicom.uid import (JPEG2000Lossless, JPEGLSLossless, ExplicitVRLittleEndian,
+                         RLELossless)
 
 from .. import __version__
 from ..errors import MedsamError
@@ -34,6 +44,9 @@ from .dicom_source import SourceInstances, source_instances
 from .segments import MANUFACTURER, Export, ImportedSegments, Segment, segment_numbers
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+LABELMAP_SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.7"
+COMPRESSION = {None: ExplicitVRLittleEndian, "rle": RLELossless, "jpegls": JPEGLSLossless,
+               "jpeg2000": JPEG2000Lossless}
 
 
 def _frames(labels: np.ndarray) -> np.ndarray:
@@ -59,12 +72,23 @@ def _description(seg: Segment) -> hd.seg.SegmentDescription:
 
 
 def build_seg(labels: np.ndarray, segments: List[Segment], instances: SourceInstances,
-              series_number: int = 900) -> hd.seg.Segmentation:
-    """The SEG of ``labels`` (volume grid) with one segment per entry of ``segments``."""
+              series_number: int = 900, labelmap: bool = False,
+              compression: Optional[str] = None) -> hd.seg.Segmentation:
+    """The SEG of ``labels`` (volume grid) with one segment per entry of ``segments``:
+    BINARY (or LABELMAP) with the transfer syntax ``COMPRESSION[compression]``."""
+    if compression not in COMPRESSION:
+        raise MedsamError(f"unknown SEG compression {compression!r}; choose one of "
+                          f"{', '.join(str(k) for k in COMPRESSION)}")
+    if not labelmap and compression not in (None, "jpeg2000"):
+        raise MedsamError(f"a BINARY SEG can be compressed with JPEG 2000 lossless only, not "
+                          f"{compression}; use the LABELMAP type for RLE or JPEG-LS")
     pixels = segment_numbers(_frames(labels), segments)
+    kind = (hd.seg.SegmentationTypeValues.LABELMAP if labelmap
+            else hd.seg.SegmentationTypeValues.BINARY)
     with warnings.catch_warnings():  # names copied from the source as they are
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
-        return _segmentation(instances, pixels, segments, series_number)
+        return _segmentation(instances, pixels, segments, series_number, kind,
+                             COMPRESSION[compression])
 
 
 def _plane_positions(instances: SourceInstances) -> Optional[List]:
@@ -95,21 +119,26 @@ def _keep_own_frames(seg: hd.seg.Segmentation, instances: SourceInstances) -> No
 
 
 def _segmentation(instances: SourceInstances, pixels: np.ndarray, segments: List[Segment],
-                  series_number: int) -> hd.seg.Segmentation:
+                  series_number: int, kind: hd.seg.SegmentationTypeValues,
+                  syntax: str) -> hd.seg.Segmentation:
     positions = _plane_positions(instances)
-    seg = _new_segmentation(instances, pixels, segments, series_number, positions)
+    seg = _new_segmentation(instances, pixels, segments, series_number, positions, kind,
+                            syntax)
     if positions is not None:
         _keep_own_frames(seg, instances)
     return seg
 
 
 def _new_segmentation(instances: SourceInstances, pixels: np.ndarray, segments: List[Segment],
-                      series_number: int, positions: Optional[List]) -> hd.seg.Segmentation:
+                      series_number: int, positions: Optional[List],
+                      kind: hd.seg.SegmentationTypeValues, syntax: str
+                      ) -> hd.seg.Segmentation:
     return hd.seg.Segmentation(
         source_images=[instances.multiframe] if positions is not None else instances.datasets,
         pixel_array=pixels,
         plane_positions=positions,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segmentation_type=kind,
+        transfer_syntax_uid=syntax,
         segment_descriptions=[_description(s) for s in segments],
         series_instance_uid=hd.UID(),
         series_number=series_number,
@@ -157,13 +186,15 @@ def _pixels_of(seg: hd.seg.Segmentation, instances: SourceInstances, **kw) -> np
 
 
 def write_seg(labels: np.ndarray, segments: List[Segment], volume: Volume,
-              path: Union[str, "os.PathLike[str]"]) -> Export:
+              path: Union[str, "os.PathLike[str]"], labelmap: bool = False,
+              compression: Optional[str] = None) -> Export:
     """Write ``labels`` (volume grid) as a DICOM SEG referencing ``volume``'s source series,
-    one segment per entry of ``segments``; verified before it is renamed into place."""
+    one segment per entry of ``segments`` (BINARY, or LABELMAP; ``compression`` one of
+    ``COMPRESSION``); verified before it is renamed into place."""
     path = Path(os.fspath(path)).expanduser()
     check_target(path)
     instances = source_instances(volume)
-    seg = build_seg(labels, segments, instances)
+    seg = build_seg(labels, segments, instances, labelmap=labelmap, compression=compression)
     try:
         with atomic_path(path) as tmp:
             seg.save_as(str(tmp))
@@ -185,7 +216,7 @@ def dicom_object_kind(path: Path) -> str:
         return ""
     sop = str(ds.get("SOPClassUID", "") or getattr(getattr(ds, "file_meta", None),
                                                     "MediaStorageSOPClassUID", "") or "")
-    if sop == SEG_SOP_CLASS:
+    if sop in (SEG_SOP_CLASS, LABELMAP_SEG_SOP_CLASS):
         return "SEG"
     if sop == "1.2.840.10008.5.1.4.1.1.481.3":
         return "RTSTRUCT"
