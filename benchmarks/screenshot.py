@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         window.propagate_action.trigger()
         wait_until(app, lambda: window._fill_run is not None and len(window._fill_run.filled) >= 8)
         window.grab().save(str(Path(args.out).with_suffix("")) + "-running.png")
-        wait_until(app, lambda: not window.filling, timeout=600)
+        wait_until(app, lambda: not window.filling, timeout=1800)  # a busy shared machine
         print(window.statusBar().currentMessage())
         if args.layout in ("three", "quad"):
             return three_views(app, window, args)

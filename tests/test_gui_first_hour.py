@@ -432,3 +432,36 @@ def test_training_dialog_follows_the_theme_and_shows_one_of_cancel_close(qtbot):
         dialog.close()
     finally:
         app.setStyleSheet(old)
+
+
+def test_import_names_labels_from_dataset_json_and_says_what_add_does(qtbot, window, tmp_path,
+                                                                      monkeypatch):
+    import json
+
+    import nibabel as nib
+    from PyQt5.QtWidgets import QMessageBox
+
+    from medsam_gui.io.label_import import read_segmentation
+
+    w = opened(qtbot, window)
+    src = nib.load(str(PAT1 / "OTMultiClass.nii.gz"))
+    (tmp_path / "labelsTr").mkdir()
+    path = tmp_path / "labelsTr" / "pat0001.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(src.dataobj).astype(np.uint8), src.affine), str(path))
+    (tmp_path / "dataset.json").write_text(json.dumps(
+        {"labels": {"background": 0, "necrosis": 1, "edema": 2, "non-enhancing": 3,
+                    "enhancing": 4}}))  # nnU-Net v2 style
+    imported = read_segmentation(path, w.volume)
+    assert imported.names[2] == "edema" and 0 not in imported.names
+    assert any("dataset.json" in n for n in imported.notes)
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"0": "background",
+                                                                  "1": "tumour core"}}))
+    assert read_segmentation(path, w.volume).names == {1: "tumour core"}  # MSD style
+    geom = w.volume.geometry("axial")
+    truth = np.asarray(src.dataobj) > 0
+    k = int(np.argmax([geom.take(truth, i).sum() for i in range(geom.n_slices)]))
+    w.annotator.stroke("axial", k, 1, geom.take(truth, k), False)
+    monkeypatch.setattr(QMessageBox, "exec_", lambda self: 0)
+    assert w._ask_import_mode(path, imported) is None  # nothing clicked: cancelled
+    both = int((geom.take(truth, k)).sum())
+    assert f"{both:,} voxels have a label in both" in w._import_question

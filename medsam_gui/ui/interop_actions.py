@@ -24,7 +24,9 @@ from medsam_gui.ui.workers import Task, error_text, run_task
 from medsam_gui.volume import view_for_axis
 
 DICOM_FILTER = "DICOM (*.dcm);;All files (*)"
-IMPORT_FILTER = ("Segmentations (*.nii *.nii.gz *.dcm);;NIfTI label map (*.nii *.nii.gz);;"
+IMPORT_FILTER = ("Segmentations (*.nii *.nii.gz *.nrrd *.mha *.mhd *.mgz *.dcm);;"
+                 "NIfTI label map (*.nii *.nii.gz);;3D Slicer segmentation (*.seg.nrrd);;"
+                 "NRRD / MetaImage / MGZ label map (*.nrrd *.nhdr *.mha *.mhd *.mgz *.mgh);;"
                  "DICOM SEG or RT Structure Set (*.dcm);;All files (*)")
 DESCRIPTION_FILTER = ("Label descriptions (*.txt *.ctbl *.json);;ITK-SNAP (*.txt);;"
                       "3D Slicer colour table (*.ctbl *.txt);;medsam-gui table (*.json)")
@@ -44,9 +46,12 @@ class InteropActions:
                      tip="Names and colours from an ITK-SNAP or 3D Slicer label file")
         menu = file_menu.addMenu("Export")
         menu.setToolTipsVisible(True)
-        self.export_action = self._action(menu, "NIfTI label map…", self.export_labels,
-                                          "Ctrl+E", "Label map on the scan's grid, with its "
-                                          "label table for ITK-SNAP and 3D Slicer")
+        self.export_action = self._action(menu, "Label map (NIfTI, NRRD, MetaImage, Slicer)…",
+                                          self.export_labels, "Ctrl+E",
+                                          "Label map on the scan's grid (NIfTI, NRRD or "
+                                          "MetaImage, by default the scan's own), with its label "
+                                          "table for ITK-SNAP and 3D Slicer; or a 3D Slicer "
+                                          "segmentation (.seg.nrrd)")
         self.dicom_export_actions = {
             "seg": self._action(menu, "DICOM Segmentation (SEG)…",
                                 lambda: self.export_dicom("seg")),
@@ -189,7 +194,7 @@ class InteropActions:
         if mode is None:
             mode = "replace"
             if self.labelmap.array.any():
-                mode = self._ask_import_mode(path)
+                mode = self._ask_import_mode(path, imported)
                 if mode is None:
                     self.statusBar().showMessage("Import cancelled; nothing changed.", 5000)
                     return
@@ -213,13 +218,23 @@ class InteropActions:
         if warnings:
             QMessageBox.warning(self, "Imported onto another grid", "\n\n".join(warnings))
 
-    def _ask_import_mode(self, path: Path) -> Optional[str]:
+    def _ask_import_mode(self, path: Path, imported=None) -> Optional[str]:
+        import numpy as np
+
+        overlap = ""
+        array = getattr(imported, "array", None)
+        if array is not None and array.shape == self.labelmap.array.shape:
+            both = int(np.count_nonzero((array > 0) & (self.labelmap.array > 0)))
+            overlap = (f" {both:,} voxels have a label in both: there the current label stays "
+                       "and the imported one is left out." if both else
+                       " No voxel has a label in both.")
         box = QMessageBox(self)
         box.setWindowTitle("Import segmentation")
         box.setText(f"The scan already has labels. What should {path.name} do?")
         box.setInformativeText("Replace: the imported labels take their place (Undo brings "
                                "them back).\nAdd: the imported labels are added under new "
-                               "values, only where there is no label yet.")
+                               "values, only where there is no label yet." + overlap)
+        self._import_question = box.informativeText()
         replace = box.addButton("Replace", QMessageBox.DestructiveRole)
         merge = box.addButton("Add to current labels", QMessageBox.AcceptRole)
         box.addButton(QMessageBox.Cancel)

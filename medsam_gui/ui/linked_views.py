@@ -335,6 +335,9 @@ class LinkedViews:
         name = hover[2] if hover else self.view
         index, last = self.view_state.index(name), self.volume.n_slices(name) - 1
         text = f"{name} slice {index} (0–{last})"
+        # the slice part is never cut, whatever the permanent fields beside it take
+        self.pos_label.setMinimumWidth(self.pos_label.fontMetrics().horizontalAdvance(
+            f"sagittal slice {last} (0–{last})") + 16)
         if hover is not None:
             i, j, k = self.volume.voxel_index(name, index, hover[0], hover[1])
             value = self.volume.data[i, j, k]
