@@ -232,6 +232,18 @@ def test_unusable_outputs_are_refused_before_the_model(tmp_path):
     assert not temps(tmp_path)
 
 
+def test_the_review_queue_file_is_checked_like_the_outputs(tmp_path):
+    series = copy_series(TOSHIBA, tmp_path / "series")
+    out = tmp_path / "labels.nii.gz"
+    run = [*MR_BOX, "--propagate", "--out", out, "--queue"]
+    refused(segment(series, *run, tmp_path / "labels.json"), "--queue would overwrite",
+            "an output of this run")  # the label table beside labels.nii.gz
+    refused(segment(series, *run, series / "queue.json"), "inside the DICOM folder being read")
+    refused(segment(series, *run, tmp_path / "none" / "queue.json"), "does not exist")
+    refused(segment(series, *run, series / "0003.dcm"), "inside the DICOM folder being read")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]
+
+
 @pytest.fixture
 def mounted(tmp_path):
     """mount(options) -> a fresh tmpfs folder (needs root and mount; else skipped, saying so)."""

@@ -28,7 +28,7 @@ from typing import Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple,
 from ..errors import MedsamError
 from ..io.atomic import (atomic_write_bytes, check_target, clean_stale_temps, fsync_dir,
                          temp_path_for)
-from ..io.formats import format_for, table_json_path
+from ..io.formats import LABEL_MAP_FORMATS, format_for, table_json_path
 from ..io.label_descriptions import description_paths, write_descriptions
 from ..io.labels import save_label_map
 from ..io.seg_terms import guess_property_type, property_type
@@ -74,7 +74,7 @@ def write_table_json(labelmap: LabelMap, volume: Volume, path: PathArg) -> "os.P
 def export_targets(path: PathArg, fmt: Optional[str] = None) -> List[Path]:
     """Every file an export to ``path`` writes: the label map first, then its sidecars."""
     out = Path(os.fspath(path)).expanduser()
-    if format_for(out, fmt) != "nifti":
+    if format_for(out, fmt) not in LABEL_MAP_FORMATS:  # NIfTI, NRRD, MetaImage: + tables
         return [out]
     return [out, table_json_path(out), *description_paths(out)]
 
@@ -85,15 +85,20 @@ def _inside(path: str, folder: str) -> bool:
 
 def check_export(path: PathArg, fmt: Optional[str] = None, inputs: Iterable[PathArg] = (),
                  read_folders: Iterable[PathArg] = ()) -> List[Path]:
-    """Refuse, before any work, an export that would fail or overwrite what is being read.
-
-    Every target must be a file name in an existing, writable folder (a folder is created and
-    removed there to prove it), must not be one of ``inputs`` (the scan, a prompts file, ...)
-    by name, symlink or hard link, and must not lie inside ``read_folders`` (a DICOM series'
-    folder: a file written there would join the series the next time it is read).
-    Returns the targets.
-    """
+    """Refuse, before any work, an export that would fail or overwrite what is being read
+    (``check_outputs`` on every file it writes). Returns the targets."""
     targets = export_targets(path, fmt)
+    check_outputs(targets, inputs, read_folders)
+    return targets
+
+
+def check_outputs(targets: Sequence[Path], inputs: Iterable[PathArg] = (),
+                  read_folders: Iterable[PathArg] = ()) -> None:
+    """Every target must be a file name in an existing, writable folder (a folder is created
+    and removed there to prove it), must not be one of ``inputs`` (the scan, a prompts file,
+    ...) by name, symlink or hard link, and must not lie inside ``read_folders`` (a DICOM
+    series' folder: a file written there would join the series the next time it is read).
+    Targets after the first are described as written beside it."""
     real_inputs = [(Path(os.fspath(p)).expanduser(), os.path.realpath(os.path.expanduser(p)))
                    for p in inputs]
     folders = [os.path.realpath(os.path.expanduser(f)) for f in read_folders]
@@ -112,8 +117,11 @@ def check_export(path: PathArg, fmt: Optional[str] = None, inputs: Iterable[Path
                 raise MedsamError(f"this output{role} lies inside the DICOM folder being read "
                                   f"({folder}); write the output somewhere else", target)
         check_target(target, "a file name for the output")
-    _probe_folder(targets[0])
-    return targets
+    probed = set()
+    for target in targets:  # once per folder, named by its first target
+        if target.parent not in probed:
+            probed.add(target.parent)
+            _probe_folder(target)
 
 
 def _probe_folder(target: Path) -> None:
@@ -184,8 +192,9 @@ def _final_path(error: MedsamError, stage: Path, out: Path) -> Optional[Path]:
 
 
 def export_nifti(labelmap: LabelMap, volume: Volume, path: PathArg) -> Export:
-    """The label map and its three label descriptions, all four or none."""
-    targets = export_targets(path, "nifti")
+    """The label map (NIfTI, NRRD or MetaImage, by its name) and its three label
+    descriptions, all four or none."""
+    targets = export_targets(path)
     out = targets[0]
     for target in targets:
         check_target(target, "a file name ending in .nii.gz")
@@ -214,13 +223,17 @@ def export_labels(labelmap: LabelMap, volume: Volume, path: PathArg, fmt: Option
                   types: Optional[Mapping[int, str]] = None) -> Export:
     """Write ``labelmap`` (on ``volume``'s grid) as ``fmt`` (default: from the file name)."""
     fmt = format_for(path, fmt)
-    if fmt == "nifti":
+    if fmt in LABEL_MAP_FORMATS:  # save_label_map writes the format the name ends in
         return export_nifti(labelmap, volume, path)
     segments = segments_of(labelmap, types)
     if not segments:
         raise MedsamError("the label map is empty: there is nothing to export",
                           volume.source.path or None)
-    if fmt == "seg":
+    if fmt == "slicer-seg":
+        from ..io.slicer_seg import write_slicer_seg
+
+        result = write_slicer_seg(labelmap.array, segments, volume, path)
+    elif fmt == "seg":
         from ..io.dicom_seg import write_seg
 
         result = write_seg(labelmap.array, segments, volume, path)

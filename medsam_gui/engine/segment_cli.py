@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import signal
 import stat
 import sys
@@ -36,8 +37,8 @@ and lies inside its slice. Boxes are applied in order (--box first, then --boxes
 mask overwrites an earlier one where they overlap.
 
 Exit code 0 on success, 2 on any error, 130 when interrupted. On any error nothing is left
-behind: the outputs (for NIfTI the label map and its three label files) are written under
-temporary names and renamed into place together at the end. The outputs are checked before
+behind: the outputs (for NIfTI the label map and its three label files; the --queue file)
+are written under temporary names and renamed into place together at the end. The outputs are checked before
 the model runs: their folder must exist and take files, and they may be neither the scan nor
 inside the DICOM folder being read.
 
@@ -60,7 +61,7 @@ in stored values otherwise.
 
 
 PRECISION_CHOICES = ("auto", "fp32", "channels_last", "ov_f32", "ov_bf16")
-FORMATS = ("nifti", "seg", "rtstruct")
+FORMATS = ("nifti", "nrrd", "metaimage", "slicer-seg", "seg", "rtstruct")
 
 
 MAX_BOXES_BYTES = 16 * 2**20  # ~250 000 boxes; anything larger is not a prompt list
@@ -117,10 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "slices most in need of a look first: {axis, slice, label, score, "
                         "reason}")
     p.add_argument("--out", required=True, metavar="LABELS.nii.gz",
-                   help="output: .nii.gz (with .json/.itksnap.txt/.ctbl label descriptions "
-                        "beside it), .seg.dcm or .rtstruct.dcm")
+                   help="output: .nii.gz, .nrrd or .mha (with .json/.itksnap.txt/.ctbl label "
+                        "descriptions beside it), .seg.nrrd (3D Slicer), .seg.dcm or "
+                        ".rtstruct.dcm")
     p.add_argument("--format", choices=FORMATS, default=None,
-                   help="nifti, seg (DICOM Segmentation) or rtstruct (RT Structure Set); "
+                   help="nifti, nrrd, metaimage, slicer-seg, seg (DICOM Segmentation) or "
+                        "rtstruct (RT Structure Set); "
                         "default: from the --out name (a plain .dcm needs it)")
     return p
 
@@ -307,12 +310,12 @@ def inline_prompts(args: argparse.Namespace) -> List[BoxPrompt]:
 
 def dicom_folder_of(image: str) -> Optional[Path]:
     """The folder a DICOM input is read from (every file under it); None for a NIfTI file."""
-    from medsam_gui.io.nifti import is_nifti_path
+    from medsam_gui.io import is_volume_file_name
 
     p = Path(image).expanduser()
     if p.is_dir():
         return p
-    if p.is_file() and not is_nifti_path(p):
+    if p.is_file() and not is_volume_file_name(p):
         return p.parent  # one file opens its whole series from its folder
     return None
 
@@ -320,10 +323,20 @@ def dicom_folder_of(image: str) -> Optional[Path]:
 def check_outputs(args: argparse.Namespace, fmt: str) -> None:
     """Before any work: the outputs can be written and overwrite nothing being read."""
     from medsam_gui.annotation.exporting import check_export
+    from medsam_gui.annotation.exporting import check_outputs as check_files
 
     inputs = [args.image] + [f for f in (args.boxes, args.checkpoint) if f]
     folder = dicom_folder_of(args.image)
-    check_export(args.out, fmt, inputs, [folder] if folder is not None else [])
+    folders = [folder] if folder is not None else []
+    targets = check_export(args.out, fmt, inputs, folders)
+    queue = getattr(args, "queue", None)
+    if queue:
+        path = Path(queue).expanduser()
+        for target in targets:
+            if os.path.realpath(path) == os.path.realpath(target):
+                raise MedsamError(f"--queue would overwrite {target}, an output of this run",
+                                  queue)
+        check_files([path], inputs, folders)
 
 
 def check_model(args: argparse.Namespace) -> None:
@@ -413,7 +426,7 @@ def run(args: argparse.Namespace) -> Path:
     volume = load_volume(args.image, series_uid=choose_series(args))
     check_outputs(args, fmt)  # after the load, so a bad input is named as such first
     report_source(volume, args)
-    if fmt != "nifti":
+    if fmt in ("seg", "rtstruct"):
         from medsam_gui.io.dicom_source import require_dicom
 
         require_dicom(volume)
@@ -471,11 +484,15 @@ def run(args: argparse.Namespace) -> Path:
                         for v in sorted({p.label for p in prompts})])
     labelmap = LabelMap(volume.shape, table, labels)
     labelmap.records = records
-    exported = export_labels(labelmap, volume, args.out, fmt)
-    if getattr(args, "queue", None):
+    if getattr(args, "queue", None):  # written, then put in place only if the export is
         from medsam_gui.annotation.review_queue import write_queue
+        from medsam_gui.io.atomic import atomic_path
 
-        write_queue(args.queue, labelmap, {g.view: g for g, _k, _b in placed})
+        with atomic_path(Path(args.queue).expanduser()) as queue:
+            write_queue(queue, labelmap, {g.view: g for g, _k, _b in placed})
+            exported = export_labels(labelmap, volume, args.out, fmt)
+    else:
+        exported = export_labels(labelmap, volume, args.out, fmt)
     for note in exported.notes:
         print(f"note: {note}", file=sys.stderr)
     return exported.path
