@@ -12,7 +12,12 @@ with the label map. A ROI whose voxels differ by more than ``TOLERANCE`` of its 
 export.
 
 In: each ROI's contours are placed on the source slice they reference (or, without a reference,
-the image plane they lie in) and filled the same way; the label value is the ROI number.
+the image plane they lie in) and filled the same way; the label value is the ROI number. A
+contour is left out, and named in the import's notes (ROI, contour number, referenced image,
+distance), when its coordinates are not finite numbers, when it lies farther from the plane of
+the image it references than half the spacing between image planes (it is then nearer another
+image than its own, so the reference and the coordinates contradict each other), when it lies
+in no image plane, or when it is not a closed planar polygon of at least 3 points.
 
 Written with pydicom: highdicom has no RT Structure Set, and the usual helper package brings a
 second OpenCV build with its own Qt, which clashes with the window's PyQt5.
@@ -43,7 +48,8 @@ from .segments import MANUFACTURER, Export, ImportedSegments, Segment
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 DETACHED_STUDY_SOP_CLASS = "1.2.840.10008.3.1.2.3.1"
 TOLERANCE = 0.01  # fraction of a ROI's voxels that may differ after re-rasterising
-PLANE_TOLERANCE_MM = 0.01
+PLANE_TOLERANCE_MM = 0.01  # the writer's own contours lie in their plane to rounding
+MAX_LISTED = 12  # contours named one by one in the notes; the rest are counted
 # attributes copied from the source so that the structure set joins the same patient and study
 _PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
                   "StudyTime", "AccessionNumber", "ReferringPhysicianName", "StudyID",
@@ -230,49 +236,107 @@ class _Contours:
     names: Dict[int, str]
     colors: Dict[int, Tuple[int, int, int]]
     off_plane: float  # largest distance of a placed contour from its image plane (mm)
-    skipped: int  # contours that lie in no image plane, or are not closed planar
+    left_out: List[str]  # one line per contour that was not placed, saying why
+
+    @property
+    def skipped(self) -> int:
+        return len(self.left_out)
+
+
+def _depths(planes: List[_Plane]) -> np.ndarray:
+    normal = np.cross(planes[0].col_dir, planes[0].row_dir)
+    return np.array([p.origin @ normal for p in planes])
+
+
+def plane_tolerance(instances: SourceInstances) -> float:
+    """How far (mm) a contour may lie from the plane of the image it references.
+
+    Half the spacing between neighbouring image planes: farther than that, the contour is
+    nearer another image's plane than its own, so its reference and its coordinates disagree
+    and drawing it on the referenced image would put it on the wrong slice. (Half the slice
+    thickness would be looser where slices overlap, e.g. 3 mm slices every 2 mm on the test
+    CT.) A single image falls back to half its SliceThickness, else 1 mm."""
+    planes = [_Plane.of(s) for s in instances.datasets]
+    if len(planes) > 1:
+        step = float(np.median(np.abs(np.diff(_depths(planes)))))
+        if step > 0:
+            return step / 2
+    try:
+        thickness = float(instances.datasets[0].SliceThickness)
+    except (AttributeError, TypeError, ValueError):
+        thickness = 0.0
+    return thickness / 2 if np.isfinite(thickness) and thickness > 0 else 1.0
+
+
+def _referenced_uid(item: Dataset) -> Optional[str]:
+    refs = getattr(item, "ContourImageSequence", None)
+    if refs and "ReferencedSOPInstanceUID" in refs[0]:
+        return str(refs[0].ReferencedSOPInstanceUID)
+    return None
 
 
 def _slice_of(item: Dataset, xyz: np.ndarray, by_uid: Dict[str, int],
               planes: List[_Plane]) -> Optional[int]:
     """The source slice a contour belongs to: by its image reference, else by its plane."""
-    refs = getattr(item, "ContourImageSequence", None)
-    if refs:
-        k = by_uid.get(str(refs[0].ReferencedSOPInstanceUID))
-        if k is not None:
-            return k
+    k = by_uid.get(_referenced_uid(item) or "")
+    if k is not None:
+        return k
+    depth = _depths(planes)
     normal = np.cross(planes[0].col_dir, planes[0].row_dir)
-    depth = np.array([p.origin @ normal for p in planes])
     step = float(np.median(np.abs(np.diff(depth)))) if len(depth) > 1 else 1.0
     here = float(xyz.mean(axis=0) @ normal)
     k = int(np.argmin(np.abs(depth - here)))
     return k if abs(depth[k] - here) <= step / 2 else None
 
 
+def _contour_problem(item: Dataset, xyz: np.ndarray, k: Optional[int], planes: List[_Plane],
+                     tolerance: float) -> Tuple[Optional[str], float]:
+    """(why the contour cannot be placed, or None; its distance from slice k's plane)."""
+    if not np.isfinite(xyz).all():
+        bad = int((~np.isfinite(xyz).all(axis=1)).sum())
+        return f"NaN or infinite coordinates in {bad} of its {len(xyz)} points", 0.0
+    kind = str(item.get("ContourGeometricType", ""))
+    if kind != "CLOSED_PLANAR":
+        return f"it is {kind or 'of no stated type'}, not CLOSED_PLANAR", 0.0
+    if len(xyz) < 3:
+        return f"it has {len(xyz)} point(s), fewer than 3", 0.0
+    if k is None:
+        return "it lies in no image plane of this series", 0.0
+    _, off = planes[k].to_pixels(xyz)
+    if off > tolerance:
+        return (f"it lies {off:.1f} mm off the plane of the image it references (tolerance "
+                f"{tolerance:.2f} mm, half the spacing between images)"), off
+    return None, off
+
+
 def read_contours(path: Path, instances: SourceInstances,
                   shape3d: Tuple[int, int, int]) -> _Contours:
-    """Every ROI of an RT Structure Set rasterised on the volume grid (even-odd per slice)."""
+    """Every ROI of an RT Structure Set rasterised on the volume grid (even-odd per slice);
+    contours that cannot be placed are left out and described in ``left_out``."""
     ds = pydicom.dcmread(str(path))
     by_uid = instances.uid_to_slice()  # enhanced frames share a UID: placed by their plane
     planes = [_Plane.of(s) for s in instances.datasets]
+    tolerance = plane_tolerance(instances)
     names = {int(r.ROINumber): str(r.ROIName) for r in ds.StructureSetROISequence}
     image_shape = (shape3d[1], shape3d[0])
-    out = _Contours({}, names, {}, 0.0, 0)
+    out = _Contours({}, names, {}, 0.0, [])
     for rc in ds.ROIContourSequence:
         number = int(rc.ReferencedROINumber)
         if "ROIDisplayColor" in rc:
             out.colors[number] = tuple(int(c) for c in rc.ROIDisplayColor)[:3]  # type: ignore
         per_slice: Dict[int, List[np.ndarray]] = {}
-        for item in getattr(rc, "ContourSequence", []):
+        for n, item in enumerate(getattr(rc, "ContourSequence", []), 1):
             xyz = np.asarray(item.ContourData, dtype=np.float64).reshape(-1, 3)
-            k = _slice_of(item, xyz, by_uid, planes)
-            if k is None or str(item.get("ContourGeometricType", "")) != "CLOSED_PLANAR" \
-                    or len(xyz) < 3:
-                out.skipped += 1
+            k = _slice_of(item, xyz, by_uid, planes) if np.isfinite(xyz).all() else None
+            why, off = _contour_problem(item, xyz, k, planes, tolerance)
+            if why is not None:
+                ref = _referenced_uid(item)
+                out.left_out.append(
+                    f"ROI {names.get(number, number)!r} contour #{n}"
+                    + (f" (on image {ref})" if ref else " (no image reference)") + f": {why}")
                 continue
-            pix, off = planes[k].to_pixels(xyz)
             out.off_plane = max(out.off_plane, off)
-            per_slice.setdefault(k, []).append(pix)
+            per_slice.setdefault(k, []).append(planes[k].to_pixels(xyz)[0])  # type: ignore
         mask = np.zeros(shape3d, dtype=bool)
         for k, contours in per_slice.items():
             mask[:, :, k] = rasterise(contours, image_shape).T
@@ -311,8 +375,10 @@ def read_rtstruct(path: Union[str, "os.PathLike[str]"], volume: Volume) -> Impor
     if overlap:
         notes.append("structures overlap; where they do, the higher ROI number was kept")
     if contours.skipped:
-        notes.append(f"{contours.skipped} contour(s) lie in no image plane of this series or "
-                     "are not closed planar, and were left out")
+        notes.append(f"{contours.skipped} contour(s) were left out:")
+        notes.extend(contours.left_out[:MAX_LISTED])
+        if contours.skipped > MAX_LISTED:
+            notes.append(f"… and {contours.skipped - MAX_LISTED} more contour(s) left out")
     empty = [contours.names.get(n, str(n)) for n, m in contours.masks.items() if not m.any()]
     if empty:
         notes.append(f"structures without contours here: {', '.join(empty)}")
@@ -328,7 +394,9 @@ def _check_written(tmp: Path, labels: np.ndarray, instances: SourceInstances,
     except Exception as exc:
         raise MedsamError(f"the written RT Structure Set cannot be read back ({exc})",
                           final) from None
-    if read.off_plane > PLANE_TOLERANCE_MM or read.skipped:
+    if read.skipped:
+        raise MedsamError(f"a written contour cannot be placed: {read.left_out[0]}", final)
+    if read.off_plane > PLANE_TOLERANCE_MM:
         raise MedsamError(f"a written contour lies {read.off_plane:.3f} mm off its image plane",
                           final)
     notes = []
