@@ -114,6 +114,7 @@ class MainWindow(LinkedViews, EditActions, FileActions, InteropActions, ModelAct
         lay.addWidget(views, 1)
         lay.addWidget(self.strip)
         lay.addWidget(self.slider)
+        lay.addWidget(self.statusBar().line)  # the last message, the window's full width
         self.setCentralWidget(central)
         self.labels = LabelPanel()
         self.labels.table_changed.connect(self._on_table_changed)

@@ -55,6 +55,7 @@ class MessageLine(QLabel):
         super().__init__(parent)
         self.full_text = ""
         self.setMinimumWidth(80)
+        self.setContentsMargins(6, 0, 6, 2)
         self.setCursor(Qt.PointingHandCursor)
 
     def set_message(self, text: str) -> None:
@@ -80,13 +81,14 @@ class MessageLine(QLabel):
 
 class LoggingStatusBar(QStatusBar):
     """``showMessage`` logs the full text and shows it on the persistent message line (the
-    timeout is ignored: a message stays until the next one, so nothing vanishes unread)."""
+    timeout is ignored: a message stays until the next one, so nothing vanishes unread). The
+    window places ``line`` above the status bar, across its whole width: beside the permanent
+    fields (position, crosshair, model, input, workspace) it had ~100 px at 1366 px."""
 
     def __init__(self, log: MessageLog, parent=None):
         super().__init__(parent)
         self.log = log
         self.line = MessageLine()
-        self.addWidget(self.line, 2)
 
     def showMessage(self, text: str, timeout: int = 0) -> None:  # noqa: N802 (Qt)
         text = str(text or "")
