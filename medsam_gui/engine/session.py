@@ -7,6 +7,13 @@ precompute, so a box never waits behind the queue of slices. ``previous_mask`` i
 for API stability but ignored: LiteMedSAM and MedSAM were trained without mask prompts, and
 feeding a binary mask as SAM's low-res logit prompt degrades results.
 
+Clicks: ``predict(axis, index, box, points)`` takes a box and all clicks so far on that slice,
+in order. With no click it is the official box path, exactly. With clicks, each click refines
+the previous result (``engine.refine``, method ``click_method``; the measurements behind the
+default are in ``benchmarks/bench_clicks.py``); the state after the last call on a slice is
+kept, so one more click costs one or two decoder calls, and any other sequence of clicks (an
+undo, another box) is replayed from the box.
+
 Model input: ``model_input`` (a ``ModelInput``: modality and window choice, default automatic)
 is resolved once per volume into an ``InputTransform`` (see ``engine.intensity``) that maps each
 slice to uint8 when it is encoded; the transform's description is part of every cache key, so
@@ -23,6 +30,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tupl
 import numpy as np
 import torch
 
+from medsam_gui.engine import refine
 from medsam_gui.engine.backends import Backend
 from medsam_gui.engine.cache import CacheKey, EmbeddingCache, make_key
 from medsam_gui.engine.intensity import InputTransform, ModelInput, resolve
@@ -60,12 +68,17 @@ class Session:
         self._input_lock = threading.Lock()
         self._encode_lock = threading.RLock()
         self._hot: Tuple[Optional[CacheKey], Optional[torch.Tensor]] = (None, None)
+        self.click_method = refine.DEFAULT_METHOD
+        self._clicks: Dict[CacheKey, refine.RefineState] = {}  # last clicked slices' states
+        self._clicks_lock = threading.Lock()
 
     # ------------------------------------------------------------------------ inputs
     def set_backend(self, backend: Backend) -> None:
         with self._encode_lock:
             self.backend = backend
             self._hot = (None, None)
+        with self._clicks_lock:
+            self._clicks.clear()  # a decoder-only fine-tune keeps the embeddings' keys
 
     @property
     def model_input(self) -> ModelInput:
@@ -165,10 +178,33 @@ class Session:
         if box is not None:
             x0, y0, x1, y1 = (float(v) for v in box)
             box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-        mask, iou = self.backend.decode(emb, shape, box, points)
         pts = [(float(x), float(y), int(lab)) for x, y, lab in (points or [])]
+        if pts and box is not None:
+            state = self._refined(self.key(axis, index, transform), emb, shape, box, pts)
+            mask, iou = state.mask, state.iou
+        else:
+            mask, iou = self.backend.decode(emb, shape, box, points)
         return Prediction(mask, iou, axis, int(index), box, pts,  # type: ignore[arg-type]
                           transform.provenance())
+
+    def _refined(self, key: CacheKey, emb: torch.Tensor, shape, box, clicks
+                 ) -> refine.RefineState:
+        """The box refined by ``clicks``: from the kept state of this slice when it is the
+        same box, method and a prefix of the clicks, else replayed from the box."""
+        method = self.click_method
+        with self._clicks_lock:
+            state = self._clicks.get(key)
+        if (state is None or state.box != tuple(box) or state.method != method
+                or state.clicks != clicks[:len(state.clicks)]):
+            state = refine.start(self.backend, emb, shape, tuple(box))
+        for c in clicks[len(state.clicks):]:
+            state = refine.step(self.backend, emb, shape, state, c, method)
+        with self._clicks_lock:
+            self._clicks.pop(key, None)
+            self._clicks[key] = state
+            while len(self._clicks) > 8:  # a few recently clicked slices
+                self._clicks.pop(next(iter(self._clicks)))
+        return state
 
     # ----------------------------------------------------------------------- precompute
     def precompute(self, axis: str, center: int,
