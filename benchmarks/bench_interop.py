@@ -1,5 +1,7 @@
 """Time the clinical exports and imports on the real DICOM CT (31 reference organs, 512²×20),
-side by side with the NIfTI export, each including its read-back check.
+side by side with the NIfTI export, each including its read-back check; then the SEG variants
+(BINARY / LABELMAP, uncompressed / lossless compressed): size, write (with its voxel-for-voxel
+read-back check) and import time, each ÷ the default BINARY uncompressed SEG.
 
     python benchmarks/bench_interop.py [--repeat 3]
 """
@@ -62,6 +64,28 @@ def main() -> None:
         print(f"{name:34s} {t:7.3f} s   {t / base:5.1f}x NIfTI export")
     for name in ("a.nii.gz", "a.seg.dcm", "a.rtstruct.dcm"):
         print(f"{name:16s} {(out / name).stat().st_size / 1e6:6.2f} MB")
+    seg_variants(lm, volume, out, args.repeat)
+
+
+def seg_variants(lm, volume, out: Path, repeat: int) -> None:
+    from medsam_gui.annotation.exporting import segments_of
+    from medsam_gui.io.dicom_seg import read_seg, write_seg
+
+    segs = segments_of(lm)
+    print(f"\n{'SEG variant':28s} {'MB':>7s} {'write s':>8s} {'read s':>7s} "
+          f"{'size ÷':>7s} {'write ÷':>8s} {'read ÷':>7s}")
+    base = None
+    for labelmap, compression in ((False, None), (False, "jpeg2000"), (True, None),
+                                  (True, "rle"), (True, "jpegls"), (True, "jpeg2000")):
+        name = f"{'LABELMAP' if labelmap else 'BINARY'} {compression or 'uncompressed'}"
+        path = out / f"{name.replace(' ', '_')}.seg.dcm"
+        write = best(lambda: write_seg(lm.array, segs, volume, path, labelmap=labelmap,
+                                       compression=compression), repeat)
+        read = best(lambda: read_seg(path, volume), repeat)
+        size = path.stat().st_size / 1e6
+        base = base or (size, write, read)
+        print(f"{name:28s} {size:7.2f} {write:8.2f} {read:7.2f} {size / base[0]:7.3f} "
+              f"{write / base[1]:8.2f} {read / base[2]:7.2f}")
 
 
 if __name__ == "__main__":

@@ -329,3 +329,35 @@ def test_united_imaging_file_without_position_is_refused_saying_what_it_is(tmp_p
     with pytest.raises(MedsamError, match=r"3 no usable ImagePositionPatient \(United Imaging "
                                           r"per-slice or grid storage"):
         load_volume(tmp_path)
+
+
+def test_copy_of_an_enhanced_file_is_named_once_as_a_duplicate(tmp_path, enhanced_files):
+    shutil.copy(enhanced_files[TOSHIBA], tmp_path / "a.dcm")
+    shutil.copy(enhanced_files[TOSHIBA], tmp_path / "b.dcm")
+    vol = load_volume(tmp_path)
+    assert_same_volume(vol, classic(TOSHIBA))
+    assert vol.source.dropped_files == [
+        (str(tmp_path / "b.dcm"), "exact duplicate of a.dcm (same SOPInstanceUID and pixel data)")]
+    [info] = list_series(tmp_path)
+    assert info.files == [str(tmp_path / "a.dcm"), str(tmp_path / "b.dcm")]
+
+
+def test_real_philips_enhanced_mprage_matches_nibabel(tmp_path):
+    """A real Philips enhanced MR (176 frames, pixel data blanked by its publisher) shipped
+    in nibabel's wheel: the same grid as nibabel's multi-frame wrapper gives it."""
+    from nibabel.nicom import dicomwrappers
+
+    path = tmp_path / "mprage.dcm"
+    path.write_bytes(gzip.open(NICOM_DATA / "philips_mprage.dcm.gz").read())
+    vol = load_volume(tmp_path)
+    assert vol.shape == (256, 256, 176)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wrapper = dicomwrappers.wrapper_from_file(str(path))
+        theirs_data = wrapper.get_data()
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ wrapper.affine[:, [1, 0, 2, 3]]
+    theirs = nib.as_closest_canonical(nib.Nifti1Image(np.transpose(theirs_data, (1, 0, 2)),
+                                                      ras))
+    ours = nib.as_closest_canonical(nib.Nifti1Image(vol.data, vol.affine))
+    assert np.abs(ours.affine - theirs.affine).max() <= 0.01
+    assert np.allclose(np.asanyarray(ours.dataobj), np.asanyarray(theirs.dataobj))

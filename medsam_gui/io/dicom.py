@@ -15,6 +15,7 @@ millimetres (DICOM's LPS with x and y negated). Discovery is in ``dicom_scan``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings as py_warnings
 from collections import Counter, defaultdict
@@ -142,19 +143,28 @@ def _drop_duplicates(slices: List[DicomSlice], folder: Path, dropped: Dropped
         if sop:  # the frames of one enhanced file (or tiles of a mosaic) share it
             by_sop[(sop, s.frame)].append(s)
     gone, conflicts = set(), []
+    digests: Dict[str, str] = {}
+
+    def pixels_of(s: DicomSlice) -> str:  # frames of one file share it: read each file once
+        if s.path not in digests:
+            digests[s.path] = hashlib.sha256(_pixel_bytes(s)).hexdigest()
+        return digests[s.path]
+
     for (sop, _frame), same in by_sop.items():
         if len(same) < 2:
             continue
         same = sorted(same, key=lambda s: s.path)
-        first = _pixel_bytes(same[0])
+        first = pixels_of(same[0])
         for other in same[1:]:
             if other.frame is not None and other.path == same[0].path:
                 continue  # one file seen twice (a link): discovery keeps real paths apart
-            if np.allclose(other.position, same[0].position) and _pixel_bytes(other) == first:
+            if np.allclose(other.position, same[0].position) and pixels_of(other) == first:
+                if other.path not in gone:  # named once, not once per frame
+                    dropped.append((other.path, "exact duplicate of "
+                                    f"{_short(same[0].path, folder)} (same SOPInstanceUID "
+                                    "and pixel data)"))
                 gone.add(other.path)
-                dropped.append((other.path, f"exact duplicate of {_short(same[0].path, folder)} "
-                                "(same SOPInstanceUID and pixel data)"))
-            else:
+            elif (same[0].path, other.path, sop) not in conflicts:
                 conflicts.append((same[0].path, other.path, sop))
     if conflicts:
         pairs = "; ".join(f"{_short(a, folder)} and {_short(b, folder)} (SOPInstanceUID {u})"

@@ -16,13 +16,13 @@ What is taken from maintained readers and what is written here:
 - Pixel decoding of the frames is pydicom's (``Dataset.pixel_array``, every transfer syntax
   its handlers support).
 - highdicom's ``Image.get_volume`` and nibabel's ``MultiframeWrapper`` both assemble a volume
-  from an enhanced image, but each refuses what this loader must handle (highdicom: frames
-  missing from a regular stack, several volumes at the same positions without a dimension
-  to pick one; nibabel: Siemens XA and legacy-converted files without its expected dimension
-  organisation), and neither reports which frames it left out. So only the lookup of the
-  functional-group attributes (shared, overridden per frame) is written here, and the tests
-  compare the result with highdicom's volume and with the classic series the test file was
-  converted from.
+  from one enhanced file. This loader must also do what the classic series pipeline already
+  does and those readers do not offer together: take several enhanced files, or enhanced and
+  classic files, as one series; keep the positions of missing frames as blank slices; pick
+  one volume of a 4D file with the classic warning; name each frame it leaves out. So each
+  frame goes through that pipeline, and only the lookup of the functional-group attributes
+  (shared, overridden per frame) is written here; the tests compare the result with
+  highdicom's volume and with the classic series the test file was converted from.
 - Rescale: the Pixel Value Transformation Sequence (RescaleSlope/Intercept) per frame or
   shared, as dcm2niix uses; when a file has none, a Real World Value Mapping with a linear
   slope/intercept (Philips writes one) is used and said.

@@ -65,7 +65,7 @@ def mosaic_count(ds: Dataset) -> Optional[int]:
                 n = int(ds[Tag(0x0019, 0x100A)].value)
         except Exception:
             n = None
-    if not n or ("MOSAIC" not in image_type and not (csa and csareader.is_mosaic(csa))):
+    if not n or int(n) < 2 or ("MOSAIC" not in image_type and not (csa and csareader.is_mosaic(csa))):
         return None
     return int(n)
 

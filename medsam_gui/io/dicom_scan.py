@@ -111,7 +111,7 @@ class SeriesGroup:
     def info(self) -> SeriesInfo:
         h = self.slices[0].header
         return SeriesInfo(self.key, description(h), modality_of(h), self.rows, self.cols,
-                          self.n_positions(), sorted(s.path for s in self.slices))
+                          self.n_positions(), sorted({s.path for s in self.slices}))
 
 
 def description(h: Dataset) -> str:
