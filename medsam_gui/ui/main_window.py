@@ -338,7 +338,8 @@ class MainWindow(LinkedViews, EditActions, FileActions, InteropActions, ModelAct
             return ""
         src = self.volume.source
         name = os.path.basename(src.path.rstrip("/\\")) or src.path
-        return f"{src.description} ({name})" if src.description else name
+        described = src.description.strip()
+        return f"{described} ({name})" if described and described != name else name
 
     def update_title(self) -> None:
         """"scan — label 1 “tumour” — medsam-gui": what is open and what an edit changes."""
