@@ -361,3 +361,25 @@ def test_real_philips_enhanced_mprage_matches_nibabel(tmp_path):
     ours = nib.as_closest_canonical(nib.Nifti1Image(vol.data, vol.affine))
     assert np.abs(ours.affine - theirs.affine).max() <= 0.01
     assert np.allclose(np.asanyarray(ours.dataobj), np.asanyarray(theirs.dataobj))
+
+
+def test_enhanced_file_with_two_orientations_opens_the_larger_and_names_the_rest(
+        tmp_path, enhanced_files):
+    ds = pydicom.dcmread(enhanced_files[TOSHIBA])
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    orientation = shared.PlaneOrientationSequence
+    del shared.PlaneOrientationSequence
+    for k, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        item.PlaneOrientationSequence = copy.deepcopy(orientation)
+        if k >= 30:  # a 10-frame localiser in another plane
+            item.PlaneOrientationSequence[0].ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    ds.save_as(str(tmp_path / "two.dcm"))
+    vol = load_volume(tmp_path)
+    assert vol.shape == (64, 64, 30)
+    full = load_volume(enhanced_files[TOSHIBA].parent)
+    kept = [k for k, f in enumerate(full.source.extra["frames"]) if f <= 30]
+    assert sorted(vol.source.extra["frames"]) == list(range(1, 31))
+    assert np.array_equal(vol.data, full.data[:, :, kept])
+    assert vol.source.dropped_files == [(
+        str(tmp_path / "two.dcm"), "10 of its frames: another ImageOrientationPatient than the "
+        f"rest of the series (series part {ds.SeriesInstanceUID}#2)")]

@@ -113,7 +113,10 @@ def _other_parts(groups: List[SeriesGroup], group: SeriesGroup) -> Dropped:
             why.append(f"PixelSpacing {other[0]:g}×{other[1]:g}, not "
                        f"{spacing[0]:g}×{spacing[1]:g}")
         reason = "; ".join(why) + f" (series part {g.key})"
-        out.extend((s.path, reason) for s in sorted(g.slices, key=lambda s: s.path))
+        per_file = Counter(s.path for s in g.slices)
+        for path in sorted(per_file):
+            frames = [s for s in g.slices if s.path == path and s.frame is not None]
+            out.append((path, f"{len(frames)} of its frames: {reason}" if frames else reason))
     return out
 
 
@@ -204,8 +207,10 @@ def _select_volume(group: SeriesGroup, slices: List[DicomSlice], normal: np.ndar
         raise MedsamError(f"volume index {index} is outside 0..{n_vol - 1} of series "
                           f"{group.key}", folder)
     if n_vol > 1:
+        order = ("temporal position order" if any(s.frame is not None and not s.tiles
+                                                  for s in slices) else "InstanceNumber order")
         warnings.append(f"series holds {n_vol} volumes at the same positions; showing volume "
-                        f"{index} (in InstanceNumber order)")
+                        f"{index} (in {order})")
     chosen = []
     for d in sorted(by_pos):
         at = sorted(by_pos[d], key=_volume_order)
