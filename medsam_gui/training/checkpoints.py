@@ -28,9 +28,13 @@ META_FORMAT = "medsam-gui-finetune/1"
 
 def output_path(out: Optional[str], base_kind: str, base_checkpoint: Optional[str]) -> Path:
     """Where the new checkpoint goes: ``out`` (must not exist), else a fresh name in
-    models_dir()."""
+    models_dir(). Checked before any training (``check_writable_target``): nothing is
+    created here."""
     if out:
         path = Path(out).expanduser()
+        if path.is_dir():
+            raise MedsamError("this is a folder; give a new checkpoint file name ending in "
+                              ".pth", path)
         if path.suffix != ".pth":
             raise MedsamError("the output checkpoint name must end in .pth", path)
         if path.exists() or path.with_suffix(".json").exists():
@@ -46,7 +50,54 @@ def output_path(out: Optional[str], base_kind: str, base_checkpoint: Optional[st
             n += 1
     if base_checkpoint and os.path.abspath(path) == os.path.abspath(base_checkpoint):
         raise MedsamError("the output would overwrite the base checkpoint", path)
+    check_writable_target(path)
     return path
+
+
+def check_writable_target(path: Path) -> None:
+    """Refuse, before any training, a checkpoint path that cannot be written: a file where a
+    folder is needed, or a folder (the nearest existing one; missing folders below it are made
+    when the checkpoint is written) that does not take new files. Leaves nothing behind."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise MedsamError(f"{folder} is a file, not a folder", path)
+    probe = folder / f".medsam-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+    except OSError as exc:
+        raise MedsamError(f"cannot write in {folder} ({exc.strerror or exc})", path) from None
+    try:
+        probe.unlink()
+    except OSError:
+        pass
+
+
+def make_folders(path: Path) -> List[Path]:
+    """Create the missing folders above ``path``; returns them, deepest first (for
+    ``remove_folders`` when nothing gets written)."""
+    made: List[Path] = []
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        made.append(folder)
+        folder = folder.parent
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        remove_folders(made)
+        raise MedsamError(f"cannot create the folder ({exc.strerror or exc})", path.parent) \
+            from None
+    return made
+
+
+def remove_folders(folders: List[Path]) -> None:
+    """Remove folders made for a checkpoint that was not written (only if still empty)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def plain_state_dict(model: nn.Module, key_order: Optional[List[str]] = None
@@ -78,9 +129,9 @@ def temp_paths(path: Path) -> Tuple[Path, Path]:
 
 def write_checkpoint(model: nn.Module, tmp_pth: Path, base_checkpoint: Optional[str] = None
                      ) -> None:
+    """The model's state dict to ``tmp_pth`` (its folder exists: ``make_folders``), synced."""
     state = plain_state_dict(model, base_key_order(base_checkpoint))
     try:
-        tmp_pth.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp_pth, "wb") as fh:
             torch.save(state, fh)
             fh.flush()

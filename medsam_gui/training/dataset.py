@@ -24,14 +24,17 @@ volume and ``MIN_VAL_SAMPLES`` from at least one other volume; below that ``Meds
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from medsam_gui.annotation import Workspace, read_dir
+from medsam_gui.annotation import Workspace
+from medsam_gui.annotation.saved_work import read_work
 from medsam_gui.errors import MedsamError
 from medsam_gui.volume import view_geometry
 
@@ -39,6 +42,7 @@ REVIEWED = ("edited", "accepted")
 JITTER = 5  # pixels, MedSAM's bbox_shift
 MIN_TRAIN_SAMPLES = 8
 MIN_VAL_SAMPLES = 2
+log = logging.getLogger(__name__)
 
 Box = Tuple[float, float, float, float]
 
@@ -125,26 +129,44 @@ def collect_samples(workspaces: Sequence[str], labels: Optional[Sequence[int]] =
         if not dirs:
             raise MedsamError("no saved annotations in this workspace folder", ws)
         for d in dirs:
-            meta, lm = read_dir(d)
-            src = meta["source"]
-            vid = src["content_hash"]
-            if vid in seen:
-                continue
-            seen.add(vid)
-            affine = np.asarray(src["affine"], np.float64)
-            for rec in lm.records_for(REVIEWED):
-                if wanted is not None and rec.label not in wanted:
-                    continue
-                geom = view_geometry(affine, lm.shape, rec.axis)
-                if not 0 <= rec.index < geom.n_slices:
-                    continue
-                mask = np.ascontiguousarray(geom.take(lm.array, rec.index) == rec.label)
-                box = tuple(float(v) for v in rec.boxes[-1]) if rec.boxes else None
-                if not mask.any() and box is None:
-                    continue  # an empty slice nobody prompted: no information (see module doc)
-                out.append(Sample(vid, str(d), src.get("path", ""), src.get("series_uid"),
-                                  rec.axis, rec.index, rec.label, mask, box,  # type: ignore[arg-type]
-                                  choice_of(rec.model_input)))
+            try:
+                out.extend(_dir_samples(d, wanted, seen))
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError,
+                    RecursionError) as exc:  # annotation.json parsed but not as written
+                raise MedsamError(f"damaged annotation file ({type(exc).__name__}: "
+                                  f"{str(exc)[:200]})", Path(d) / "annotation.json") from None
+    return out
+
+
+def _dir_samples(d, wanted: Optional[set], seen: set) -> List[Sample]:
+    """The samples of one per-volume folder (none if its volume was seen already)."""
+    out: List[Sample] = []
+    work = read_work(Path(d))
+    if work.problems:  # the current pair is damaged: read_work fell back to a whole backup
+        log.warning("%s: training uses its newest whole backup (generation %s) because %s", d,
+                    work.generation, "; ".join(str(p) for p in work.problems))
+    meta, lm = work.meta, work.labelmap
+    src = meta["source"]
+    vid = str(src["content_hash"])
+    if vid in seen:
+        return out
+    seen.add(vid)
+    affine = np.asarray(src["affine"], np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise ValueError(f"source affine is not a finite 4x4 matrix {affine.shape}")
+    for rec in lm.records_for(REVIEWED):
+        if wanted is not None and rec.label not in wanted:
+            continue
+        geom = view_geometry(affine, lm.shape, rec.axis)
+        if not 0 <= rec.index < geom.n_slices:
+            continue
+        mask = np.ascontiguousarray(geom.take(lm.array, rec.index) == rec.label)
+        box = tuple(float(v) for v in rec.boxes[-1]) if rec.boxes else None
+        if not mask.any() and box is None:
+            continue  # an empty slice nobody prompted: no information (see module doc)
+        out.append(Sample(vid, str(d), src.get("path", ""), src.get("series_uid"),
+                          rec.axis, rec.index, rec.label, mask, box,  # type: ignore[arg-type]
+                          choice_of(rec.model_input)))
     return out
 
 

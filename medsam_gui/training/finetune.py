@@ -14,6 +14,7 @@ the real ``Backend.decode`` of the base and of the reloaded new checkpoint.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medsam_gui.engine.weights import check_finite
 from medsam_gui.errors import MedsamError
 from medsam_gui.training import checkpoints as ck
 from medsam_gui.training.dataset import (
@@ -85,10 +87,37 @@ def mode_warning(mode: str, device: torch.device) -> Optional[str]:
     return None
 
 
-def plan(config: TrainConfig) -> Tuple[List[Sample], List[Sample]]:
-    """Collect and split the samples; raise MedsamError when there is too little data."""
+def check_config(config: TrainConfig) -> None:
+    """Refuse settings that would train nothing or nonsense (MedsamError, before any work):
+    with zero epochs or zero steps the "fine-tuned" model would be the untrained base."""
     if config.mode not in MODES:
         raise MedsamError(f"unknown training mode {config.mode!r}; use decoder or full")
+    problems = []
+    if not isinstance(config.epochs, int) or config.epochs < 1:
+        problems.append(f"epochs must be at least 1 (got {config.epochs})")
+    if not isinstance(config.batch_size, int) or config.batch_size < 1:
+        problems.append(f"batch size must be at least 1 (got {config.batch_size})")
+    if config.max_steps_per_epoch is not None and (
+            not isinstance(config.max_steps_per_epoch, int) or config.max_steps_per_epoch < 1):
+        problems.append(f"max steps per epoch must be at least 1 (got "
+                        f"{config.max_steps_per_epoch})")
+    if not isinstance(config.patience, int) or config.patience < 1:
+        problems.append(f"patience must be at least 1 epoch (got {config.patience})")
+    if config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0):
+        problems.append(f"learning rate must be a positive number (got {config.lr})")
+    if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
+        problems.append(f"weight decay must be 0 or more (got {config.weight_decay})")
+    if not config.val_workspaces and not 0 < config.val_fraction < 1:
+        problems.append(f"validation fraction must lie between 0 and 1 (got "
+                        f"{config.val_fraction})")
+    if problems:
+        raise MedsamError("cannot train: " + "; ".join(problems))
+
+
+def plan(config: TrainConfig) -> Tuple[List[Sample], List[Sample]]:
+    """Collect and split the samples; raise MedsamError when there is too little data or a
+    setting is out of range."""
+    check_config(config)
     samples = collect_samples(config.workspaces, config.labels)
     val_ids = None
     if config.val_workspaces:
@@ -192,7 +221,8 @@ class _Trainer:
         return float(np.mean(dices)), float(np.mean(losses))
 
     def run(self, model: nn.Module, params: List[nn.Parameter], before: float,
-            distributed: bool) -> Optional[Tuple[List[dict], int, Optional[dict]]]:
+            distributed: bool) -> Optional[Tuple[List[dict], int, Optional[dict], int]]:
+        """(history, best epoch, best state or None, optimizer steps run); None if cancelled."""
         c = self.c
         head = LowResHead(model, encode=c.mode == "full")
         module: nn.Module = head
@@ -251,7 +281,7 @@ class _Trainer:
                 self.progress(epoch, step, total, {"phase": "epoch", **rec})
             if _agree(stale >= c.patience, distributed):
                 break
-        return history, best_epoch, best_state
+        return history, best_epoch, best_state, step
 
 
 def _agree(stop: bool, distributed: bool) -> bool:
@@ -318,7 +348,10 @@ def train(config: TrainConfig, base_backend, progress: Progress = None, cancel: 
     if ran is None:
         return TrainResult(None, None, cancelled=True, counts=counts,
                            val_dice_before=before, elapsed=time.time() - t_start)
-    history, best_epoch, best_state = ran
+    history, best_epoch, best_state, steps_run = ran
+    if steps_run == 0:  # the "fine-tuned" model would be the base, unchanged
+        raise MedsamError("no training step ran (no batch in any epoch); nothing was saved",
+                          path)
     if best_state is not None:
         model.load_state_dict(best_state)
     else:  # no epoch beat the base on validation: the result keeps the base weights
@@ -326,7 +359,13 @@ def train(config: TrainConfig, base_backend, progress: Progress = None, cancel: 
     if not rank0:
         return TrainResult(None, None, val_dice_before=before, epochs=history,
                            best_epoch=best_epoch, counts=counts, elapsed=time.time() - t_start)
+    try:
+        check_finite(model.state_dict(), str(path))
+    except MedsamError as exc:
+        raise MedsamError(f"training diverged: {exc.problem.split(';')[0]}; nothing was saved",
+                          path) from None
     tmp_pth, tmp_json = ck.temp_paths(path)
+    made = ck.make_folders(path)
     try:
         ck.write_checkpoint(model, tmp_pth, getattr(base_backend, "checkpoint", None))
         new = load_backend(base_backend.kind, checkpoint=str(tmp_pth),
@@ -334,6 +373,7 @@ def train(config: TrainConfig, base_backend, progress: Progress = None, cancel: 
         after = _decode_dice(new, val_s, prep, config.mode == "full", cancel)
         if after is None:
             ck.discard(tmp_pth, tmp_json)
+            ck.remove_folders(made)
             return TrainResult(None, None, cancelled=True, counts=counts,
                                val_dice_before=before, epochs=history)
         elapsed = time.time() - t_start
@@ -342,6 +382,7 @@ def train(config: TrainConfig, base_backend, progress: Progress = None, cancel: 
         ck.commit(tmp_pth, tmp_json, meta, path)
     except BaseException:
         ck.discard(tmp_pth, tmp_json)
+        ck.remove_folders(made)
         raise
     return TrainResult(str(path), str(path.with_suffix(".json")), False, before, after, history,
                        best_epoch, counts, elapsed, meta)

@@ -72,6 +72,7 @@ def _distributed_setup(device: Optional[str]) -> "tuple[bool, Optional[str]]":
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from medsam_gui.training import TrainConfig, count, mode_warning, plan, train
+    from medsam_gui.training.finetune import check_config
 
     config = TrainConfig(
         workspaces=args.workspaces, val_workspaces=args.val, labels=args.labels,
@@ -88,6 +89,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError:
         old_handler = None
     try:
+        check_config(config)
+        if not args.dry_run:  # refuse a bad device or output before reading any data
+            from medsam_gui.engine.runtime import pick_device
+            from medsam_gui.training.checkpoints import output_path
+
+            pick_device(args.device)
+            output_path(args.out, args.kind, args.checkpoint)
         train_s, val_s = plan(config)
         say(f"training:   {count(train_s).text()}")
         say(f"validation: {count(val_s).text()}")
