@@ -338,7 +338,7 @@ def test_keys_page_close_scan_and_title(qtbot, window):
     from medsam_gui.ui.view_painter import window_text
 
     assert w.slice_view.info_text.splitlines()[1] == window_text(w.window_lw)
-    assert w.windowTitle() == f"{FLAIR.name} — editing 1 “tumour” — medsam-gui"
+    assert w.windowTitle() == f"{FLAIR.name} — editing {w.active_label} “tumour” — medsam-gui"
     assert w.close_scan()
     assert w.volume is None and w.windowTitle() == "medsam-gui"
     assert not w.close_scan_action.isEnabled()
