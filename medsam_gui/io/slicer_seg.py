@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import MedsamError
 from ..volume import Volume
-from .itk_formats import (LPS_TO_RAS, _check_files, lps_geometry, nrrd_header, staged_file)
+from .itk_formats import LPS_TO_RAS, _check_files, nrrd_header, staged_file
 from .nifti import _regular_size, check_array_size
 from .segments import Export, ImportedSegments, Segment
 

@@ -18,8 +18,8 @@ from medsam_gui.ui.workers import Task, error_text, run_task
 
 MAX_RECENT = 10
 NIFTI_FILTER = ("Volumes (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd *.mgz *.mgh *.hdr *.img);;"
-                "NIfTI (*.nii *.nii.gz *.hdr *.img);;NRRD (*.nrrd *.nhdr);;MetaImage (*.mha *.mhd);;"
-                "FreeSurfer (*.mgz *.mgh);;DICOM (*.dcm *);;All files (*)")
+                "NIfTI (*.nii *.nii.gz *.hdr *.img);;NRRD (*.nrrd *.nhdr);;"
+                "MetaImage (*.mha *.mhd);;FreeSurfer (*.mgz *.mgh);;DICOM (*.dcm *);;All files (*)")
 LABELS_FILTER = ("NIfTI (*.nii.gz *.nii);;NRRD label map (*.nrrd);;MetaImage (*.mha);;"
                  "3D Slicer segmentation (*.seg.nrrd)")
 
