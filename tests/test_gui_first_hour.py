@@ -194,6 +194,9 @@ def test_status_line_follows_the_slice_and_keeps_every_message(qtbot, window):
     assert line.text() != long and line.text().endswith("…") and line.width() < 1366
     w.set_index(k)
     assert w.statusBar().currentMessage() == long
+    w.statusBar().showMessage("Reading labels.nii.gz…")
+    w.statusBar().clearMessage()  # the reading is over (failed): no stale "Reading…"
+    assert w.statusBar().currentMessage() == "" and line.text() == ""
     w.messages_action.trigger()
     dialog = w._messages_dialog
     assert long in dialog.text.toPlainText()  # the full text, never cut

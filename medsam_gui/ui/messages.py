@@ -96,6 +96,12 @@ class LoggingStatusBar(QStatusBar):
             self.log.add(text)
             self.line.set_message(text.strip())
 
+    def clearMessage(self) -> None:  # noqa: N802 (Qt)
+        """A progress message ("Reading…", "Opening…") is over: the line empties (the log
+        keeps it)."""
+        super().clearMessage()
+        self.line.set_message("")
+
     def currentMessage(self) -> str:  # noqa: N802 (Qt)
         """The full text of the message on the line (a status tip shown over it aside)."""
         return self.line.full_text
