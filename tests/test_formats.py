@@ -365,3 +365,19 @@ def test_window_opens_a_nan_nrrd_and_exports_in_its_family(qtbot, tmp_path, ref)
         np.testing.assert_allclose(header["space origin"], LPS @ ref.affine[:3, 3], atol=1e-3)
     finally:
         w.shutdown()
+
+
+def test_medsam_train_reads_workspaces_of_a_metaimage_scan(written, tmp_path):
+    """medsam-train works from workspaces; a workspace made on a .mha scan gives samples whose
+    scan re-opens with the content hash it was annotated with."""
+    from medsam_gui.training.dataset import collect_samples
+    from medsam_gui.training.prepare import open_volume
+    from medsam_gui.training.seed_workspace import workspace_from_labels
+
+    path, _meant = written["sitk.mha"]
+    ws = workspace_from_labels(str(path), str(PAT1 / "OTMultiClass.nii.gz"), str(tmp_path / "w"),
+                               n_slices=3)
+    samples = collect_samples([str(ws)])
+    assert len(samples) == 3 and {s.source_path for s in samples} == {str(path)}
+    vol = open_volume(samples[0])
+    assert vol.source.kind == "metaimage" and vol.content_hash == samples[0].volume_id
