@@ -381,3 +381,17 @@ def test_medsam_train_reads_workspaces_of_a_metaimage_scan(written, tmp_path):
     assert len(samples) == 3 and {s.source_path for s in samples} == {str(path)}
     vol = open_volume(samples[0])
     assert vol.source.kind == "metaimage" and vol.content_hash == samples[0].volume_id
+
+
+def test_dataset_sources_take_every_volume_file_once(written):
+    """A folder of them is one case per volume file: a pair by its header, no case for the
+    data files beside .mhd / .nhdr / .hdr, none for a Slicer segmentation."""
+    from medsam_gui.dataset.sources import discover
+
+    folder = written["sitk.nrrd"][0].parent
+    found = discover(folder)
+    names = sorted(Path(c.image).name for c in found.cases)
+    assert names == sorted(p.with_suffix(".hdr").name if p.suffix == ".img" else p.name
+                           for p, _a in written.values())
+    assert found.notes == []
+    assert load_volume(discover(written["nibabel.mgz"][0]).cases[0].image).source.kind == "mgh"

@@ -30,6 +30,9 @@ from medsam_gui.dataset.manifest import Case, PathLike, safe_id
 from medsam_gui.errors import MedsamError
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
+# other volume files, opened like a NIfTI (a pair by its .hdr); their data files are not cases
+FILE_ENDINGS = NIFTI_ENDINGS + (".nrrd", ".nhdr", ".mha", ".mhd", ".mgz", ".mgh", ".hdr")
+DATA_ENDINGS = (".img", ".img.gz", ".raw", ".raw.gz", ".zraw", ".seg.nrrd")
 
 
 @dataclass
@@ -42,7 +45,9 @@ class Found:
 
 
 def _is_nifti(p: Path) -> bool:
-    return p.name.lower().endswith(NIFTI_ENDINGS)
+    """A volume file (NIfTI, NRRD, MetaImage, MGZ, a pair's header), not a segmentation."""
+    name = p.name.lower()
+    return name.endswith(FILE_ENDINGS) and not name.endswith(".seg.nrrd")
 
 
 def _stem(p: Path) -> str:
@@ -177,6 +182,7 @@ def _folder(folder: Path, source: str) -> Found:
         cid = "_".join(list(rel.parts[:-1]) + [_stem(p)])
         found.cases.append(_nifti_case(p, source, cid=cid))
     others = [p for p in folder.rglob("*") if p.is_file() and not _is_nifti(p)
+              and not p.name.lower().endswith(DATA_ENDINGS)
               and not p.name.startswith(".") and p.suffix.lower() not in (".json", ".csv",
                                                                           ".txt", ".md")]
     if others:
