@@ -63,7 +63,7 @@ class MainWindow(LinkedViews, EditActions, FileActions, InteropActions, ModelAct
                  precision: str = "auto"):
         super().__init__()
         self.message_log = MessageLog(self)
-        self.setStatusBar(LoggingStatusBar(self.message_log))  # every message kept (View ▸ Messages)
+        self.setStatusBar(LoggingStatusBar(self.message_log))  # every message kept
         self.statusBar().line.clicked.connect(self.show_messages)
         self.precision = precision  # image encoder runtime and precision (load_backend)
         self.setWindowTitle("medsam-gui")
