@@ -206,11 +206,11 @@ def test_a_sidecar_never_overwrites_the_boxes_file(tmp_path):
     before = digest(boxes)
     refused(segment(FLAIR, "--boxes", boxes, "--out", tmp_path / "liver.nii.gz"), boxes,
             "written beside liver.nii.gz) is the input file")
-    assert digest(boxes) == before and sorted(p.name for p in tmp_path.iterdir()) == [
-        "liver.json"]
+    assert digest(boxes) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["liver.json"]
 
 
-# ---- 3. outputs checked before the model runs; nothing left behind --------------------------------
+# ---- 3. outputs checked before the model runs; nothing left behind ------------------------------
 def test_unusable_outputs_are_refused_before_the_model(tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
@@ -223,7 +223,8 @@ def test_unusable_outputs_are_refused_before_the_model(tmp_path):
         (tmp_path / "side.nii.gz", "side.itksnap.txt", "this is a folder"),
         (Path("/proc/labels.nii.gz"), "cannot write in the folder /proc", ""),
         (tmp_path / ("a" * 245 + ".nii.gz"), "File name too long", ""),  # its .itksnap.txt
-        (tmp_path / ("a" * 243 + ".nii.gz"), "too long for its folder's file system", ""),  # .tmp-PID
+        # fits, and so do its label files, but not its temporary name (.tmp-PID)
+        (tmp_path / ("a" * 243 + ".nii.gz"), "too long for its folder's file system", ""),
     ]
     for out, *words in cases:
         refused(segment(FLAIR, *BOX, "--out", out), *words)

@@ -37,10 +37,10 @@ and lies inside its slice. Boxes are applied in order (--box first, then --boxes
 mask overwrites an earlier one where they overlap.
 
 Exit code 0 on success, 2 on any error, 130 when interrupted. On any error nothing is left
-behind: the outputs (for NIfTI the label map and its three label files; the --queue file)
-are written under temporary names and renamed into place together at the end. The outputs are checked before
-the model runs: their folder must exist and take files, and they may be neither the scan nor
-inside the DICOM folder being read.
+behind: the outputs (a label map and its three label files; the --queue file) are written
+under temporary names and renamed into place together at the end. The outputs are checked
+before the model runs: their folder must exist and take files, and they may be neither the
+scan nor inside the DICOM folder being read.
 
 DICOM: a folder that holds several series needs --series UID (the error lists them); the
 series used is named on stderr. Files of the series that cannot be read are named and refused
@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "PyTorch; ov_f32 / ov_bf16: OpenVINO. The choice is printed.")
     p.add_argument("--device", help="cpu, cuda, mps (default: best available)")
     p.add_argument("--series", metavar="UID",
-                   help="DICOM folder with several series: the SeriesInstanceUID to segment")
+                   help="DICOM folder with several series: the one to segment, by the UID "
+                        "the error lists (its SeriesInstanceUID, or UID#N for a part)")
     p.add_argument("--allow-gaps", action="store_true",
                    help="segment a DICOM series even though some of its files could not be read")
     p.add_argument("--modality", default="auto", type=_modality, metavar="CT|MR|auto",
