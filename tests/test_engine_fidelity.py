@@ -217,12 +217,13 @@ def test_points_with_box_change_the_mask(backend, brats, cache):
     box = gt_box(truth)
     plain = session.predict("axial", 63, box)
     ys, xs = np.nonzero(plain.mask)
-    # LiteMedSAM was trained on boxes only, so points are a nudge: an exclude click on a
-    # predicted pixel must not add area; an include click gives a non-empty, different mask.
+    # clicks refine the box's mask (engine.refine, tests/test_clicks.py): an exclude click on a
+    # predicted pixel must not add area; an include click on a missed pixel adds it.
     excl = session.predict("axial", 63, box, points=[(float(xs[0]), float(ys[0]), 0)])
-    incl = session.predict("axial", 63, box, points=[(float(xs.mean()), float(ys.mean()), 1)])
+    my, mx = np.argwhere(truth & ~plain.mask)[0]
+    incl = session.predict("axial", 63, box, points=[(float(mx), float(my), 1)])
     assert excl.mask.sum() <= plain.mask.sum() * 1.05
-    assert incl.mask.any() and not np.array_equal(incl.mask, plain.mask)
-    assert incl.points == [(float(xs.mean()), float(ys.mean()), 1)]
+    assert incl.mask[my, mx] and not np.array_equal(incl.mask, plain.mask)
+    assert incl.points == [(float(mx), float(my), 1)]
     only = session.predict("axial", 63, None, points=[(float(xs.mean()), float(ys.mean()), 1)])
     assert only.mask.shape == truth.shape and only.box is None

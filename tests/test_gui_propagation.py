@@ -56,14 +56,18 @@ def test_propagate_fills_the_tumour_and_undoes_in_one_step(qtbot, make_window, t
     assert "extent" in w.statusBar().currentMessage()
     assert w.history.n_undo == undo_before + 1
 
-    # the strip shows the review state; ] walks the unreviewed slices; accepting marks one
+    # the strip shows the review state; ] walks the review queue (most needed first) and says
+    # why; accepting marks one and goes to the most needed of the rest
     assert w.strip.review[index] == "drawn" and w.strip.review[index + 1] == "filled"
+    queue = [it.slice for it in w.review_queue_items()]
+    assert sorted(queue) == [i for i in filled if i != index]
     qtbot.keyClick(w.slice_view, Qt.Key_BracketRight)
-    assert w.index == index + 1
+    first = w.index
+    assert first == queue[0] and "To review 1/6" in w.statusBar().currentMessage()
     w.accept_and_next()
-    assert w.index == index + 2
-    assert w.labelmap.records[("axial", index + 1, 1)].status == "accepted"
-    qtbot.waitUntil(lambda: w.strip.review[index + 1] == "reviewed", timeout=5000)
+    assert w.index == queue[1]
+    assert w.labelmap.records[("axial", first, 1)].status == "accepted"
+    qtbot.waitUntil(lambda: w.strip.review[first] == "reviewed", timeout=5000)
 
     # the labels panel shows the volume in mL and the slice extent
     extent = f"axial {index - 3}–{index + 3}"

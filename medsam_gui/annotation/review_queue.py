@@ -7,10 +7,11 @@ when the front there stopped on a brake rather than on an empty mask (the struct
 Signals of one filled slice, each scaled to 0..1 (1 = needs a look most):
 
 - ``iou``: 1 − the model's own IoU estimate recorded by propagation (``SliceRecord.iou``).
-- ``area``: how much the area changed from the neighbouring labelled slices
-  (|log area ratio| / log 2, capped at 1: a doubling counts fully).
-- ``shape``: 1 − the Dice of the slice's mask with its labelled neighbours' (the best of the
-  two): a mask that does not overlap the slices around it.
+- ``area``: how much the area differs from the nearer (in area) of the neighbouring labelled
+  slices (|log area ratio| / log 2, capped at 1: a doubling counts fully). The nearer one, so
+  that a slice that jumped ranks above its two neighbours.
+- ``shape``: 1 − the Dice of the slice's mask with its best-overlapping labelled neighbour's:
+  a mask that overlaps none of the slices around it.
 - ``end``: the slice is the last one its front filled before a brake stopped it.
 
 ``WEIGHTS`` combine them; they come from ``benchmarks/bench_propagation.py --queue``, which
@@ -106,7 +107,8 @@ def slice_signals(labelmap: LabelMap, geometry: ViewGeometry, value: int,
                 a = int(other.sum())
                 ratios.append(max(area, a) / max(min(area, a), 1))
                 overlaps.append(_dice(m, other))
-        ratio = max(ratios) if ratios else 1.0
+        ratio = min(ratios) if ratios else 1.0  # the nearer neighbour: a jumped slice
+        # differs from both, its neighbours each from one
         stop = rec.stop_reason if rec is not None else ""
         at_end = any(0 <= j < n and not present[j] for j in (i - 1, i + 1))
         out[i] = {

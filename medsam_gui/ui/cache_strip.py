@@ -3,7 +3,7 @@ review state of the active label on each (see ``annotation.review``)."""
 
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence, Set
+from typing import Dict, Iterable, List, Sequence, Set
 
 from PyQt5.QtCore import QRectF, QSize
 from PyQt5.QtGui import QColor, QPainter
@@ -21,7 +21,9 @@ class CacheStrip(QWidget):
     """Horizontal bar, one cell per slice, left edge = slice 0 like the slider under it. Top
     half: green = embedding cached. Bottom half, the active label: yellow = filled by
     propagation/interpolation, not reviewed; orange = drawn (box), not accepted; blue =
-    reviewed (edited or accepted); grey = only other labels. White line = current slice."""
+    reviewed (edited or accepted); grey = only other labels. White line = current slice.
+    A filled slice's yellow is bright when the review queue ranks it as needing a look
+    (``set_scores``: 0..1 per slice, ``annotation.review_queue``) and dim when it looks fine."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -29,13 +31,15 @@ class CacheStrip(QWidget):
         self.cached: Set[int] = set()
         self.labelled: Set[int] = set()
         self.review: List[str] = []
+        self.scores: Dict[int, float] = {}
         self.current = -1
         self.inset = 8  # roughly half the slider handle, so cells line up with slider positions
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
         self.setFixedHeight(12)
         self.setToolTip("Top: slices whose image embedding is ready (green): a box there is "
                         "instant.\nBottom, active label: yellow = propagated/interpolated, not "
-                        "reviewed (] jumps there); orange = drawn, not accepted; blue = "
+                        "reviewed, brighter = needs a look more (] goes there, most needed "
+                        "first); orange = drawn, not accepted; blue = "
                         "reviewed; grey = other labels only.")
 
     def sizeHint(self) -> QSize:
@@ -49,6 +53,17 @@ class CacheStrip(QWidget):
         self.review = list(review)
         self.current = int(current)
         self.update()
+
+    def set_scores(self, scores: Dict[int, float]) -> None:
+        """How much each slice needs a review, 0..1 (brightness of its yellow)."""
+        self.scores = {int(k): min(max(float(v), 0.0), 1.0) for k, v in scores.items()}
+        self.update()
+
+    def color_of(self, index: int, state: str) -> QColor:
+        color = _REVIEW.get(state)
+        if color is None or state != "filled" or index not in self.scores:
+            return color
+        return QColor(color).darker(int(round(250 - 150 * self.scores[index])))
 
     def set_cached(self, cached: Iterable[int]) -> None:
         self.cached = set(cached)
@@ -72,7 +87,7 @@ class CacheStrip(QWidget):
         for i in self.labelled:
             p.fillRect(QRectF(self.inset + i * cell, top, max(cell, 1.0), h - top), _LABELLED)
         for i, state in enumerate(self.review):
-            color = _REVIEW.get(state)
+            color = self.color_of(i, state)
             if color is not None:
                 p.fillRect(QRectF(self.inset + i * cell, top, max(cell, 1.0), h - top), color)
         if 0 <= self.current < self.n:
