@@ -31,7 +31,7 @@ __all__ = ["load_volume", "list_series", "save_label_map", "SeriesInfo", "Medsam
            "is_volume_file_name", "VOLUME_SUFFIXES"]
 # every volume file name load_volume knows (the open dialog, drag-and-drop and the CLIs use it)
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".hdr", ".img", ".hdr.gz", ".img.gz", ".nrrd", ".nhdr",
-                   ".mha", ".mhd", ".mgh", ".mgz", ".mgh.gz")
+                   ".mha", ".mhd", ".mgh", ".mgz")
 
 
 def _existing(path: PathArg) -> Path:

@@ -471,7 +471,8 @@ def _check_single_file(path: Path) -> None:
     try:
         ds, has_pixels, _ = _read_header(path)
     except pydicom.errors.InvalidDicomError:
-        raise MedsamError("not a NIfTI (.nii/.nii.gz) or DICOM file", path) from None
+        raise MedsamError("not a NIfTI (.nii/.nii.gz), NRRD (.nrrd/.nhdr), MetaImage (.mha/.mhd), "
+                          "MGH/MGZ or DICOM file", path) from None
     except DamagedHeader as exc:
         raise MedsamError(str(exc), path) from None
     except Exception as exc:

@@ -465,7 +465,8 @@ def _stream_gzip(path: Path, need: int, out: Optional[np.ndarray], start: int,
     return pos
 
 
-def _read_gzip(path: Path, need: int, start: int, nbytes: int, notes: List[str]) -> np.ndarray:
+def _read_gzip(path: Path, need: int, start: int, nbytes: int, notes: List[str],
+               slack: int = 0) -> np.ndarray:
     """``nbytes`` decompressed bytes from ``start``, after the whole stream is verified.
 
     The buffer is sized from the header only when gzip's trailer (the length mod 2**32)
@@ -474,7 +475,7 @@ def _read_gzip(path: Path, need: int, start: int, nbytes: int, notes: List[str])
     with open(path, "rb") as f:
         f.seek(-4, os.SEEK_END)
         isize = int.from_bytes(f.read(4), "little")
-    if isize != need % (1 << 32):
+    if not 0 <= (isize - need) % (1 << 32) <= slack:  # slack: a format's footer (MGH)
         length = _stream_gzip(path, need, None, 0, notes)
         if length < need:
             raise _short_stream(path, length, need)
@@ -506,7 +507,7 @@ def _read_plain(path: Path, need: int, start: int, nbytes: int) -> np.ndarray:
 
 
 def _read_voxels(path: Path, img: nib.Nifti1Image, n_volumes: int, index: int,
-                 notes: Optional[List[str]] = None) -> np.ndarray:
+                 notes: Optional[List[str]] = None, slack: int = 0) -> np.ndarray:
     """Volume ``index`` of the file as a 3D array (scaled as nibabel scales, native byte
     order); a ``.nii.gz`` is decompressed to its end so its CRC is checked."""
     hdr = img.header
@@ -520,7 +521,7 @@ def _read_voxels(path: Path, img: nib.Nifti1Image, n_volumes: int, index: int,
     notes = [] if notes is None else notes
     try:
         if _is_gzip(path):
-            raw = _read_gzip(path, offset + total, start, nbytes, notes)
+            raw = _read_gzip(path, offset + total, start, nbytes, notes, slack)
         else:
             raw = _read_plain(path, offset + total, start, nbytes)
         data = raw.view(dtype).reshape(shape3, order="F")
