@@ -214,9 +214,12 @@ class InteropActions:
         msg = (f"Imported {n} label{'s' if n != 1 else ''} from {path.name} ({mode}); the "
                f"{geometry.view} slices are marked unreviewed until you accept or edit them")
         self.statusBar().showMessage("; ".join([msg] + imported.notes), 15000)
-        warnings = [note for note in imported.notes if "resampled" in note or "outside" in note]
+        warnings = [note for note in imported.notes
+                    if any(w in note for w in ("resampled", "outside", "left out"))]
         if warnings:
-            QMessageBox.warning(self, "Imported onto another grid", "\n\n".join(warnings))
+            title = ("Imported onto another grid" if any("resampled" in w for w in warnings)
+                     else "Imported, with parts left out")
+            QMessageBox.warning(self, title, "\n\n".join(warnings))
 
     def _ask_import_mode(self, path: Path, imported=None) -> Optional[str]:
         import numpy as np
