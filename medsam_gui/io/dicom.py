@@ -34,7 +34,7 @@ from .dicom_mosaic import cut_tile
 from .dicom_scan import (NO_UID, DicomSlice, SeriesGroup, SeriesInfo, description, discover,
                          first_number, list_dicom_series, modality_of, no_images_error,
                          notes_of, openable, skipped_of)
-from .nifti import check_array_size, ensure_finite
+from .nifti import check_array_size, non_finite_note
 
 __all__ = ["load_dicom", "list_dicom_series", "SeriesInfo"]
 
@@ -517,7 +517,9 @@ def load_dicom(path: Path, series_uid: Optional[str] = None,
         data = np.asfortranarray(data[:, ::-1, :])
         warnings.append("GE reverse phase-encoding polarity (epi_pepolar): the stored rows are "
                         "upside down; flipped, as dcm2niix does")
-    ensure_finite(data, folder)
+    note = non_finite_note(data, folder)  # float pixel data: NaN opens, said once
+    if note:
+        warnings.append(note)
     affine = _affine(group, slices, step, normal, warnings)
     blank = sorted(set(range(n_slots)) - set(slots))
     _loss_warnings(dropped, blank, step, folder, warnings)
