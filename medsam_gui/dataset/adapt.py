@@ -3,8 +3,8 @@ done cases, and adopt the new model only when it is better on the user's held-ba
 
 Held back: whole cases (``holdout_fraction`` of the done cases with reviewed slices, at least
 one; or the cases the caller names). With a single done case, slices are held back in blocks
-(every other of ``BLOCKS`` runs of consecutive slices) and the result says plainly that the
-check is weaker: neighbouring slices of one scan look alike.
+(two of ``BLOCKS`` runs of consecutive slices: a third of them) and the result says plainly
+that the check is weaker: neighbouring slices of one scan look alike.
 
 Training reuses ``training.finetune`` (decoder on cached embeddings of the current model's
 encoder, which a decoder fine-tune keeps, so every slice is encoded once over all versions).
@@ -30,7 +30,6 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -43,7 +42,7 @@ from medsam_gui.errors import MedsamError
 # (benchmarks/bench_dataset.py, BRATS FLAIR, 2-core CPU): see the README's Datasets section.
 MIN_GAIN = 0.02
 BOOTSTRAP = 2000
-BLOCKS = 6  # one done case: slices in this many runs, every other one held back
+BLOCKS, HELD_BLOCKS = 6, (1, 4)  # one done case: slices in 6 runs, the 2nd and 5th held back
 MIN_TRAIN, MIN_VAL = 8, 4
 Say = Callable[[str], None]
 
@@ -180,8 +179,8 @@ def split(ds: Dataset, config: AdaptConfig, say: Say) -> Tuple[list, list, List[
         samples = by_case[cid]
         slices = sorted({(s.axis, s.index) for s in samples})
         block = {sl: min(BLOCKS - 1, k * BLOCKS // len(slices)) for k, sl in enumerate(slices)}
-        train = [s for s in samples if block[(s.axis, s.index)] % 2 == 0]
-        val = [s for s in samples if block[(s.axis, s.index)] % 2 == 1]
+        train = [s for s in samples if block[(s.axis, s.index)] not in HELD_BLOCKS]
+        val = [s for s in samples if block[(s.axis, s.index)] in HELD_BLOCKS]
         names = [f"{cid} (slice blocks)"]
         warnings.append("only one done case: the check held back blocks of its own slices, "
                         "which look like the ones it trained on; mark another case done for a "

@@ -23,7 +23,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Union
+from typing import Callable, Iterable, List, Optional, Union
 
 from medsam_gui.annotation.labels import now_iso
 from medsam_gui.errors import MedsamError
