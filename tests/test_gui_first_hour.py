@@ -468,3 +468,35 @@ def test_import_names_labels_from_dataset_json_and_says_what_add_does(qtbot, win
     assert w._ask_import_mode(path, imported) is None  # nothing clicked: cancelled
     both = int((geom.take(truth, k)).sum())
     assert f"{both:,} voxels have a label in both" in w._import_question
+
+
+def test_one_annotated_scan_trains_on_blocks_of_its_slices_with_a_plain_warning(qtbot):
+    from types import SimpleNamespace
+
+    import torch
+
+    from medsam_gui.training import TrainConfig, collect_samples, plan
+    from medsam_gui.ui.training_dialog import ONE_VOLUME_WARNING, SLICE_SPLIT, TrainingDialog
+    from test_training_fixtures import brats_workspaces
+
+    w1, _w2 = brats_workspaces()
+    train, val = plan(TrainConfig([w1], split="slices", val_fraction=0.25, seed=3))
+    assert {s.volume_id for s in train} == {s.volume_id for s in val}  # one volume
+    val_idx = {(s.axis, s.index) for s in val}
+    assert val_idx and all(min(abs(s.index - i) for a, i in val_idx if a == s.axis) > 2
+                           for s in train)  # no training slice within 2 of a validation one
+    keys = sorted({(s.axis, s.index) for s in collect_samples([w1])})
+    assert len(val_idx) == round(0.25 * len(keys))
+    first = keys.index(min(val_idx))
+    assert set(keys[first:first + len(val_idx)]) == val_idx  # one contiguous block
+    assert len(train) + len(val) == len(keys)  # annotated 6 slices apart: none is that near
+    backend = SimpleNamespace(device=torch.device("cpu"), name="LiteMedSAM",
+                              kind="litemedsam", checkpoint=None)
+    dialog = TrainingDialog([w1], backend)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitUntil(lambda: dialog.start_btn.isEnabled(), timeout=60000)  # not refused
+    assert dialog.val_combo.currentData() == SLICE_SPLIT
+    assert ONE_VOLUME_WARNING in dialog.counts.text() and "optimistic" in dialog.counts.text()
+    assert dialog.config().split == "slices" and dialog.config().val_workspaces is None
+    dialog.close()

@@ -211,8 +211,37 @@ def split_by_volume(samples: Sequence[Sample], val_fraction: float = 0.2, seed: 
     return train, val
 
 
-def check_enough(train: Sequence[Sample], val: Sequence[Sample]) -> None:
-    """Refuse with a clear message when there is too little data to train and validate."""
+SLICE_GAP = 2  # slices left out of training on each side of a validation block
+
+
+def split_by_slice_blocks(samples: Sequence[Sample], val_fraction: float = 0.2, seed: int = 0,
+                          gap: int = SLICE_GAP) -> Tuple[List[Sample], List[Sample]]:
+    """(train, val) from the annotated slices of ONE volume: a contiguous block of about
+    ``val_fraction`` of them (position drawn with ``seed``) validates, the rest trains, and
+    ``gap`` slices on each side of the block are left out of training, so the slice next to a
+    validation slice (nearly the same image) is not trained on. The estimate stays optimistic
+    (same patient, same scanner): what a user with one annotated scan can have, said so."""
+    volumes = {s.volume_id for s in samples}
+    if len(volumes) != 1:
+        raise MedsamError(f"a split by slices is for one volume; found {len(volumes)}")
+    keys = sorted({(s.axis, s.index) for s in samples})
+    n_val = max(1, int(round(len(keys) * val_fraction)))
+    if len(keys) < 2 or n_val >= len(keys):
+        raise MedsamError(f"need at least 2 annotated slices to split one volume; found "
+                          f"{len(keys)}. Accept or edit more slices.")
+    start = random.Random(seed).randrange(0, len(keys) - n_val + 1)
+    val_keys = set(keys[start:start + n_val])
+    near = {(axis, index + d) for axis, index in val_keys for d in range(-gap, gap + 1)}
+    ordered = sorted(samples, key=lambda s: (s.axis, s.index, s.label))
+    val = [s for s in ordered if (s.axis, s.index) in val_keys]
+    train = [s for s in ordered if (s.axis, s.index) not in near]
+    return train, val
+
+
+def check_enough(train: Sequence[Sample], val: Sequence[Sample],
+                 one_volume: bool = False) -> None:
+    """Refuse with a clear message when there is too little data to train and validate
+    (``one_volume``: a split by slices, where both sides come from the same volume)."""
     ct, cv = count(train), count(val)
     problems = []
     if ct.volumes < 1 or ct.samples < MIN_TRAIN_SAMPLES:
@@ -222,7 +251,7 @@ def check_enough(train: Sequence[Sample], val: Sequence[Sample]) -> None:
         problems.append(f"validation has {cv.samples} sample(s) from {cv.volumes} volume(s), "
                         f"needs at least {MIN_VAL_SAMPLES} from another volume")
     overlap = {s.volume_id for s in train} & {s.volume_id for s in val}
-    if overlap:
+    if overlap and not one_volume:
         problems.append("a volume is in both training and validation")
     if problems:
         raise MedsamError("too little annotated data to fine-tune: " + "; ".join(problems)

@@ -27,7 +27,7 @@ from medsam_gui.engine.weights import check_finite
 from medsam_gui.errors import MedsamError
 from medsam_gui.training import checkpoints as ck
 from medsam_gui.training.dataset import (
-    JITTER, Sample, check_enough, collect_samples, count, split_by_volume)
+    JITTER, Sample, check_enough, collect_samples, count, split_by_slice_blocks, split_by_volume)
 from medsam_gui.training.losses import dice_bce_loss, mask_dice
 from medsam_gui.training.prepare import PreparedSlice, prepare_slices
 from medsam_gui.training.report import build_meta
@@ -52,6 +52,7 @@ class TrainConfig:
     patience: int = 3  # epochs without a better validation Dice before stopping
     jitter: int = JITTER
     seed: int = 0
+    split: str = "volume"  # "slices": one volume's slices in train / validation blocks
     max_steps_per_epoch: Optional[int] = None
     out: Optional[str] = None  # .pth path; default: a new name in models_dir()
 
@@ -92,6 +93,8 @@ def check_config(config: TrainConfig) -> None:
     with zero epochs or zero steps the "fine-tuned" model would be the untrained base."""
     if config.mode not in MODES:
         raise MedsamError(f"unknown training mode {config.mode!r}; use decoder or full")
+    if config.split not in ("volume", "slices"):
+        raise MedsamError(f"unknown split {config.split!r}; use volume or slices")
     problems = []
     if not isinstance(config.epochs, int) or config.epochs < 1:
         problems.append(f"epochs must be at least 1 (got {config.epochs})")
@@ -125,6 +128,10 @@ def plan(config: TrainConfig) -> Tuple[List[Sample], List[Sample]]:
         val_ids = sorted({s.volume_id for s in val_samples})
         samples = samples + [s for s in val_samples
                              if s.volume_id not in {t.volume_id for t in samples}]
+    if config.split == "slices":  # one volume: blocks of its slices (an optimistic estimate)
+        train, val = split_by_slice_blocks(samples, config.val_fraction, config.seed)
+        check_enough(train, val, one_volume=True)
+        return train, val
     train, val = split_by_volume(samples, config.val_fraction, config.seed, val_ids)
     check_enough(train, val)
     return train, val

@@ -24,6 +24,11 @@ from medsam_gui.training import TrainConfig, count, mode_warning, plan
 from medsam_gui.ui.training_worker import CallThread, TrainingWorker
 
 AUTO_SPLIT = "Random volumes (fraction below)"
+SLICE_SPLIT = "::slices"  # the combo's data for "blocks of this scan's slices"
+ONE_VOLUME_WARNING = ("Only one scan is annotated: validation uses a block of its own slices "
+                      "(not trained on, nor the 2 slices next to it). The Dice this reports is "
+                      "optimistic: the model has seen this patient and this scanner. Annotate "
+                      "a second scan for an honest estimate.")
 
 
 def _spin(lo: float, hi: float, value: float, tip: str, decimals: int = 0):
@@ -78,8 +83,10 @@ class TrainingDialog(QDialog):
         self.label_list.setToolTip("Label values to train on (one sample per label and slice)")
         self.val_combo = QComboBox()
         self.val_combo.addItem(AUTO_SPLIT)
-        self.val_combo.setToolTip("Validation is always by whole volume, never by slice: hold "
-                                  "out one workspace, or draw volumes at random")
+        self.val_combo.addItem("Blocks of slices of one scan (optimistic)", SLICE_SPLIT)
+        self.val_combo.setToolTip("Validation by whole volume (hold out one workspace, or "
+                                  "draw volumes at random); with one annotated scan only, by "
+                                  "blocks of its slices (an optimistic estimate)")
         self.counts = QLabel("counting…")
         self.counts.setWordWrap(True)
         buttons = QHBoxLayout()
@@ -235,9 +242,12 @@ class TrainingDialog(QDialog):
 
     def config(self) -> TrainConfig:
         held = self.val_combo.currentData()
+        slices = held == SLICE_SPLIT
+        held = None if slices else held
         ws = [w for w in self._workspaces() if w != held]
         return TrainConfig(
             workspaces=ws, val_workspaces=[held] if held else None, labels=self._labels(),
+            split="slices" if slices else "volume",
             mode=self.mode.currentData(), train_prompt_encoder=self.prompt_enc.isChecked(),
             epochs=self.epochs.value(), batch_size=self.batch.value(), lr=self.lr.value(),
             weight_decay=self.wd.value(), val_fraction=self.val_fraction.value(),
@@ -277,10 +287,18 @@ class TrainingDialog(QDialog):
         self._set_label_items(names)
         self.counts.setStyleSheet("")
         self.counts.setText(f"Training: {ct.text()}\nValidation: {cv.text()}")
+        if self.val_combo.currentData() == SLICE_SPLIT:
+            self.counts.setStyleSheet("color: #e0a030")
+            self.counts.setText(self.counts.text() + "\n" + ONE_VOLUME_WARNING)
         self._counts_ok = True
         self.start_btn.setEnabled(self._thread is None)
 
     def _count_failed(self, message: str) -> None:
+        if "at least 2 volumes" in message and "found 1" in message \
+                and self.val_combo.currentData() != SLICE_SPLIT:
+            # one annotated scan: offer its slices in blocks instead of refusing
+            self.val_combo.setCurrentIndex(self.val_combo.findData(SLICE_SPLIT))
+            return  # the recount follows the combo
         self.counts.setStyleSheet("color: #c00000")
         self.counts.setText(message)
         self.start_btn.setEnabled(False)
