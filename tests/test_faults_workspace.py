@@ -370,3 +370,34 @@ def test_a_full_disk_keeps_the_last_save(flair, tiny_disk):
     filler.unlink()
     ws.save(vol, lm)
     assert int((Workspace(tiny_disk / "ws").load(vol).array > 0).sum()) == voxels + 100
+
+
+def test_work_on_read_only_media_opens_and_its_save_fails_cleanly(flair, tmp_path):
+    """Work saved beside a scan on what is now read-only media: shown, and the first save
+    raises (so the window saves it in the user folder) without touching what is there."""
+    vol, gt = flair
+    Workspace(tmp_path / "ws").save(vol, drawn(vol, gt))
+    folder = Workspace(tmp_path / "ws").volume_dir(vol)
+    r = subprocess.run(["mount", "--bind", "-o", "ro", str(tmp_path / "ws"), str(tmp_path / "ws")],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot make a read-only bind mount here ({r.stderr.strip()})")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(tmp_path / "ws")],
+                       capture_output=True)
+        if os.access(folder, os.W_OK) and not _is_read_only(folder):
+            pytest.skip("the bind mount did not become read-only here")
+        before = snapshot(folder)
+        ws = Workspace(tmp_path / "ws", owner="window-1")
+        restored = ws.open(vol)
+        assert restored.labelmap is not None and restored.read_only == ""
+        brush(vol, restored.labelmap)
+        with pytest.raises(MedsamError, match="[Rr]ead-only file system"):
+            ws.save(vol, restored.labelmap)
+        assert snapshot(folder) == before
+    finally:
+        subprocess.run(["umount", "-l", str(tmp_path / "ws")], capture_output=True)
+
+
+def _is_read_only(folder: Path) -> bool:
+    return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)

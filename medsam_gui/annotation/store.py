@@ -162,8 +162,10 @@ class Workspace:
             lock.acquire(folder, self.owner)
         except lock.LockHeld as exc:
             owner, read_only = exc.owner, str(exc)
-        except MedsamError as exc:  # a folder that cannot even take a lock file
-            read_only = str(exc)
+        except MedsamError:
+            # a place that cannot take even a lock file (read-only media): the work is shown
+            # and the first save fails there, so the caller can save it elsewhere
+            pass
         if not folder.is_dir() or not has_work(folder):
             return self._remember(folder, Restored(None, read_only=read_only, lock_owner=owner))
         try:
