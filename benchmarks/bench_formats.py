@@ -36,7 +36,15 @@ def status(key):
             return int(line.split()[1]) * 1024
 reader, path = sys.argv[1], sys.argv[2]
 import numpy as np
+if reader == 'import':  # what opening the first NRRD / MetaImage costs once per process
+    base = status('VmRSS')
+    t = time.perf_counter()
+    import SimpleITK, nrrd
+    print(json.dumps({'s': time.perf_counter() - t, 'peak': status('VmRSS') - base,
+                      'bytes': 1}))
+    sys.exit(0)
 if reader == 'load_volume':
+    import SimpleITK, nrrd  # imported on first use by load_volume: measured apart ('import')
     from medsam_gui.io import load_volume
     def read(p):
         return load_volume(p).data
@@ -130,6 +138,10 @@ def main() -> None:
               "time and peak memory relative to load_volume on the .nii (uncompressed file) or "
               ".nii.gz (compressed file) of the same voxels")
         print(f"{'file':36s} {'reader':12s} {'s':>6s} {'x NIfTI':>8s} {'peak/voxels':>12s}")
+        imp = run("import", files["flair.nii"], args.repeat)
+        print(f"(once per process, at the first NRRD/MetaImage: importing SimpleITK + pynrrd "
+              f"takes {imp['s']:.2f} s and {imp['peak'] / 2**20:.0f} MiB resident; not in the "
+              "rows below)")
         for label, nbase in (("nii", False), ("nii.gz", True)):
             r = ref[nbase]
             print(f"{'flair.' + label:36s} {'load_volume':12s} {r['s']:6.3f} {1:8.2f} "
