@@ -220,9 +220,126 @@ def dice_per_case(backend) -> None:
         print(f"| {pat[11:18]} | {dice(one, gt):.3f} | {dice(every, gt):.3f} |")
 
 
+# ---------------------------------------------------------------------------------- queue
+def propagated_labelmap(session, axis, truth, value=1):
+    """One ground-truth box on the largest slice, default rules, written as the window does:
+    the seed reviewed, every propagated slice a record with its IoU and stop reason."""
+    from medsam_gui.annotation.labels import LabelMap, SliceRecord
+
+    vol = session.volume
+    g = vol.geometry(axis)
+    areas = [int(g.take(truth, i).sum()) for i in range(g.n_slices)]
+    seed = int(np.argmax(areas))
+    box = mask_box(g.take(truth, seed))
+    start = session.predict(axis, seed, box).mask
+    lm = LabelMap(vol.shape)
+    g.take(lm.array, seed)[start] = value
+    lm.records[(axis, seed, value)] = SliceRecord(axis, seed, value, status="accepted",
+                                                  boxes=[list(box)])
+    result = propagation.run(session, axis, seed, [start])
+    boxes = {}
+    for st in result.steps:
+        g.take(lm.array, st.index)[st.mask] = value
+        lm.records[(axis, st.index, value)] = SliceRecord(
+            axis, st.index, value, iou=st.iou, method="propagated", from_slices=[st.source])
+        boxes[st.index] = st.boxes
+    for stop in result.stops:
+        for st in result.steps:
+            if st.direction == stop.direction:
+                lm.records[(axis, st.index, value)].stop_reason = (
+                    f"stopped at {axis} {stop.index}: {stop.reason}")
+    return lm, seed, boxes
+
+
+def jitter_signal(session, axis, index, boxes, mask, shift=3.0):
+    """1 − mean Dice between the slice's mask and the masks of its prompt box moved by
+    ``shift`` pixels of the 256 frame in 4 directions (the decoder only: embedding cached)."""
+    h, w = mask.shape
+    px = shift * max(h, w) / 256.0
+    out = []
+    for dx, dy in ((px, 0), (-px, 0), (0, px), (0, -px)):
+        m = np.zeros_like(mask)
+        for b in boxes:
+            m |= session.predict(axis, index, (b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy)).mask
+        out.append(dice(m, mask))
+    return 1.0 - float(np.mean(out))
+
+
+def queue_table(backend, cache, brats: bool = True, jitter: bool = True,
+                only: str = "") -> None:
+    """Which review-queue signals rank the propagated slices by their Dice (Spearman)."""
+    from scipy.stats import spearmanr
+
+    from medsam_gui.annotation import review_queue
+
+    names = list(review_queue.SIGNALS) + ["jitter", "distance", "combined"]
+    rows, firsts = [], []
+    for name, vol, truth, axes in structures():
+        if not brats and name.startswith("pat") or only and not any(
+                o.strip() in name for o in only.split(",")):
+            continue
+        session = Session(vol, backend, cache)
+        axis = "axial"
+        g = vol.geometry(axis)
+        lm, seed, boxes = propagated_labelmap(session, axis, truth)
+        sig = review_queue.slice_signals(lm, g, 1)
+        queue = [it for it in review_queue.label_queue(lm, g, 1) if not it.beyond_end]
+        idx = sorted(sig)
+        if len(idx) < 5:
+            continue
+        d = np.array([dice(g.take(lm.array, i) == 1, g.take(truth, i)) for i in idx])
+        cols = {s: [sig[i][s] for i in idx] for s in review_queue.SIGNALS}
+        cols["jitter"] = [jitter_signal(session, axis, i, boxes[i], g.take(lm.array, i) == 1)
+                          if jitter else 0.0 for i in idx]
+        cols["distance"] = [abs(i - seed) for i in idx]
+        score = {it.slice: it.score for it in queue}
+        cols["combined"] = [score[i] for i in idx]
+        row = {}
+        for s in names:
+            v = np.asarray(cols[s], float)
+            row[s] = math.nan if np.ptp(v) == 0 else float(spearmanr(v, -d)[0])
+        rows.append((name, row, cols, d))
+        first = dict(zip(idx, d))[queue[0].slice]
+        firsts.append(first < np.median(d))
+        print(f"  {name:32s} {len(idx):3d} filled  " + " ".join(
+            f"{s} {row[s]:+.2f}" for s in names) + f"   queue[0] Dice {first:.3f} vs median "
+            f"{np.median(d):.3f}", flush=True)
+    print("\nSpearman of each signal with (−slice Dice), within each structure "
+          "(+1: ranks the worst slices first):\n")
+    print("| signal | mean | median | structures with ρ > 0 |")
+    print("|---|---|---|---|")
+    for s in names:
+        v = np.array([r[s] for _n, r, _c, _d in rows])
+        ok = v[~np.isnan(v)]
+        print(f"| {s} | {ok.mean():+.3f} | {np.median(ok):+.3f} | {(ok > 0).sum()}/{len(ok)} |")
+    print(f"\nqueue's first slice below the structure's median slice Dice: "
+          f"{sum(firsts)}/{len(firsts)}")
+    # weight search on the pooled per-structure ranks
+    best = []
+    for wi, wa, ws, we, wj in itertools.product((0, 0.5, 1), (0, 0.5, 1), (0, 0.5, 1),
+                                                (0, 0.5), (0, 0.5, 1)):
+        rho = []
+        for _n, _r, c, d in rows:
+            comb = (wi * np.asarray(c["iou"]) + wa * np.asarray(c["area"])
+                    + ws * np.asarray(c["shape"]) + we * np.asarray(c["end"])
+                    + wj * np.asarray(c["jitter"]))
+            rho.append(0.0 if np.ptp(comb) == 0 else spearmanr(comb, -d)[0])
+        best.append((float(np.mean(rho)), (wi, wa, ws, we, wj)))
+    print("best weights (iou, area, shape, end, jitter) by mean ρ:")
+    for r, w in sorted(best, reverse=True)[:6]:
+        print(f"  {r:+.3f} {w}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rules", action="store_true", help="measure the stop rules (slow)")
+    p.add_argument("--queue", action="store_true",
+                   help="measure the review-queue signals against slice Dice")
+    p.add_argument("--no-brats", action="store_true", help="--queue on the abdominal scans only")
+    p.add_argument("--no-jitter", action="store_true",
+                   help="--queue without the box-jitter signal (4 decoder calls per slice)")
+    p.add_argument("--only", default="", help="--queue on structures whose name contains one "
+                   "of these comma-separated words")
     p.add_argument("--cache-dir", help="keep embeddings on disk here between runs")
     args = p.parse_args()
     import torch
@@ -230,6 +347,13 @@ def main() -> None:
     backend = load_backend(device="cpu")
     print(f"CPU: {cpu_model()} · torch {torch.__version__} · {torch.get_num_threads()} threads"
           f" · encoder {backend.precision}")
+    if args.queue:
+        with tempfile.TemporaryDirectory() as tmp:
+            cache = EmbeddingCache(max_bytes=2 << 30, disk_dir=args.cache_dir or tmp,
+                                   disk_max_bytes=40 << 30)
+            queue_table(backend, cache, brats=not args.no_brats, jitter=not args.no_jitter,
+                        only=args.only)
+        return
     if args.rules:
         with tempfile.TemporaryDirectory() as tmp:
             cache = EmbeddingCache(max_bytes=2 << 30, disk_dir=args.cache_dir or tmp,

@@ -9,11 +9,14 @@ so ``Session.predict`` keeps the state per slice and pays one or two decoder cal
 
 - ``points``: the box and all clicks as SAM's sparse prompts (the old click path).
 - ``mask_prompt``: as ``points`` plus the previous low-res logits as SAM's mask prompt.
-- ``local``: a click re-prompts only the region around it: a box centred on the click, sized
-  from the distance between the click and the current mask's edge (a click in the middle of
-  an error region is about that far from its border), is decoded alone; the part of its mask
-  connected to the click is added (positive click) or removed (negative click), limited to a
-  disk around the click so that a local box cannot rewrite the far side of the structure.
+- ``local`` (the default): a positive click re-prompts only the region around it: a box
+  centred on the click, sized from the distance r between the click and the current mask's
+  edge (a click in the middle of an error region is about that far from its border), is
+  decoded alone; the part of its mask connected to the click, within 1.5 r of it, is added.
+  A negative click removes a disk of 0.7 r around it (r: its distance to the mask's outside),
+  without the model: a box around a leak holds the true structure too, and removing the
+  model's mask there cut into it (abdominal CT, 3 clicks: 0.897 with the model's mask,
+  0.936 with the disk, box alone 0.951; ``neg_disk=0`` restores the model's mask).
 - ``local+mask``: ``local`` for positive clicks, ``mask_prompt`` for negative ones.
 
 Every method keeps the clicks' own promise: a positive click's pixel ends inside the mask and
@@ -97,7 +100,7 @@ def _keep_promise(mask: np.ndarray, clicks: Sequence[Click], radius: float = 1.5
 
 
 def _local(backend, embedding, shape, state: RefineState, click: Click,
-           scale: float = 2.0, reach: float = 1.5) -> np.ndarray:
+           scale: float = 2.0, reach: float = 1.5, neg_disk: float = 0.7) -> np.ndarray:
     """The ``local`` step: add or remove the model's mask of a box around the click."""
     mask = state.mask if state.mask is not None else np.zeros(shape, bool)
     h, w = shape
@@ -115,8 +118,10 @@ def _local(backend, embedding, shape, state: RefineState, click: Click,
     r = max(r, floor)
     half = scale * r
     box = (max(x - half, 0.0), max(y - half, 0.0), min(x + half, w - 1.0), min(y + half, h - 1.0))
-    local, _iou, _ = decode_logits(backend, embedding, shape, box)
     yy, xx = np.ogrid[:h, :w]
+    if not positive and neg_disk > 0:  # remove a disk, no model
+        return mask & ~((yy - y) ** 2 + (xx - x) ** 2 <= (neg_disk * r) ** 2)
+    local, _iou, _ = decode_logits(backend, embedding, shape, box)
     near = (yy - y) ** 2 + (xx - x) ** 2 <= (reach * r) ** 2
     region = local & near
     lab, _n = ndimage.label(region)
