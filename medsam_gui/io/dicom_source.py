@@ -80,7 +80,8 @@ def require_dicom(volume: Volume) -> List[str]:
     """The volume's source files in slice order, or a clear error for a non-DICOM volume."""
     files = list(volume.source.extra.get("files") or [])
     if volume.source.kind != "dicom" or not files:
-        kind = "a NIfTI file" if volume.source.kind == "nifti" else "an array"
+        kind = {"nifti": "a NIfTI file", "nrrd": "a NRRD file", "metaimage": "a MetaImage file",
+                "mgh": "an MGH/MGZ file"}.get(volume.source.kind, "an array")
         raise MedsamError(NO_DICOM_REFERENCES.format(kind=kind), volume.source.path or None)
     if len(files) != volume.shape[2]:
         raise MedsamError(f"the volume has {volume.shape[2]} slices but {len(files)} source "
