@@ -50,7 +50,7 @@ class LockOwner:
         who = f"{self.program or 'a program'} (process {self.pid}"
         who += f" on {self.host}" if self.host and self.host != socket.gethostname() else ""
         who += f", user {self.user}" if self.user else ""
-        return who + (f", since {self.since}" if self.since else "") + ")"
+        return who + (f", since {_short_time(self.since)}" if self.since else "") + ")"
 
     @property
     def on_this_host(self) -> bool:
@@ -60,6 +60,16 @@ class LockOwner:
     def alive(self) -> bool:
         """False only when the holder certainly is gone (its pid does not exist here)."""
         return not self.on_this_host or pid_alive(self.pid)
+
+
+def _short_time(iso: str) -> str:
+    """"15:06" today, "2026-12-01 15:06" before; the text as it is if it is no time."""
+    try:
+        t = datetime.fromisoformat(iso).astimezone()
+    except ValueError:
+        return iso
+    now = datetime.now(timezone.utc).astimezone()
+    return f"{t:%H:%M}" if t.date() == now.date() else f"{t:%Y-%m-%d %H:%M}"
 
 
 class LockHeld(MedsamError):
@@ -96,7 +106,9 @@ def _me() -> LockOwner:
         user = getpass.getuser()
     except Exception:  # noqa: BLE001 - no user name is no reason to fail
         user = ""
-    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if not prog or prog.startswith("-") or prog.endswith(".py"):  # python -c / a script
+        prog = "python " + prog if prog.endswith(".py") else "python"
     return LockOwner(prog, os.getpid(), socket.gethostname(), user,
                      datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"))
 

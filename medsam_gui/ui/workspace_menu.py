@@ -135,11 +135,16 @@ class WorkspaceActions:
         """Tell, once and in plain words, what opening the scan's work found."""
         self.show_workspace_place()
         lines = list(restored.notes)
-        if restored.read_only and restored.read_only not in " ".join(lines):
+        if restored.lock_owner is not None:
+            lines.append(f"This scan's work is open in {restored.lock_owner.describe()}. You "
+                         "can look at it here, but not change it there. When that window has "
+                         "closed, File ▸ Workspace ▸ Take over editing lets you edit here.")
+        elif restored.read_only and restored.read_only not in " ".join(lines):
             lines.append(restored.read_only[0].upper() + restored.read_only[1:] + ".")
         if restored.read_only:
-            lines.append("Your changes in this window are not saved there. To keep them, use "
+            lines.append("Changes made in this window are not saved there. To keep them, use "
                          "File ▸ Workspace ▸ Save work in a folder I choose…, or export them.")
+            lines.append(f"Work folder: {self.workspace.volume_dir(self.volume)}")
         if lines:
             self.show_warning("Your saved work", "\n\n".join(lines))
 
