@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
@@ -143,7 +144,12 @@ def install_quit_handlers(app, window) -> None:
         if signum is not None:
             print(f"medsam-gui: {signal.Signals(signum).name}: saving and quitting",
                   file=sys.stderr)
-        window.shutdown()
+        if not window.shutdown(task_wait_ms=3000):
+            # the work is saved; a worker that cannot stop (a model conversion) must not hold
+            # up a logout, and Qt aborts on a thread still running at exit: leave at once
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(0)
         app.quit()
 
     def on_signal(signum, _frame) -> None:

@@ -404,8 +404,10 @@ class FileActions:
         self.shutdown()
         event.accept()
 
-    def shutdown(self) -> None:
-        """Save what is pending and stop every worker (also used by tests)."""
+    def shutdown(self, task_wait_ms: Optional[int] = None) -> bool:
+        """Save what is pending and stop every worker (also used by tests). ``task_wait_ms``
+        bounds the wait for each worker (a signal must not wait for a model conversion);
+        returns False if one is still running then."""
         self.precomputer.stop(wait=True)
         task = getattr(self, "_encode_task", None)
         if task is not None:
@@ -413,9 +415,11 @@ class FileActions:
         if self.labelmap is not None and self.workspace is not None:
             if not self.flush_autosave():
                 self.save_rescue_copy()
+        ended = True
         for t in list(Task._alive):
             t.cancel()
-            t.wait()
+            ended = (t.wait() if task_wait_ms is None else t.wait(task_wait_ms)) and ended
         from medsam_gui.annotation import lock
 
         lock.release_all(self.workspace_owner)
+        return ended
