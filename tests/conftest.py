@@ -38,3 +38,32 @@ def data_dir() -> Path:
     if not DATA.is_dir():
         pytest.skip(f"real test data not found at {DATA} (../shared/data)")
     return DATA
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 4 MiB tmpfs that can be filled up, for full-disk tests (needs root and mount; else
+    the test is skipped, saying why)."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill up here ({r.stderr.strip()})")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def fill_up(disk: Path) -> Path:
+    """Write zeros into ``disk`` until it is full; returns the filler file."""
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler

@@ -22,6 +22,8 @@ from medsam_gui.annotation import lock
 from medsam_gui.errors import MedsamError
 from medsam_gui.io import load_volume
 
+from conftest import fill_up
+
 pytestmark = pytest.mark.needs_data
 REPO = Path(__file__).resolve().parents[1]
 
@@ -330,38 +332,13 @@ def test_kill_9_during_saves_never_loses_a_saved_stroke(flair, tmp_path):
         shutil.rmtree(tmp_path / "ws")
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 4 MiB tmpfs that can be filled up (needs root and mount; else skipped, saying so)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill up here ({r.stderr.strip()})")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
-
-
-def fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-    return filler
-
-
 def test_a_full_disk_keeps_the_last_save(flair, tiny_disk):
     vol, gt = flair
     ws = Workspace(tiny_disk / "ws")
     lm = drawn(vol, gt)
     folder = ws.save(vol, lm)
     voxels = int((lm.array > 0).sum())
-    filler = fill(tiny_disk)
+    filler = fill_up(tiny_disk)
     brush(vol, lm)
     with pytest.raises(MedsamError, match="No space left|cannot"):
         ws.save(vol, lm)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PyQt5.QtCore import QSettings
 
-from conftest import PAT1
+from conftest import PAT1, fill_up
 
 pytestmark = pytest.mark.needs_data
 FLAIR = PAT1 / "Flair_subtrMeanDivStd.nii.gz"
@@ -235,39 +235,25 @@ def test_a_signal_within_the_autosave_delay_saves_the_last_stroke(scan, tmp_path
     assert not [p for p in Path(tmp_path / "ws").rglob("*") if ".tmp-" in p.name]
 
 
-def test_a_full_disk_moves_the_work_to_the_user_folder(qtbot, scan, tmp_path):
+def test_a_full_disk_moves_the_work_to_the_user_folder(qtbot, scan, tmp_path, tiny_disk):
     from medsam_gui.annotation import Workspace
     from medsam_gui.ui.main_window import MainWindow
 
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill up here ({r.stderr.strip()})")
-    try:
-        w = MainWindow(background=False, workspace_dir=str(disk / "ws"), load_model=False,
-                       settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
-        w.confirm_close = False
-        qtbot.addWidget(w)
-        open_and_wait(qtbot, w, scan)
-        stroke(w, 70)
-        assert w.flush_autosave()
-        with open(disk / "filler", "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
-        stroke(w, 71)
-        assert w.flush_autosave()  # saved, in the user folder instead
-        assert "instead" in w.statusBar().currentMessage()
-        assert w.workspace.folder == tmp_path / "userdata" / "workspaces"
-        assert int((w.workspace.load(w.volume).array > 0).sum()) == 200
-        # the full disk still holds the last save it could take, whole
-        assert int((Workspace(disk / "ws").load(w.volume).array > 0).sum()) == 100
-        assert not [p for p in disk.rglob("*") if ".tmp-" in p.name]
-        w.shutdown()
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+    disk = tiny_disk
+    w = MainWindow(background=False, workspace_dir=str(disk / "ws"), load_model=False,
+                   settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
+    w.confirm_close = False
+    qtbot.addWidget(w)
+    open_and_wait(qtbot, w, scan)
+    stroke(w, 70)
+    assert w.flush_autosave()
+    fill_up(disk)
+    stroke(w, 71)
+    assert w.flush_autosave()  # saved, in the user folder instead
+    assert "instead" in w.statusBar().currentMessage()
+    assert w.workspace.folder == tmp_path / "userdata" / "workspaces"
+    assert int((w.workspace.load(w.volume).array > 0).sum()) == 200
+    # the full disk still holds the last save it could take, whole
+    assert int((Workspace(disk / "ws").load(w.volume).array > 0).sum()) == 100
+    assert not [p for p in disk.rglob("*") if ".tmp-" in p.name]
+    w.shutdown()
