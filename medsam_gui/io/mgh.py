@@ -18,7 +18,7 @@ from nibabel.freesurfer.mghformat import MGHHeader
 from ..errors import MedsamError
 from ..volume import SourceInfo, Volume
 from .nifti import (_check_truncation, _gzip_hint, _raw_header_bytes, _read_voxels,
-                    _regular_size, _spatial_shape, check_array_size, choose_volume,
+                    _regular_size, header_shape_dtype, _spatial_shape, check_array_size, choose_volume,
                     guess_modality, non_finite_note)
 
 MGH_SUFFIXES = (".mgh", ".mgz")
@@ -57,11 +57,7 @@ def load_mgh(path: Path, volume_index: Optional[int] = None) -> Volume:
     """A 3D MGH/MGZ volume, or one frame of a 4D one (``volume_index``, default the first)."""
     img = open_mgh(path)
     hdr = img.header
-    try:
-        full_shape = tuple(int(s) for s in hdr.get_data_shape())
-        dtype = hdr.get_data_dtype()
-    except Exception as exc:
-        raise MedsamError(f"corrupt MGH header ({exc})", path) from None
+    full_shape, dtype = header_shape_dtype(hdr, path, "MGH")
     shape3, n_volumes = _spatial_shape(path, full_shape)
     check_array_size(shape3, max(1, dtype.itemsize), path)
     _check_truncation(path, img, full_shape)

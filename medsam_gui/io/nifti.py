@@ -536,15 +536,19 @@ def _read_voxels(path: Path, img: nib.Nifti1Image, n_volumes: int, index: int,
     return data
 
 
+def header_shape_dtype(hdr, path: Path, kind: str) -> tuple:
+    """(shape, voxel dtype) from a nibabel header; a header that cannot say is corrupt."""
+    try:
+        return tuple(int(s) for s in hdr.get_data_shape()), hdr.get_data_dtype()
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for a bad header
+        raise MedsamError(f"corrupt {kind} header ({exc})", path) from None
+
+
 def load_nifti(path: Path, volume_index: Optional[int] = None) -> Volume:
     """Load a 3D NIfTI file, or one volume of a 4D file (``volume_index``, default the first)."""
     img = _open(path)
     hdr = img.header
-    try:
-        full_shape = tuple(int(s) for s in hdr.get_data_shape())
-        dtype = hdr.get_data_dtype()
-    except Exception as exc:
-        raise MedsamError(f"corrupt NIfTI header ({exc})", path) from None
+    full_shape, dtype = header_shape_dtype(hdr, path, "NIfTI")
     shape3, n_volumes = _spatial_shape(path, full_shape)
     if dtype.kind not in "biuf" or dtype.names:
         raise MedsamError(f"voxel type {dtype} (e.g. RGB or complex) is not supported", path)
