@@ -199,3 +199,45 @@ def test_binary_seg_compression_is_jpeg2000_or_a_clear_refusal(tmp_path):
     with pytest.raises(MedsamError, match="JPEG 2000 lossless only, not rle"):
         write_seg(lm.array, segs, volume, tmp_path / "rle.seg.dcm", compression="rle")
     assert not (tmp_path / "rle.seg.dcm").exists()
+
+
+# What Supplement 243 (2024) changed for a LABELMAP SEG and dciodvfy (dicom3tools 2022) predates:
+# the type itself, segment 0 (background), and no per-frame Segment Identification.
+LABELMAP_RULES = ("Unrecognized enumerated value <LABELMAP> for value 1 of attribute "
+                  "<Segmentation Type>",
+                  "SegmentNumber not monotonically increasing from one by one - have "
+                  "SegmentSequence item number 1 (from one) with SegmentNumber of 0",
+                  "Value is zero for value 1 of attribute <Segment Number>",
+                  "Missing attribute Type 1 Required Element=<SegmentIdentificationSequence> "
+                  "Module=<SegmentationMacro>")
+
+
+@pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy not installed (Debian package "
+                                              "dicom3tools)")
+@pytest.mark.parametrize("labelmap,compression", [(False, "jpeg2000"), (True, None),
+                                                  (True, "rle"), (True, "jpegls")])
+def test_seg_variants_validate(labelmap, compression, tmp_path):
+    """A compressed BINARY SEG validates with zero errors. dciodvfy does not know the LABELMAP
+    SOP class yet ("Information Object Not found"), so a LABELMAP SEG is checked against the
+    Segmentation IOD under the classic SOP class: only the rules Supplement 243 changed may
+    fail, so every other module (patient, study, series, frame of reference, references, pixel
+    module, functional groups) must validate."""
+    volume = load_volume(TOSHIBA)
+    lm = shapes(volume)
+    path = tmp_path / "v.seg.dcm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_seg(lm.array, segments_of(lm), volume, path, labelmap=labelmap,
+                  compression=compression)
+    assert np.array_equal(read_seg(path, volume).array, lm.array)
+    errors = dciodvfy_errors(path)
+    if not labelmap or not any("Information Object Not found" in e for e in errors):
+        assert errors == []  # BINARY, or a dciodvfy that knows the LABELMAP class
+        return
+    ds = pydicom.dcmread(path)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"
+    ds.save_as(str(tmp_path / "as_binary_class.dcm"))
+    errors = dciodvfy_errors(tmp_path / "as_binary_class.dcm")
+    assert errors, "the LABELMAP rules are expected to be reported by a pre-2024 dciodvfy"
+    others = [e for e in errors if not any(rule in e for rule in LABELMAP_RULES)]
+    assert others == []

@@ -220,8 +220,10 @@ def export_nifti(labelmap: LabelMap, volume: Volume, path: PathArg) -> Export:
 
 
 def export_labels(labelmap: LabelMap, volume: Volume, path: PathArg, fmt: Optional[str] = None,
-                  types: Optional[Mapping[int, str]] = None) -> Export:
-    """Write ``labelmap`` (on ``volume``'s grid) as ``fmt`` (default: from the file name)."""
+                  types: Optional[Mapping[int, str]] = None,
+                  seg_options: Optional[Mapping[str, object]] = None) -> Export:
+    """Write ``labelmap`` (on ``volume``'s grid) as ``fmt`` (default: from the file name);
+    ``seg_options`` (labelmap, compression) go to ``io.dicom_seg.write_seg``."""
     fmt = format_for(path, fmt)
     if fmt in LABEL_MAP_FORMATS:  # save_label_map writes the format the name ends in
         return export_nifti(labelmap, volume, path)
@@ -236,7 +238,7 @@ def export_labels(labelmap: LabelMap, volume: Volume, path: PathArg, fmt: Option
     elif fmt == "seg":
         from ..io.dicom_seg import write_seg
 
-        result = write_seg(labelmap.array, segments, volume, path)
+        result = write_seg(labelmap.array, segments, volume, path, **(seg_options or {}))
     else:
         from ..io.rtstruct import write_rtstruct
 

@@ -16,7 +16,13 @@ offers the LABELMAP type (one frame per slice holding the segment numbers; a new
 that fewer viewers read) and lossless compression (``COMPRESSION``: RLE, JPEG-LS and JPEG 2000
 lossless for LABELMAP; highdicom allows only JPEG 2000 lossless for BINARY). Every variant is
 read back and compared voxel for voxel before it is renamed into place. Sizes and times:
-``benchmarks/bench_interop.py``.
+``benchmarks/bench_interop.py`` (on that CT: BINARY 17.3 MB, BINARY JPEG 2000 0.40 MB but twice
+the write time, LABELMAP 5.3 MB, LABELMAP RLE 0.16 MB at a fifth of BINARY's write time).
+"Compressed" in the window and the default of ``seg_compression`` is JPEG 2000 for BINARY (the
+only choice) and RLE for LABELMAP (JPEG-LS is half RLE's size, but RLE is decoded by every
+DICOM toolkit without a codec plugin). dciodvfy (dicom3tools 2022) validates BINARY with zero
+errors, compressed or not; it predates the LABELMAP SOP class (Supplement 243, 2024), so
+BINARY uncompressed stays the default.
 
 In: a SEG that references the open series (by its source instances, or failing that by frame of
 reference and plane positions) becomes a label array on the volume grid plus its segment names
@@ -47,6 +53,29 @@ SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 LABELMAP_SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.7"
 COMPRESSION = {None: ExplicitVRLittleEndian, "rle": RLELossless, "jpegls": JPEGLSLossless,
                "jpeg2000": JPEG2000Lossless}
+COMPRESSION_NAMES = {None: "uncompressed", "rle": "RLE lossless", "jpegls": "JPEG-LS lossless",
+                     "jpeg2000": "JPEG 2000 lossless"}
+LOSSLESS = {False: "jpeg2000", True: "rle"}  # "compressed" for BINARY / LABELMAP (see above)
+
+
+def seg_compression(labelmap: bool, compressed: bool) -> Optional[str]:
+    """The transfer syntax key a "compressed yes/no" choice means for the SEG type."""
+    return LOSSLESS[bool(labelmap)] if compressed else None
+
+
+def check_seg_options(labelmap: bool, compression: Optional[str]) -> None:
+    """Refuse a type/compression pair highdicom cannot write, before any work."""
+    if compression not in COMPRESSION:
+        raise MedsamError(f"unknown SEG compression {compression!r}; choose one of "
+                          f"{', '.join(str(k) for k in COMPRESSION)}")
+    if not labelmap and compression not in (None, "jpeg2000"):
+        raise MedsamError(f"a BINARY SEG can be compressed with JPEG 2000 lossless only, not "
+                          f"{compression}; use the LABELMAP type for RLE or JPEG-LS")
+
+
+def seg_variant(labelmap: bool, compression: Optional[str]) -> str:
+    """In words, e.g. 'label map, RLE lossless'."""
+    return f"{'label map' if labelmap else 'binary'}, {COMPRESSION_NAMES[compression]}"
 
 
 def _frames(labels: np.ndarray) -> np.ndarray:
@@ -76,12 +105,7 @@ def build_seg(labels: np.ndarray, segments: List[Segment], instances: SourceInst
               compression: Optional[str] = None) -> hd.seg.Segmentation:
     """The SEG of ``labels`` (volume grid) with one segment per entry of ``segments``:
     BINARY (or LABELMAP) with the transfer syntax ``COMPRESSION[compression]``."""
-    if compression not in COMPRESSION:
-        raise MedsamError(f"unknown SEG compression {compression!r}; choose one of "
-                          f"{', '.join(str(k) for k in COMPRESSION)}")
-    if not labelmap and compression not in (None, "jpeg2000"):
-        raise MedsamError(f"a BINARY SEG can be compressed with JPEG 2000 lossless only, not "
-                          f"{compression}; use the LABELMAP type for RLE or JPEG-LS")
+    check_seg_options(labelmap, compression)
     pixels = segment_numbers(_frames(labels), segments)
     kind = (hd.seg.SegmentationTypeValues.LABELMAP if labelmap
             else hd.seg.SegmentationTypeValues.BINARY)
@@ -201,7 +225,9 @@ def write_seg(labels: np.ndarray, segments: List[Segment], volume: Volume,
             _check_written(tmp, labels, instances, segments, path)
     except OSError as exc:
         raise MedsamError(f"cannot write the SEG ({exc.strerror or exc})", path) from None
-    return Export(path, segments, list(instances.notes))
+    size = path.stat().st_size / 1e6
+    return Export(path, segments, [f"SEG {seg_variant(labelmap, compression)}, {size:.2f} MB"]
+                  + list(instances.notes))
 
 
 # ---- in ----------------------------------------------------------------------------------------

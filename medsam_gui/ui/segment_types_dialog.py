@@ -16,7 +16,7 @@ from medsam_gui.io.seg_terms import PROPERTY_TYPES, guess_property_type
 
 
 class SegmentTypesDialog(QDialog):
-    def __init__(self, labels: Sequence[Label], title: str, parent=None):
+    def __init__(self, labels: Sequence[Label], title: str, parent=None, extra=None):
         super().__init__(parent)
         self.setWindowTitle(title)
         layout = QVBoxLayout(self)
@@ -39,6 +39,8 @@ class SegmentTypesDialog(QDialog):
         scroll.setMinimumWidth(rows.sizeHint().width() + 24)
         scroll.setMinimumHeight(min(rows.sizeHint().height() + 4, 420))
         layout.addWidget(scroll)
+        if extra is not None:  # e.g. the SEG's type and compression (ui.interop_actions)
+            layout.addWidget(extra)
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         buttons.button(QDialogButtonBox.Ok).setText("Export")
         buttons.accepted.connect(self.accept)
