@@ -151,6 +151,68 @@ class SourceInfo:
     dropped_files: List[Tuple[str, str]] = field(default_factory=list)
 
 
+# Content hash scheme 2: blake2b-128 of a tag, shape and dtype, the voxels in Fortran order (the
+# order every loader gives them in: hashed where they lie, with no copy) and the affine.
+HASH_SCHEME = 2
+_HASH_TAG = b"medsam-gui content v2\n"
+HASH_BLOCK_BYTES = 32 << 20  # arrays in another memory order are hashed in slabs this big
+# a legacy hash (a transposing copy, in slabs) of at most this many voxel bytes is cheap enough
+# (about 0.3 s) to compute when a cache lookup under the current hash misses
+LEGACY_HASH_CHEAP_BYTES = 64 << 20
+
+
+def _slab_length(shape: Tuple[int, ...], axis: int, itemsize: int) -> int:
+    per = itemsize
+    for a, n in enumerate(shape):
+        if a != axis:
+            per *= int(n)
+    return max(1, HASH_BLOCK_BYTES // max(1, per))
+
+
+def content_digest(data: np.ndarray, affine: np.ndarray) -> str:
+    """Content hash (scheme 2) of a 3D array on its affine.
+
+    The voxels are hashed in Fortran order with native byte order. An F-contiguous array (as
+    loaded from NIfTI, DICOM and the other formats) is hashed in place, with no copy; any other
+    layout (a C-ordered copy, a strided view) is copied to Fortran order one slab of
+    ``HASH_BLOCK_BYTES`` at a time, so C- and F-ordered copies of a volume hash equal and the
+    extra memory stays one slab. The file's path and name are not part of it."""
+    native = data.dtype.newbyteorder("=")
+    h = hashlib.blake2b(digest_size=16)
+    h.update(_HASH_TAG)
+    h.update(str((tuple(int(s) for s in data.shape), native.str)).encode())
+    if data.dtype == native and data.flags.f_contiguous:
+        if data.size:
+            h.update(memoryview(data.T).cast("B"))
+    else:
+        step = _slab_length(data.shape, data.ndim - 1, data.dtype.itemsize)
+        for k in range(0, data.shape[-1], step):
+            slab = np.asfortranarray(data[..., k:k + step], dtype=native)
+            if slab.size:
+                h.update(memoryview(slab.T).cast("B"))
+    h.update(np.round(np.asarray(affine, np.float64), 6).tobytes())
+    return h.hexdigest()
+
+
+def legacy_content_digest(data: np.ndarray, affine: np.ndarray) -> str:
+    """The content hash before scheme 2 (the voxels in C order), for finding work and
+    embeddings saved under it. Equal to the old ``blake2b(ascontiguousarray(data).tobytes())``
+    formula, computed one C-ordered slab at a time instead of through a whole-volume copy."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str((data.shape, str(data.dtype))).encode())
+    if data.flags.c_contiguous:
+        if data.size:
+            h.update(memoryview(data).cast("B"))
+    else:
+        step = _slab_length(data.shape, 0, data.dtype.itemsize)
+        for i in range(0, data.shape[0], step):
+            slab = np.ascontiguousarray(data[i:i + step])
+            if slab.size:
+                h.update(memoryview(slab).cast("B"))
+    h.update(np.round(affine, 6).tobytes())
+    return h.hexdigest()
+
+
 class Volume:
     """A 3D scan: voxels exactly as loaded plus the affine to RAS+ world millimetres."""
 
@@ -169,6 +231,7 @@ class Volume:
         self.source = source or SourceInfo(path="", kind="array")
         self._geometry: Dict[str, ViewGeometry] = {}
         self._content_hash: Optional[str] = None
+        self._legacy_hash: Optional[str] = None
 
     @property
     def shape(self) -> Tuple[int, int, int]:
@@ -186,14 +249,33 @@ class Volume:
 
     @property
     def content_hash(self) -> str:
-        """Hash of the voxels, shape, dtype and affine: names this content in caches."""
+        """Hash of the voxels, shape, dtype and affine: names this content in caches and
+        workspaces (``content_digest``: the same for C- and F-ordered copies and file copies)."""
         if self._content_hash is None:
-            h = hashlib.blake2b(digest_size=16)
-            h.update(str((self.data.shape, str(self.data.dtype))).encode())
-            h.update(np.ascontiguousarray(self.data).tobytes())
-            h.update(np.round(self.affine, 6).tobytes())
-            self._content_hash = h.hexdigest()
+            self._content_hash = content_digest(self.data, self.affine)
         return self._content_hash
+
+    @property
+    def legacy_content_hash(self) -> str:
+        """The content hash of versions before hash scheme 2 (``legacy_content_digest``):
+        work and embeddings saved under it are still found. Computed on first use only."""
+        if self._legacy_hash is None:
+            self._legacy_hash = legacy_content_digest(self.data, self.affine)
+        return self._legacy_hash
+
+    @property
+    def legacy_hash_known(self) -> bool:
+        """Has ``legacy_content_hash`` been computed (so asking for it costs nothing)?"""
+        return self._legacy_hash is not None
+
+    @property
+    def legacy_hash_cheap(self) -> bool:
+        """Is the legacy hash cheap enough to compute on a mere cache miss?"""
+        return self.legacy_hash_known or self.data.nbytes <= LEGACY_HASH_CHEAP_BYTES
+
+    def known_content_hashes(self) -> List[str]:
+        """The content hash, then the legacy one if it has been computed."""
+        return [self.content_hash] + ([self._legacy_hash] if self._legacy_hash else [])
 
     def geometry(self, view: str) -> ViewGeometry:
         if view not in self._geometry:

@@ -17,7 +17,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -180,10 +180,11 @@ def has_work(folder: Path) -> bool:
             or bool(list_generations(folder)))
 
 
-def read_work(folder: Path, content_hash: Optional[str] = None) -> WorkRead:
+def read_work(folder: Path, content_hash: Union[None, str, Sequence[str]] = None) -> WorkRead:
     """The newest whole, consistent saved work in ``folder`` (see the module doc).
 
-    ``content_hash`` (the open scan's) refuses work saved for another scan. Raises
+    ``content_hash`` (the open scan's, or a list of its hashes: current, legacy) refuses
+    work saved for another scan. Raises
     ``NewerFormat`` when the newest work is a newer format (older backups are not silently
     shown in its place), ``DamagedWork`` when nothing can be read.
     """
@@ -210,9 +211,10 @@ def read_work(folder: Path, content_hash: Optional[str] = None) -> WorkRead:
             problems.append(exc)
             continue
         saved_hash = meta["source"]["content_hash"]
-        if content_hash is not None and saved_hash != content_hash:
+        accepted = [content_hash] if isinstance(content_hash, str) else content_hash
+        if accepted is not None and saved_hash not in accepted:
             raise DamagedWork("this work belongs to a different scan (content hash "
-                              f"{saved_hash[:12]}, the open scan is {content_hash[:12]})",
+                              f"{saved_hash[:12]}, the open scan is {accepted[0][:12]})",
                               where / JSON_FILE)
         g = meta.get("generation", 0)
         gen = number or (g if isinstance(g, int) and not isinstance(g, bool) else 0)

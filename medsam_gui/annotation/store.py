@@ -42,7 +42,7 @@ from medsam_gui.annotation.saved_work import (FORMAT, JSON_FILE, LABELS_FILE, Da
                                               read_work, recover_label_map)
 from medsam_gui.errors import MedsamError
 from medsam_gui.io.atomic import clean_stale_temps, fsync_dir
-from medsam_gui.volume import Volume
+from medsam_gui.volume import HASH_SCHEME, Volume
 
 __all__ = ["FORMAT", "JSON_FILE", "LABELS_FILE", "Placement", "Restored", "Workspace",
            "WorkspaceEntry", "beside_scan", "place_workspace", "read_dir", "user_workspace"]
@@ -87,6 +87,58 @@ def _source_stem(volume: Volume) -> str:
     else:
         stem = _strip_nifti(p.name)
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "volume"
+
+
+_SAVED_HASH = re.compile(r'"content_hash":\s*"([0-9a-f]+)"')
+_SAVED_SCHEME = re.compile(r'"content_hash_scheme":\s*(\d+)')
+_SAVED_SHAPE = re.compile(r'"shape":\s*\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]')
+HEAD_BYTES = 16384  # the "source" section comes first in annotation.json
+
+
+def saved_source(folder: Path) -> Optional[Tuple[str, int, Tuple[int, ...]]]:
+    """(content hash, hash scheme, shape) that a folder's newest annotation file names, read
+    from its first bytes only (a workspace may hold hundreds of scans), or None."""
+    candidates = [folder / JSON_FILE] + [g.folder / JSON_FILE
+                                         for g in gens.list_generations(folder)]
+    for path in candidates:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(HEAD_BYTES).decode("utf-8", "replace")
+        except OSError:
+            continue
+        found, shape = _SAVED_HASH.search(head), _SAVED_SHAPE.search(head)
+        if found and shape:
+            scheme = _SAVED_SCHEME.search(head)
+            return (found.group(1), int(scheme.group(1)) if scheme else 1,
+                    tuple(int(v) for v in shape.groups()))
+    return None
+
+
+def find_saved(workspace: Path, volume: Volume) -> Optional[Path]:
+    """The subfolder of ``workspace`` whose saved work names this volume's content hash
+    although the folder's name does not: work saved under the legacy hash (scheme 1, before
+    the voxels were hashed in their memory order), found by that hash, and such folders after
+    their first save under the current hash. The legacy hash is computed only when a scheme-1
+    folder of the same shape exists. Nothing is renamed or rewritten here: the next save in
+    the folder records the current hash beside the kept generations."""
+    legacy: List[Tuple[Path, str]] = []
+    try:
+        subdirs = sorted(p for p in workspace.iterdir() if p.is_dir())
+    except OSError:
+        return None
+    for d in subdirs:
+        saved = saved_source(d)
+        if saved is None:
+            continue
+        digest, scheme, shape = saved
+        if digest == volume.content_hash:
+            return d
+        if scheme < HASH_SCHEME and shape == volume.shape:
+            legacy.append((d, digest))
+    for d, digest in legacy:
+        if digest == volume.legacy_content_hash:
+            return d
+    return None
 
 
 def _array_digest(labelmap: LabelMap) -> str:
@@ -147,7 +199,21 @@ class Workspace:
             if (other / JSON_FILE).is_file() or gens.list_generations(other):
                 self._found[volume.content_hash] = other
                 return other
+        other = find_saved(self.folder, volume)
+        if other is not None:
+            self._found[volume.content_hash] = other
+            return other
         return exact
+
+    def _read_work(self, folder: Path, volume: Volume):
+        """``read_work`` accepting the volume's current and legacy content hash (the legacy
+        one is computed only when the saved work names another hash)."""
+        try:
+            return read_work(folder, volume.known_content_hashes())
+        except DamagedWork as exc:
+            if "different scan" not in exc.problem or volume.legacy_hash_known:
+                raise
+        return read_work(folder, [volume.content_hash, volume.legacy_content_hash])
 
     # ---- opening -----------------------------------------------------------------------------
     def open(self, volume: Volume) -> Restored:
@@ -169,7 +235,7 @@ class Workspace:
         if not folder.is_dir() or not has_work(folder):
             return self._remember(folder, Restored(None, read_only=read_only, lock_owner=owner))
         try:
-            work = read_work(folder, volume.content_hash)
+            work = self._read_work(folder, volume)
         except NewerFormat as exc:
             return self._remember(folder, Restored(None, [str(exc)], read_only=str(exc),
                                                    lock_owner=owner))
@@ -350,6 +416,7 @@ class Workspace:
                 "kind": src.kind,
                 "series_uid": src.series_uid,
                 "content_hash": volume.content_hash,
+                "content_hash_scheme": HASH_SCHEME,
                 "shape": list(volume.shape),
                 "affine": np.asarray(volume.affine).round(6).tolist(),
                 "modality": volume.modality,
@@ -365,7 +432,7 @@ class Workspace:
         folder = self.volume_dir(volume)
         if not folder.is_dir() or not has_work(folder):
             return None
-        work = read_work(folder, volume.content_hash)
+        work = self._read_work(folder, volume)
         self._generation[folder] = work.generation
         return work.labelmap
 

@@ -144,12 +144,26 @@ class Session:
         hot_key, hot = self._hot
         if hot_key == key and hot is not None:
             return hot
-        stored = self.cache.get(key)
+        stored = self._cached(key)
         if stored is None:
             key, stored = self._encode(axis, index, transform)
         emb = stored.to(self.backend.device, torch.float32)
         self._hot = (key, emb)
         return emb
+
+    def _cached(self, key: CacheKey) -> Optional[torch.Tensor]:
+        """The stored embedding of ``key``; on a miss, one that the disk tier holds under the
+        volume's legacy content hash (saved before hash scheme 2) is taken over under ``key``,
+        when that hash is cheap to know (``Volume.legacy_hash_cheap``)."""
+        stored = self.cache.get(key)
+        if (stored is None and self.cache.disk_dir is not None
+                and getattr(self.volume, "legacy_hash_cheap", False)):
+            old = (key[0], self.volume.legacy_content_hash) + tuple(key[2:])
+            if old in self.cache:
+                stored = self.cache.get(old)  # type: ignore[arg-type]
+                if stored is not None:
+                    stored = self.cache.put(key, stored)
+        return stored
 
     def _encode(self, axis: str, index: int, transform: Optional[InputTransform] = None
                 ) -> Tuple[CacheKey, torch.Tensor]:
@@ -161,7 +175,7 @@ class Session:
         with self._encode_lock:
             transform = transform or self.input_transform()
             key = self.key(axis, index, transform)
-            stored = self.cache.get(key)  # another thread may have encoded it meanwhile
+            stored = self._cached(key)  # another thread may have encoded it meanwhile
             if stored is None:
                 emb = self.backend.encode([self.model_slice(axis, index, transform)])
                 stored = self.cache.put(key, emb)

@@ -40,7 +40,8 @@ def open_volume(sample: Sample):
     if not sample.source_path:
         raise MedsamError("the workspace does not say which scan it annotates", sample.entry_dir)
     volume = load_volume(sample.source_path, series_uid=sample.series_uid)
-    if volume.content_hash != sample.volume_id:
+    if (volume.content_hash != sample.volume_id  # else: saved before hash scheme 2?
+            and volume.legacy_content_hash != sample.volume_id):
         raise MedsamError(
             "the scan differs from the one that was annotated (content hash changed); "
             f"annotations are in {sample.entry_dir}", sample.source_path)

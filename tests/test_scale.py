@@ -1,0 +1,143 @@
+"""Big scans (issue 25): the content hash in memory order, work and embeddings saved under
+the legacy hash, and the memory bounds of the embedding cache and the undo history."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ABDOMEN, PAT1
+from medsam_gui.annotation.labels import PALETTE, Label, LabelMap, LabelTable
+from medsam_gui.annotation.store import Workspace
+from medsam_gui.engine.cache import EmbeddingCache, make_key
+from medsam_gui.engine.session import Session
+from medsam_gui.io import load_volume
+from medsam_gui.volume import Volume
+
+pytestmark = pytest.mark.needs_data
+CT = ABDOMEN / "example_ct_sm.nii.gz"
+FLAIR = PAT1 / "Flair_subtrMeanDivStd.nii.gz"
+
+
+def _old_formula(data: np.ndarray, affine: np.ndarray) -> str:
+    """The content hash as versions before scheme 2 computed it (a whole C-ordered copy)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str((data.shape, str(data.dtype))).encode())
+    h.update(np.ascontiguousarray(data).tobytes())
+    h.update(np.round(affine, 6).tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("path", [CT, FLAIR], ids=["ct-int16", "flair-float32"])
+def test_hash_equal_for_c_and_f_copies_and_file_copies(path, tmp_path):
+    vol = load_volume(path)
+    assert vol.data.flags.f_contiguous  # the loaders' order: hashed in place
+    f_copy = Volume(np.asfortranarray(vol.data.copy()), vol.affine)
+    c_copy = Volume(np.ascontiguousarray(vol.data), vol.affine)
+    assert c_copy.data.flags.c_contiguous and not c_copy.data.flags.f_contiguous
+    strided = Volume(np.ascontiguousarray(vol.data[::-1])[::-1], vol.affine)  # negative strides
+    swapped = Volume(vol.data.astype(vol.data.dtype.newbyteorder(">")), vol.affine)
+    hashes = {vol.content_hash, f_copy.content_hash, c_copy.content_hash, strided.content_hash,
+              swapped.content_hash}
+    assert len(hashes) == 1
+    copy = tmp_path / ("renamed_" + path.name)
+    shutil.copyfile(path, copy)
+    assert load_volume(copy).content_hash == vol.content_hash
+    # one voxel, or the affine, changes the hash
+    changed = vol.data.copy(order="F")
+    changed[3, 4, 5] += 1
+    assert Volume(changed, vol.affine).content_hash != vol.content_hash
+    moved = vol.affine.copy()
+    moved[0, 3] += 0.5
+    assert Volume(vol.data, moved).content_hash != vol.content_hash
+    # the legacy hash is the old formula exactly, whatever the memory order
+    old = _old_formula(vol.data, vol.affine)
+    assert old != vol.content_hash
+    assert vol.legacy_content_hash == c_copy.legacy_content_hash == old
+
+
+def _saved_by_old_version(monkeypatch, folder, volume: Volume, labelmap: LabelMap) -> None:
+    """Save as versions before scheme 2 did: named and recorded by the legacy hash, no
+    scheme field in annotation.json."""
+    old = Volume(volume.data, volume.affine, volume.modality, volume.source)
+    old._content_hash = _old_formula(volume.data, volume.affine)
+    original = Workspace._meta
+
+    def old_meta(vol, lm):
+        meta = original(vol, lm)
+        del meta["source"]["content_hash_scheme"]
+        return meta
+
+    with monkeypatch.context() as m:
+        m.setattr(Workspace, "_meta", staticmethod(old_meta))
+        Workspace(folder).save(old, labelmap)
+
+
+def test_workspace_saved_under_old_hash_is_found_and_kept(monkeypatch, tmp_path):
+    vol = load_volume(CT)
+    table = LabelTable([Label(1, "liver", PALETTE[0])])
+    lm = LabelMap(vol.shape, table)
+    lm.array[40:60, 30:50, 10:15] = 1
+    ws_dir = tmp_path / "ws"
+    _saved_by_old_version(monkeypatch, ws_dir, vol, lm)
+    other = load_volume(FLAIR)  # another scan's work in the same workspace
+    Workspace(ws_dir).save(other, LabelMap(other.shape, table))
+    (old_folder,) = ws_dir.glob(f"*-{_old_formula(vol.data, vol.affine)[:12]}")
+    saved_json = json.loads((old_folder / "annotation.json").read_text())
+    assert "content_hash_scheme" not in saved_json["source"]
+
+    fresh = load_volume(CT)  # the new version opens the same scan
+    ws = Workspace(ws_dir, owner="window-1")
+    ws.backup_interval_s = 0  # keep every generation (saves seconds apart are thinned out)
+    restored = ws.open(fresh)
+    assert ws.volume_dir(fresh) == old_folder
+    assert restored.labelmap is not None and not restored.read_only and not restored.notes
+    assert np.array_equal(restored.labelmap.array, lm.array)
+    assert fresh.legacy_hash_known
+    # its next save goes to the same folder, under the current hash; the old save is kept
+    restored.labelmap.array[40:45, 30:35, 16] = 1
+    assert ws.save(fresh, restored.labelmap) == old_folder
+    ws.close()
+    meta = json.loads((old_folder / "annotation.json").read_text())["source"]
+    assert meta["content_hash"] == fresh.content_hash and meta["content_hash_scheme"] == 2
+    kept = ws.generations(fresh)
+    assert len(kept) == 2
+    first = json.loads((kept[-1].folder / "annotation.json").read_text())["source"]
+    assert first["content_hash"] == fresh.legacy_content_hash
+    # later opens find it by the current hash alone: the legacy hash is not computed again
+    again = load_volume(CT)
+    loaded = Workspace(ws_dir).load(again)
+    assert loaded is not None and loaded.array[40:45, 30:35, 16].all()
+    assert not again.legacy_hash_known
+    # a scan with no work here, of another shape, never computes the legacy hash
+    mr = load_volume(ABDOMEN / "example_mr_sm.nii.gz")
+    assert Workspace(ws_dir).load(mr) is None and not mr.legacy_hash_known
+
+
+class _NoEncoder:
+    """A backend that must not be asked to encode (the cache has the embedding)."""
+
+    cache_tag = "test-backend"
+    device = torch.device("cpu")
+
+    def encode(self, images):
+        raise AssertionError("encoded although the disk cache held the slice")
+
+
+def test_embedding_saved_under_old_hash_is_found(tmp_path):
+    vol = load_volume(CT)
+    session = Session(vol, _NoEncoder(), EmbeddingCache(disk_dir=str(tmp_path / "emb")))
+    norm = session.input_transform().cache_key
+    emb = torch.randn(1, 256, 64, 64)
+    old_key = make_key("test-backend", _old_formula(vol.data, vol.affine), norm, "axial", 7)
+    EmbeddingCache(disk_dir=str(tmp_path / "emb")).put(old_key, emb)  # an older version's
+    got = session.embed("axial", 7)
+    assert torch.equal(got, emb.half().float())
+    assert session.key("axial", 7) in session.cache  # taken over under the current hash
+    with pytest.raises(AssertionError, match="encoded"):
+        session.embed("axial", 8)
