@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nifti, nrrd, metaimage, slicer-seg, seg (DICOM Segmentation) or "
                         "rtstruct (RT Structure Set); "
                         "default: from the --out name (a plain .dcm needs it)")
+    p.add_argument("--seg-type", choices=("binary", "labelmap"), default=None,
+                   help="DICOM SEG type: binary (default; every SEG reader) or labelmap (one "
+                        "frame per slice, smaller; new in DICOM 2024)")
+    p.add_argument("--seg-compression", choices=("none", "rle", "jpegls", "jpeg2000"),
+                   default=None, help="lossless compression of a DICOM SEG (default none); a "
+                   "binary SEG takes jpeg2000 only")
     return p
 
 
@@ -405,11 +411,28 @@ def report_source(volume, args: argparse.Namespace) -> None:
           f"{listing}", file=sys.stderr)
 
 
+def seg_options_of(args: argparse.Namespace, fmt: str) -> Optional[dict]:
+    """--seg-type / --seg-compression as ``write_seg`` options, refused unless writable."""
+    kind, compression = getattr(args, "seg_type", None), getattr(args, "seg_compression", None)
+    if fmt != "seg":
+        if kind or compression:
+            raise MedsamError("--seg-type and --seg-compression are for a DICOM SEG "
+                              f"(--format seg or a .seg.dcm name), not {fmt}", args.out)
+        return None
+    from medsam_gui.io.dicom_seg import check_seg_options
+
+    options = {"labelmap": kind == "labelmap",
+               "compression": None if compression in (None, "none") else compression}
+    check_seg_options(**options)
+    return options
+
+
 def run(args: argparse.Namespace) -> Path:
     from medsam_gui.io import load_volume
     from medsam_gui.io.formats import format_for
 
     fmt = format_for(args.out, args.format)  # a wrong name fails before any work
+    seg_options = seg_options_of(args, fmt)
     if not args.image.strip():
         raise MedsamError("no image given: name a NIfTI file, a DICOM folder or a DICOM file")
     if not 0 < args.label < 65536:
@@ -491,9 +514,9 @@ def run(args: argparse.Namespace) -> Path:
 
         with atomic_path(Path(args.queue).expanduser()) as queue:
             write_queue(queue, labelmap, {g.view: g for g, _k, _b in placed})
-            exported = export_labels(labelmap, volume, args.out, fmt)
+            exported = export_labels(labelmap, volume, args.out, fmt, seg_options=seg_options)
     else:
-        exported = export_labels(labelmap, volume, args.out, fmt)
+        exported = export_labels(labelmap, volume, args.out, fmt, seg_options=seg_options)
     for note in exported.notes:
         print(f"note: {note}", file=sys.stderr)
     return exported.path
