@@ -43,7 +43,7 @@ SIGNALS = ("iou", "area", "shape", "end")
 # from bench_propagation --queue, see the module docstring
 WEIGHTS: Dict[str, float] = {"iou": 1.0, "area": 0.25, "shape": 0.25, "end": 0.5}
 _SOFT_STOPS = ("empty mask", "volume edge", "a person", "end of the given extent", "cancelled",
-               "mask of ")
+               "mask of ", "key slice")  # key slice: a key slice, an empty one, the other front
 
 
 @dataclass

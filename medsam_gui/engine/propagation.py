@@ -81,6 +81,7 @@ class Step:
     boxes: List[Box]
     ious: List[float]
     object_masks: List[np.ndarray] = field(default_factory=list)
+    seed: int = -1  # the key slice its front started from
 
     @property
     def iou(self) -> float:
@@ -95,6 +96,7 @@ class Stop:
     index: int
     reason: str
     last_filled: int  # the seed when nothing was filled that way
+    seed: int = -1  # the key slice its front started from
 
 
 Event = Union[Step, Stop]
@@ -153,7 +155,7 @@ def propagate(session, axis: str, seed: int, seed_masks: Sequence[np.ndarray],
     fronts = {d: {"at": seed, "objects": list(objects), "reasons": []} for d in directions}
     if not objects:
         for d in directions:
-            yield Stop(d, seed + d, "the seed slice has no mask", seed)
+            yield Stop(d, seed + d, "the seed slice has no mask", seed, seed)
         return
 
     while fronts:
@@ -171,9 +173,9 @@ def propagate(session, axis: str, seed: int, seed_masks: Sequence[np.ndarray],
                 reason = "a slice a person drew or reviewed"
             if reason is not None:
                 del fronts[d]
-                yield Stop(d, i, reason, front["at"])
+                yield Stop(d, i, reason, front["at"], seed)
                 continue
-            step = Step(i, d, front["at"], np.zeros((h, w), bool), [], [])
+            step = Step(i, d, front["at"], np.zeros((h, w), bool), [], [], seed=seed)
             alive = []
             for prev in front["objects"]:
                 box = prompt_box(prev, pad)
@@ -189,7 +191,7 @@ def propagate(session, axis: str, seed: int, seed_masks: Sequence[np.ndarray],
                 step.object_masks.append(pred.mask)
             if not alive:
                 del fronts[d]
-                yield Stop(d, i, "; ".join(dict.fromkeys(front["reasons"])), front["at"])
+                yield Stop(d, i, "; ".join(dict.fromkeys(front["reasons"])), front["at"], seed)
                 continue
             front["objects"], front["at"] = alive, i
             yield step

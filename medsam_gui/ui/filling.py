@@ -1,5 +1,10 @@
 """Writing a propagation or an interpolation into the label map (no Qt).
 
+Propagation goes through ``engine.key_slices`` as on the command line: the slices a person
+drew, edited or accepted are the structure's key slices (``key_masks``; one cleared to empty is
+an empty key slice that no front fills or crosses), and Propagate on a slice re-propagates the
+gaps beside it from both ends, meeting where the key slices say.
+
 A ``FillRun`` takes the slices of one run as they come (``add_step`` for a propagated slice,
 ``add_interpolated`` for an interpolated one), writes each at once so the window can show it,
 records how it was made, and ``finish`` pushes the whole run as one undo step. The slices a
@@ -14,7 +19,8 @@ import numpy as np
 
 from medsam_gui.annotation import Change, SliceRecord, mask_sha256, review
 from medsam_gui.annotation.interpolate import Filled
-from medsam_gui.engine.propagation import Result, Step, Stop, StopRules, propagate
+from medsam_gui.engine.key_slices import propagate_keys
+from medsam_gui.engine.propagation import Result, Step, Stop, StopRules
 
 
 def seed_masks(annotator, view: str, index: int, value: int) -> List[np.ndarray]:
@@ -25,6 +31,21 @@ def seed_masks(annotator, view: str, index: int, value: int) -> List[np.ndarray]
     masks = [o.mask & current for o in objs if o.mask is not None]
     masks = [m for m in masks if m.any()]
     return masks if masks else ([current.copy()] if current.any() else [])
+
+
+def key_masks(annotator, view: str, value: int, seed: Optional[int] = None
+              ) -> Dict[int, List[np.ndarray]]:
+    """The key slices of label ``value`` on ``view`` for ``propagate_keys``: every slice a
+    person drew, edited or accepted (its objects; none when they cleared it: an empty key
+    slice), plus ``seed``, the slice Propagate starts from, when it has a mask."""
+    states = review.slice_states(annotator.labelmap, annotator.volume.geometry(view), value)
+    keys = {i: seed_masks(annotator, view, i, value) for i, s in enumerate(states)
+            if s in (review.DRAWN, review.REVIEWED)}
+    if seed is not None and int(seed) not in keys:
+        masks = seed_masks(annotator, view, int(seed), value)
+        if masks:
+            keys[int(seed)] = masks
+    return keys
 
 
 class FillRun:
@@ -42,7 +63,7 @@ class FillRun:
         self.changes: List[Change] = []
         self.filled: Dict[int, SliceRecord] = {}
         self.stops: List[Stop] = []
-        self._direction: Dict[int, int] = {}  # propagated slice -> direction it came from
+        self._front: Dict[int, tuple] = {}  # propagated slice -> (key slice, direction)
 
     def writable(self, index: int) -> bool:
         return int(index) not in self.protected
@@ -54,15 +75,15 @@ class FillRun:
             model_mask_sha256=mask_sha256(step.mask), iou=step.iou,
             model_input=dict(self.model_input), method="propagated", from_slices=[step.source])
         objects = list(zip(step.boxes, step.object_masks, step.ious))
-        self._direction[step.index] = step.direction
+        self._front[step.index] = (step.seed, step.direction)
         return self._write(step.index, step.mask, record, objects)
 
     def add_stop(self, stop: Stop) -> None:
-        """Note on each slice filled in that direction why its front stopped."""
+        """Note on each slice filled by that front why it stopped."""
         self.stops.append(stop)
         text = f"stopped at {self.view} {stop.index}: {stop.reason}"
-        for index, direction in self._direction.items():
-            if direction == stop.direction:
+        for index, front in self._front.items():
+            if front == (stop.seed, stop.direction):
                 self.annotator.labelmap.records[(self.view, index, self.value)].stop_reason = text
 
     def add_interpolated(self, filled: Filled) -> Change:
@@ -89,14 +110,18 @@ class FillRun:
 
 def propagate_into(annotator, session, view: str, seed: int, value: int,
                    rules: StopRules = StopRules(), cancel=None) -> Result:
-    """Propagate label ``value`` from slice ``seed`` and write it, as the window does, in this
-    thread (the command line and tests use it; the window runs ``propagate`` in a worker)."""
+    """Propagate label ``value`` from slice ``seed`` into the gaps beside it and write it, as
+    the window does, in this thread (tests use it; the window runs ``propagate_keys`` in a
+    worker)."""
     backend = session.backend
     run = FillRun(annotator, view, value, backend.name, backend.weights_sha256,
                   session.input_transform().provenance())
     steps, stops = [], []
-    for event in propagate(session, view, seed, seed_masks(annotator, view, seed, value), rules,
-                           writable=run.writable, cancel=cancel):
+    keys = key_masks(annotator, view, value, seed)
+    if seed not in keys:  # no mask to follow: nothing to do (as propagate says)
+        keys[int(seed)] = []
+    for event in propagate_keys(session, view, keys, rules, writable=run.writable,
+                                cancel=cancel, around=seed):
         if isinstance(event, Step):
             run.add_step(event)
             steps.append(event)
@@ -117,4 +142,4 @@ def interpolate_into(annotator, view: str, value: int,
     return run.finish(f"interpolate label {value} on {view}")
 
 
-__all__ = ["FillRun", "interpolate_into", "propagate_into", "seed_masks"]
+__all__ = ["FillRun", "interpolate_into", "key_masks", "propagate_into", "seed_masks"]

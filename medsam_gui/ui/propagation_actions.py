@@ -16,14 +16,16 @@ from PyQt5.QtCore import QTimer
 from PyQt5.QtWidgets import QProgressBar, QPushButton
 
 from medsam_gui.annotation import review, review_queue
-from medsam_gui.engine.propagation import Step, StopRules, propagate
+from medsam_gui.engine.key_slices import propagate_keys
+from medsam_gui.engine.propagation import Step, StopRules
 from medsam_gui.errors import MedsamError
-from medsam_gui.ui.filling import FillRun, seed_masks
+from medsam_gui.ui.filling import FillRun, key_masks
 from medsam_gui.ui.workers import error_text, run_task
 
 PROPAGATE_TIP = ("Follow the active label's mask on this slice up and down through the volume "
                  "(it stops where the structure ends or the model loses it; slices a person "
-                 "drew or accepted are never replaced)")
+                 "drew, accepted or cleared are key slices: never replaced nor crossed, and "
+                 "between two of them each slice follows the nearer one)")
 INTERPOLATE_TIP = ("Fill the slices between the key slices of the active label (the slices you "
                    "drew or accepted) by morphological contour interpolation")
 
@@ -140,8 +142,8 @@ class PropagationActions:
         if self.edits_blocked() or not self._ready_to_segment():
             return
         view, seed, value = self.view, self.index, self.active_label
-        masks = seed_masks(self.annotator, view, seed, value)
-        if not masks:
+        keys = key_masks(self.annotator, view, value, seed)
+        if not keys.get(seed):
             self.statusBar().showMessage("Draw a box on this slice first: Propagate follows "
                                          "its mask through the volume.", 5000)
             return
@@ -160,8 +162,8 @@ class PropagationActions:
         self._start_fill(run, max(last - first, 1), f"Propagating label {value}…")
 
         def work(task):
-            for event in propagate(session, view, seed, masks, rules, writable=run.writable,
-                                   cancel=task.is_cancelled):
+            for event in propagate_keys(session, view, keys, rules, writable=run.writable,
+                                        cancel=task.is_cancelled, around=seed):
                 task.deliver(event)
 
         self._fill_task = run_task(

@@ -1,0 +1,191 @@
+"""Key slices: a structure propagated from every slice a person fixed, never over one (no Qt).
+
+A structure on one axis has key slices: slices a person drew, edited or accepted (the window),
+or the boxes of one label on one axis (``medsam-segment --boxes``). A key slice holds the
+structure's objects there, or none: an *empty* key slice says "the structure is absent here"
+(a boxes entry with ``"empty": true``, the window's Clear slice).
+
+``propagate_keys`` propagates from every key slice that holds objects (``propagation.propagate``
+with its stop rules), outward beyond the first and last key slice, and into every gap between
+two keys. A key slice is never written and never crossed: a front stops before it. So an empty
+key slice ends the fronts that reach it, and a gap between an empty key and a full one is
+filled only by the full one's front.
+
+Between two full key slices both fronts run; where they meet (``meet``):
+
+- ``nearest`` (default): each slice takes the mask of the front from its nearer key slice; a
+  front goes on past the middle only into slices the other front has not filled (the other
+  stopped early), so the fronts cost no more decoder calls than one propagation.
+- ``score``: both fronts cross the whole gap; each slice takes the mask with the higher model
+  IoU estimate (twice the decoder calls in the gap; embeddings are shared).
+
+``benchmarks/bench_queue.py --meet`` measures both and contour interpolation between the two
+keys (no model) on the visible data; see its docstring for the numbers and the choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from medsam_gui.engine.propagation import Event, Result, Step, Stop, StopRules, propagate
+
+MEETS = ("nearest", "score")
+DEFAULT_MEET = "nearest"
+
+
+@dataclass
+class _Gap:
+    """Two fronts running toward each other between full key slices ``low`` and ``high``."""
+
+    low: int
+    high: int
+    meet: str
+    done: int = 0  # fronts that have stopped
+    emitted: Dict[int, int] = field(default_factory=dict)  # slice -> key slice of its mask
+    held: Dict[int, List[Step]] = field(default_factory=dict)  # slice -> steps not yet out
+    stops: List[Stop] = field(default_factory=list)
+
+    def owner(self, index: int) -> int:
+        """The nearer key slice (the lower one on a tie)."""
+        return self.low if index - self.low <= self.high - index else self.high
+
+    def take(self, step: Step) -> List[Step]:
+        """The steps to hand out now for a new step of one of the fronts."""
+        if self.meet == "nearest" and self.owner(step.index) == step.seed:
+            self.emitted[step.index] = step.seed
+            self.held.pop(step.index, None)  # the other front got there first: dropped
+            return [step]
+        self.held.setdefault(step.index, []).append(step)
+        return []
+
+    def resolve(self) -> List[Step]:
+        """Both fronts have stopped: the held steps that win, in slice order."""
+        out = []
+        for index in sorted(self.held):
+            steps = self.held[index]
+            if index in self.emitted:
+                continue
+            best = max(steps, key=lambda s: s.iou) if self.meet == "score" else steps[0]
+            out.append(best)
+            self.emitted[index] = best.seed
+        self.held.clear()
+        return out
+
+
+def key_indices(keys: Mapping[int, Sequence[np.ndarray]]) -> List[int]:
+    return sorted(int(k) for k in keys)
+
+
+def propagate_keys(session, axis: str, keys: Mapping[int, Sequence[np.ndarray]],
+                   rules: StopRules = StopRules(),
+                   writable: Optional[Callable[[int], bool]] = None,
+                   cancel: Optional[Callable[[], bool]] = None,
+                   meet: str = DEFAULT_MEET, around: Optional[int] = None) -> Iterator[Event]:
+    """Propagate one structure from its key slices ``keys`` (slice -> its object masks; an empty
+    list is an empty key slice) along ``axis``.
+
+    Yields a ``Step`` per filled slice (never a key slice, never a slice ``writable`` refuses;
+    each slice once) and a ``Stop`` per front (``Stop.seed`` names its key slice). The fronts
+    advance in turn, one slice each, so every part of the structure grows at once.
+    ``around``: only the two gaps beside that key slice (beyond it when it is the first or the
+    last key): the window's re-propagation from a fixed slice, which leaves the rest alone.
+    """
+    if meet not in MEETS:
+        raise ValueError(f"meet {meet!r} not one of {MEETS}")
+    n = session.volume.n_slices(axis)
+    objects = {int(k): [np.asarray(m, bool) for m in v if np.asarray(m, bool).any()]
+               for k, v in keys.items()}
+    for k in objects:
+        if not 0 <= k < n:
+            raise IndexError(f"{axis} key slice {k} outside 0..{n - 1}")
+    order = key_indices(objects)
+    if not order:
+        return
+
+    def free(i: int) -> bool:
+        return i not in objects and (writable is None or writable(i))
+
+    if around is not None and int(around) not in objects:
+        raise ValueError(f"{axis} slice {around} is not a key slice")
+    fronts = []  # [generator, gap or None, key, direction]
+
+    def near(a: int, b: int) -> bool:  # the gap a..b touches ``around``
+        return around is None or int(around) in (a, b)
+
+    def add(key: int, direction: int, gap: Optional[_Gap]) -> None:
+        if not objects[key]:
+            return
+        if gap is not None and gap.meet == "nearest":
+            other = gap.high if key == gap.low else gap.low
+
+            def ok(i: int, gap=gap, other=other) -> bool:  # not where the other front has been
+                return free(i) and gap.emitted.get(i) != other
+        else:
+            ok = free
+        gen = propagate(session, axis, key, objects[key], rules, writable=ok, cancel=cancel,
+                        directions=(direction,))
+        fronts.append([gen, gap, key, direction])
+
+    if near(order[0], order[0]):
+        add(order[0], -1, None)
+    for low, high in zip(order, order[1:]):
+        if high - low < 2 or not near(low, high):
+            continue
+        gap = _Gap(low, high, meet) if objects[low] and objects[high] else None
+        add(low, 1, gap)
+        add(high, -1, gap)
+    if near(order[-1], order[-1]):
+        add(order[-1], 1, None)
+
+    while fronts:
+        for front in list(fronts):
+            gen, gap, key, direction = front
+            event = next(gen, None)
+            if event is None:
+                fronts.remove(front)
+                continue
+            if isinstance(event, Stop):
+                event.reason = _stop_reason(event, objects, gap)
+                if gap is None:
+                    yield event
+                    continue
+                gap.stops.append(event)
+                gap.done += 1
+                if gap.done == 2:
+                    yield from gap.resolve()
+                    yield from gap.stops
+                continue
+            if gap is None:
+                yield event
+            else:
+                yield from gap.take(event)
+
+
+def _stop_reason(stop: Stop, objects: Dict[int, list], gap: Optional[_Gap]) -> str:
+    """Name the key slice a front stopped at, or the other front it met."""
+    if stop.index in objects:
+        return (f"key slice {stop.index}" if objects[stop.index]
+                else f"empty key slice {stop.index}")
+    if gap is not None and gap.emitted.get(stop.index) not in (None, stop.seed):
+        return f"met the front from key slice {gap.emitted[stop.index]}"
+    return stop.reason
+
+
+def run_keys(session, axis: str, keys: Mapping[int, Sequence[np.ndarray]],
+             rules: StopRules = StopRules(), **kwargs) -> Result:
+    """``propagate_keys`` collected (for the command line, tests and benchmarks)."""
+    steps, stops = [], []
+    for event in propagate_keys(session, axis, keys, rules, **kwargs):
+        (steps if isinstance(event, Step) else stops).append(event)
+    return Result(steps, stops)
+
+
+def stop_text(view: str, stop: Stop) -> str:
+    """The stop as it is recorded on the slices its front filled (``SliceRecord.stop_reason``)."""
+    return f"stopped at {view} {stop.index}: {stop.reason}"
+
+
+__all__ = ["DEFAULT_MEET", "MEETS", "key_indices", "propagate_keys", "run_keys", "stop_text"]
