@@ -320,15 +320,55 @@ def test_ge_reverse_polarity_rows_are_flipped_as_dcm2niix_does(tmp_path):
     assert not any("polarity" in w for w in forward_first.source.warnings)
 
 
-def test_united_imaging_file_without_position_is_refused_saying_what_it_is(tmp_path):
-    for f in sorted(TOSHIBA.iterdir())[:3]:
+def _uih(folder: Path, files, position_in=("private",), grid: int = 0) -> Path:
+    """United Imaging storage of a real series: no top-level ImagePositionPatient; the
+    position in the private MRVFrameSequence (0065,xx51) of the "Image Private Header" block,
+    where UIH keeps it and dcm2niix reads it (or nowhere); ``grid``: NumberOfImagesInGrid."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    folder.mkdir()
+    for f in files:
         ds = pydicom.dcmread(f)
         ds.Manufacturer = "UIH"
+        item = Dataset()
+        item.ImagePositionPatient = ds.ImagePositionPatient
         del ds.ImagePositionPatient
-        ds.save_as(str(tmp_path / f.name))
-    with pytest.raises(MedsamError, match=r"3 no usable ImagePositionPatient \(United Imaging "
-                                          r"per-slice or grid storage"):
-        load_volume(tmp_path)
+        block = ds.private_block(0x0065, "Image Private Header", create=True)
+        if grid:
+            block.add_new(0x50, "DS", str(grid))
+        if "private" in position_in:
+            block.add_new(0x51, "SQ", Sequence([item]))
+        ds.save_as(str(folder / f.name))
+    return folder
+
+
+def test_united_imaging_position_in_its_private_sequence_is_read_as_dcm2niix_does(tmp_path):
+    ref = classic(TOSHIBA)
+    vol = load_volume(_uih(tmp_path / "uih", sorted(TOSHIBA.iterdir())))
+    assert_same_volume(vol, ref)
+    assert any("private MRVFrameSequence (0065,xx51), as dcm2niix does" in w
+               for w in vol.source.warnings)
+    # a SEG of it references its slices and reads back equal
+    from medsam_gui.annotation.exporting import segments_of
+    from medsam_gui.io.dicom_seg import read_seg, write_seg
+    from test_dicom_validation import shapes
+
+    lm = shapes(vol)
+    write_seg(lm.array, segments_of(lm), vol, tmp_path / "uih.seg.dcm")
+    assert np.array_equal(read_seg(tmp_path / "uih.seg.dcm", vol).array, lm.array)
+
+
+def test_united_imaging_without_any_position_or_as_a_grid_is_refused_saying_what(tmp_path):
+    files = sorted(TOSHIBA.iterdir())[:3]
+    with pytest.raises(MedsamError, match=r"3 no usable ImagePositionPatient \(a United "
+                                          r"Imaging image whose position is neither in "
+                                          r"ImagePositionPatient nor in its private "
+                                          r"MRVFrameSequence"):
+        load_volume(_uih(tmp_path / "none", files, position_in=()))
+    with pytest.raises(MedsamError, match=r"a United Imaging grid image: 4 slices tiled in one "
+                                          r"image.*not supported"):
+        load_volume(_uih(tmp_path / "grid", files, grid=4))
 
 
 def test_copy_of_an_enhanced_file_is_named_once_as_a_duplicate(tmp_path, enhanced_files):

@@ -49,6 +49,12 @@ HEADER_TAGS = ["SOPClassUID", "SOPInstanceUID", "Modality", "SeriesInstanceUID",
                "RealWorldValueMappingSequence", "StudyInstanceUID", "FrameOfReferenceUID",
                "AcquisitionNumber", "TemporalPositionIdentifier", "StackID"] + MOSAIC_TAGS + [
                pydicom.tag.Tag(0x0019, 0x109C), pydicom.tag.Tag(0x0019, 0x10B3)]  # GE pepolar
+# United Imaging's "Image Private Header" (group 0065, private blocks 0x10..0x12): the number of
+# images in a grid (xx50) and the MRVFrameSequence (xx51) whose items hold ImagePositionPatient
+UIH_CREATOR = "Image Private Header"
+UIH_BLOCKS = (0x10, 0x11, 0x12)
+HEADER_TAGS += [pydicom.tag.Tag(0x0065, b) for b in UIH_BLOCKS] + [
+    pydicom.tag.Tag(0x0065, (b << 8) | e) for b in UIH_BLOCKS for e in (0x50, 0x51)]
 # (7FE0,0010) Pixel Data, (7FE0,0008/0009) Float/Double Float Pixel Data, as bytes on disk
 _PIXEL_TAG_BYTES = {b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00",
                     b"\x7f\xe0\x00\x10", b"\x7f\xe0\x00\x08", b"\x7f\xe0\x00\x09"}
@@ -231,12 +237,63 @@ def _numbers(ds: Dataset, tag: str, n: int) -> Tuple[Optional[np.ndarray], Optio
     return numbers, None
 
 
+def _uih_element(ds: Dataset, element: int):
+    """United Imaging's private element ``element`` (0x50, 0x51) of its Image Private Header
+    block, or None."""
+    for block in UIH_BLOCKS:
+        creator = ds.get((0x0065, block))
+        if creator is not None and UIH_CREATOR in str(creator.value):
+            return ds.get((0x0065, (block << 8) | element))
+    return None
+
+
+def _uih_grid_count(ds: Dataset) -> int:
+    elem = _uih_element(ds, 0x50)
+    try:
+        return int(round(float(elem.value))) if elem is not None and elem.value else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def vendor_position(ds: Dataset) -> Optional[str]:
+    """A United Imaging slice without a top-level ImagePositionPatient gets the position its
+    private MRVFrameSequence (0065,xx51) holds, as dcm2niix reads it (dcm2niix takes the first
+    ImagePositionPatient anywhere in the file); returns the note to show, else None. A grid
+    image (several slices tiled in one image, 0065,xx50 > 1) is left alone: ``_vendor_hint``
+    refuses it by name."""
+    if "ImagePositionPatient" in ds and ds.ImagePositionPatient not in (None, ""):
+        return None
+    if _uih_grid_count(ds) > 1:
+        return None
+    seq = _uih_element(ds, 0x51)
+    try:
+        items = list(seq.value) if seq is not None else []
+    except TypeError:
+        return None
+    for item in items:
+        position = item.get("ImagePositionPatient")
+        if position is not None and len(position) == 3:
+            ds.ImagePositionPatient = list(position)
+            return ("United Imaging images without ImagePositionPatient: each slice's position "
+                    "was read from its private MRVFrameSequence (0065,xx51), as dcm2niix does")
+    return None
+
+
 def _vendor_hint(ds: Dataset, tag: str) -> str:
     """Why a vendor's image may lack a classic position: said with the refusal."""
     maker = str(ds.get("Manufacturer", "") or "").upper()
-    if tag == "ImagePositionPatient" and ("UIH" in maker or "UNITED IMAGING" in maker):
-        return (" (United Imaging per-slice or grid storage keeps positions in its private "
-                "tags, which are not read: not supported)")
+    if tag != "ImagePositionPatient":
+        return ""
+    n = _uih_grid_count(ds)
+    if n > 1:
+        return (f" (a United Imaging grid image: {n} slices tiled in one image, their positions "
+                "in its private MRVFrameSequence; this grid storage is not supported: export "
+                "the series from the scanner as one image per slice, or convert it with "
+                "dcm2niix)")
+    if "UIH" in maker or "UNITED IMAGING" in maker:
+        return (" (a United Imaging image whose position is neither in ImagePositionPatient "
+                "nor in its private MRVFrameSequence (0065,xx51), where dcm2niix also looks: "
+                "its place in the volume is unknown)")
     return ""
 
 
@@ -372,6 +429,7 @@ def _scan_files(files: List[Path], progress: Optional[Progress] = None,
         except Exception as exc:
             skipped.append(Skipped(str(f), _unreadable_reason(f, exc)))
             continue
+        vendor_note = vendor_position(ds)  # a position a vendor keeps in a private tag
         reason = _classify(ds)  # an enhanced image is classified frame by frame below
         if reason is not None and reason.startswith("multi-frame") and is_enhanced(ds):
             reason = None
@@ -391,6 +449,8 @@ def _scan_files(files: List[Path], progress: Optional[Progress] = None,
             if reason:
                 frame_reasons[reason] += 1
                 continue
+            if vendor_note:
+                _attach([h], notes_of(h) + [vendor_note])
             iop = np.array([float(v) for v in h.ImageOrientationPatient])
             uid = str(h.get("SeriesInstanceUID", "") or NO_UID)
             spacing = tuple(round(float(v), 4) for v in h.PixelSpacing)

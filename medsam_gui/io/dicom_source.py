@@ -32,6 +32,7 @@ from pydicom.uid import generate_uid
 from ..errors import MedsamError
 from ..volume import Volume
 from .dicom_enhanced import clone, frame_headers, is_enhanced
+from .dicom_scan import vendor_position
 
 NO_DICOM_REFERENCES = ("it was opened from {kind}, so there are no DICOM instances for a SEG or "
                        "RT Structure Set to reference; export it as NIfTI (with its label "
@@ -129,6 +130,7 @@ def _read_sources(volume: Volume, files: List[str]
                 raise MedsamError(f"cannot re-read this source file of the open series "
                                   f"({type(exc).__name__}: {exc}); was it moved or changed?",
                                   path) from None
+            vendor_position(full)  # as the volume was built (United Imaging private tags)
             cache[path] = (full, frame_headers(full)[0] if is_enhanced(full) else None)
         full, per_frame = cache[path]
         if number is None:
