@@ -3,6 +3,11 @@
     medsam-train WORKSPACE... [--val WORKSPACE...] --mode decoder|full --epochs N
                  --out models/NAME.pth [--labels 1 2] [--lr 1e-4] [--batch-size 4] [--seed 0]
                  [--val-fraction 0.2] [--checkpoint BASE.pth --kind litemedsam]
+                 [--split volume|slices]
+
+With annotations of one scan only, ``--split slices`` validates on a contiguous block of its
+slices (the 2 slices on each side of the block are not trained on), as the training dialog
+offers; the estimate is optimistic and the run says so.
 
 Several GPUs: ``torchrun --nproc_per_node=G -m medsam_gui.training.train_cli WORKSPACE ...``.
 With WORLD_SIZE > 1 each process joins the process group (NCCL on CUDA, else Gloo), uses
@@ -42,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--split", choices=("volume", "slices"), default="volume",
+                   help="volume (default): whole scans validate; slices: one annotated scan, "
+                        "a block of its slices validates (an optimistic estimate)")
     p.add_argument("--patience", type=int, default=3, help="early stopping patience (epochs)")
     p.add_argument("--max-steps-per-epoch", type=int, default=None)
     p.add_argument("--kind", default="litemedsam", help="base model kind")
@@ -69,6 +77,12 @@ def _distributed_setup(device: Optional[str]) -> "tuple[bool, Optional[str]]":
     return True, device or "cpu"
 
 
+SLICE_SPLIT_WARNING = ("--split slices: validation uses a block of this scan's own slices "
+                       "(not trained on, nor the 2 slices next to it). The Dice it reports is "
+                       "optimistic: the model has seen this patient and this scanner. Annotate "
+                       "a second scan for an honest estimate.")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from medsam_gui.training import TrainConfig, count, mode_warning, plan, train
@@ -79,7 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         mode=args.mode, train_prompt_encoder=args.train_prompt_encoder, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         val_fraction=args.val_fraction, patience=args.patience, seed=args.seed,
-        max_steps_per_epoch=args.max_steps_per_epoch, out=args.out)
+        max_steps_per_epoch=args.max_steps_per_epoch, out=args.out, split=args.split)
     distributed, device = False, args.device
     rank0 = int(os.environ.get("RANK", "0")) == 0
     say = print if rank0 else (lambda *a, **k: None)
@@ -89,6 +103,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError:
         old_handler = None
     try:
+        if args.split == "slices" and args.val:
+            raise MedsamError("--split slices validates on slices of the one annotated scan; "
+                              "--val names validation scans: use one or the other")
         check_config(config)
         if not args.dry_run:  # refuse a bad device or output before reading any data
             from medsam_gui.engine.runtime import pick_device
@@ -96,9 +113,17 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             pick_device(args.device)
             output_path(args.out, args.kind, args.checkpoint)
-        train_s, val_s = plan(config)
+        try:
+            train_s, val_s = plan(config)
+        except MedsamError as exc:
+            if args.split == "volume" and "at least 2 volumes" in str(exc):
+                raise MedsamError(f"{exc.problem} Or, with one scan only, --split slices "
+                                  "(an optimistic estimate)", exc.path) from None
+            raise
         say(f"training:   {count(train_s).text()}")
         say(f"validation: {count(val_s).text()}")
+        if args.split == "slices":
+            say(f"warning: {SLICE_SPLIT_WARNING}", file=sys.stderr)
         if args.dry_run:
             return 0
         distributed, device = _distributed_setup(device)
