@@ -141,3 +141,91 @@ def test_embedding_saved_under_old_hash_is_found(tmp_path):
     assert session.key("axial", 7) in session.cache  # taken over under the current hash
     with pytest.raises(AssertionError, match="encoded"):
         session.embed("axial", 8)
+
+
+def test_percentiles_from_a_subsample_stay_close():
+    """MR model-input percentiles from a lattice subsample: on BRATS FLAIR (8.9 M voxels, exact
+    by default) a 4 M budget takes every other voxel along each axis and moves a model-input
+    voxel by at most 1 of 255 levels; a 100,000-voxel lattice by at most 2. The lattice is the
+    same for a C-ordered copy (the model input does not depend on memory order)."""
+    from medsam_gui.engine import intensity
+    from medsam_gui.engine.intensity import ModelInput
+
+    vol = load_volume(FLAIR)
+    mr = ModelInput(modality="MR")
+    assert intensity.sample_stride(vol.shape) == 1
+    exact = intensity.resolve(vol, mr)
+    middle = vol.data[:, :, 60:100]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(intensity, "PERCENTILE_SAMPLE", 4_000_000)
+        assert intensity.sample_stride(vol.shape) == 2
+        default = intensity.resolve(vol, mr)
+        c_copy = Volume(np.ascontiguousarray(vol.data), vol.affine, "MR")
+        assert (intensity.resolve(c_copy, mr).lo, intensity.resolve(c_copy, mr).hi) == (
+            default.lo, default.hi)
+        m.setattr(intensity, "PERCENTILE_SAMPLE", 100_000)
+        coarse = intensity.resolve(vol, mr)
+    assert exact.hi - exact.lo > 8
+    assert (default.lo, default.hi) == pytest.approx((exact.lo, exact.hi), abs=0.05)
+    for transform, most in ((default, 1), (coarse, 2)):
+        levels = np.abs(exact.apply(middle).astype(int) - transform.apply(middle).astype(int))
+        assert 0 < levels.max() <= most
+
+
+def test_memory_tier_bound_holds_with_disk_behind(monkeypatch, tmp_path):
+    from medsam_gui.engine import cache as cache_mod
+
+    entry = torch.randn(1, 256, 64, 64)  # one LiteMedSAM embedding: 2 MiB in fp16
+    cache = EmbeddingCache(max_bytes=5 << 20, disk_dir=str(tmp_path))
+    keys = [make_key("tag", "vol", "{}", "axial", i) for i in range(12)]
+    for i, key in enumerate(keys):
+        cache.put(key, entry + i)
+        assert cache.nbytes <= cache.max_bytes and len(cache) <= 2
+    for i, key in enumerate(keys):  # every one is back, from memory or disk
+        assert torch.equal(cache.get(key), (entry + i).half())
+        assert cache.nbytes <= cache.max_bytes
+    assert cache.disk_hits >= 10
+    # the default bound: 1/8 of the machine's memory within 256 MiB..2 GiB, or the setting
+    monkeypatch.delenv(cache_mod.MEMORY_ENV, raising=False)
+    monkeypatch.setattr(cache_mod, "physical_memory", lambda: 16 << 30)
+    assert EmbeddingCache().max_bytes == 2 << 30
+    monkeypatch.setattr(cache_mod, "physical_memory", lambda: 4 << 30)
+    assert EmbeddingCache().max_bytes == 512 << 20
+    monkeypatch.setenv(cache_mod.MEMORY_ENV, "300")
+    assert EmbeddingCache().max_bytes == 300 << 20
+
+
+def test_undo_history_bound_drops_oldest_with_a_note():
+    """Twenty strokes from the BRATS ground truth, one axial slice each, into a history of a
+    few strokes' bytes: the bound holds after every push, the oldest steps go with a note, and
+    undoing all that is left gives back the state after the dropped steps, exactly."""
+    import nibabel as nib
+
+    from medsam_gui.annotation.history import History
+
+    gt = np.asanyarray(nib.load(str(PAT1 / "OTMultiClass.nii.gz")).dataobj) > 0
+    vol = load_volume(FLAIR)
+    geom = vol.geometry("axial")
+    slices = [k for k in range(gt.shape[2]) if gt[:, :, k].any()][:20]
+    lm = LabelMap(vol.shape, LabelTable([Label(1, "tumour", PALETTE[0])]))
+    changes, states = [], [lm.array.copy()]
+    for k in slices:
+        changes.append(lm.paint(geom, k, geom.take(gt, k), 1, "replace"))
+        states.append(lm.array.copy())
+    bound = sum(c.nbytes for c in changes[-5:])
+    hist = History(max_steps=200, max_bytes=bound)
+    for n, change in enumerate(changes, 1):
+        hist.push(change)
+        assert hist.nbytes <= bound
+    kept = hist.n_undo
+    assert 4 <= kept < len(changes) and hist.dropped == len(changes) - kept
+    assert f"oldest {hist.dropped} undo steps were dropped" in hist.note
+    assert "MiB" in hist.note or "KiB" in hist.note
+    while hist.undo(lm) is not None:
+        pass
+    assert np.array_equal(lm.array, states[len(changes) - kept])
+    # a single step bigger than the bound is still kept: the last edit can always be undone
+    small = History(max_bytes=1)
+    small.push(changes[0])
+    small.push(changes[1])
+    assert small.n_undo == 1 and small.dropped == 1 and "1 undo step was" in small.note

@@ -1,6 +1,8 @@
 """EmbeddingCache: image embeddings by (model, volume content, normalisation, axis, slice).
 
-Memory tier: a bytes-bounded LRU of fp16 CPU tensors (fp16 storage was measured to keep
+Memory tier: a bytes-bounded LRU of fp16 CPU tensors (bound: ``default_memory_bytes``, one
+eighth of the machine's memory within 256 MiB..2 GiB, so 2 GiB or 1,024 LiteMedSAM slices on a
+16 GB workstation; ``$MEDSAM_GUI_CACHE_MEMORY_MB`` sets it; what falls out is still on disk) (fp16 storage was measured to keep
 masks at Dice >= 0.99 against fp32 storage; see tests/test_engine_cache.py). Optional disk
 tier: one ``.npy`` file per embedding under a folder (the user cache dir by default), written
 atomically (temp file + rename), capped in total size (oldest files removed first).
@@ -35,6 +37,30 @@ TRAILER_MAGIC = b"MSGB2B1\n"  # then 32 bytes: blake2b of everything before the 
 TRAILER_SIZE = len(TRAILER_MAGIC) + 32
 log = logging.getLogger(__name__)
 STALE_TEMP_SECONDS = 3600  # older temp files are no write in progress
+MEMORY_ENV = "MEDSAM_GUI_CACHE_MEMORY_MB"  # the memory tier's bound, in MiB
+MEMORY_SHARE = 8  # by default the memory tier takes at most 1/8 of the machine's memory
+MEMORY_MIN, MEMORY_MAX = 256 << 20, 2 << 30
+
+
+def physical_memory() -> int:
+    """The machine's memory in bytes (0 if the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
+def default_memory_bytes() -> int:
+    """The memory tier's bound: ``$MEDSAM_GUI_CACHE_MEMORY_MB`` if set, else 1/8 of the
+    machine's memory within 256 MiB..2 GiB (2 GiB on a 16 GB workstation)."""
+    env = os.environ.get(MEMORY_ENV, "").strip()
+    if env:
+        try:
+            return max(0, int(float(env) * (1 << 20)))
+        except ValueError:
+            log.warning("%s=%r is not a number of MiB; using the default", MEMORY_ENV, env)
+    physical = physical_memory() or 16 << 30
+    return int(min(MEMORY_MAX, max(MEMORY_MIN, physical // MEMORY_SHARE)))
 
 
 def _checksum(body: bytes) -> bytes:
@@ -79,9 +105,9 @@ def default_disk_dir() -> str:
 class EmbeddingCache:
     """Thread-safe two-tier cache of (1, C, h, w) embeddings."""
 
-    def __init__(self, max_bytes: int = 2 << 30, disk_dir: Optional[str] = None,
+    def __init__(self, max_bytes: Optional[int] = None, disk_dir: Optional[str] = None,
                  disk_max_bytes: int = 8 << 30, dtype: torch.dtype = torch.float16) -> None:
-        self.max_bytes = int(max_bytes)
+        self.max_bytes = int(default_memory_bytes() if max_bytes is None else max_bytes)
         self.disk_dir = Path(disk_dir) if disk_dir else None
         self.disk_max_bytes = int(disk_max_bytes)
         self.dtype = dtype
@@ -94,7 +120,7 @@ class EmbeddingCache:
             self.disk_dir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def with_user_disk_cache(cls, max_bytes: int = 2 << 30,
+    def with_user_disk_cache(cls, max_bytes: Optional[int] = None,
                              disk_max_bytes: int = 8 << 30) -> "EmbeddingCache":
         return cls(max_bytes, default_disk_dir(), disk_max_bytes)
 

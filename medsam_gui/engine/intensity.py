@@ -47,6 +47,12 @@ from medsam_gui.errors import MedsamError
 
 CT_WINDOW = (40.0, 400.0)  # level, width: pre_CT_MR's soft-tissue window
 MR_PERCENTILES = (0.5, 99.5)  # of the foreground voxels
+# MR percentiles come from at most about this many voxels (a lattice of every n-th voxel along
+# each axis beyond it: a whole-volume sort of a 1,000-slice scan costs seconds and copies), so
+# every scan of ../shared/data keeps exact percentiles. What a lattice changes is measured in
+# benchmarks/bench_scale.py --percentiles and tests/test_scale.py (BRATS with every other
+# voxel: model input within 1 of 255 levels)
+PERCENTILE_SAMPLE = 16_000_000
 CT_RAW_OFFSET = -1024.0  # HU = stored value + this, for CT stored without its rescale
 RULE_VERSION = 2  # bump when a rule changes: old cached embeddings then stop matching
 
@@ -197,6 +203,17 @@ def border_mode(data: np.ndarray) -> float:
     return float(values[counts.argmax()])
 
 
+def sample_stride(shape: Tuple[int, ...], most: Optional[int] = None) -> int:
+    """The stride, the same along every axis, of a lattice of at most about ``most`` (default
+    ``PERCENTILE_SAMPLE``) voxels of a volume of ``shape``; 1 (every voxel) when they fit. A
+    lattice picks the same voxels whatever the array's memory order."""
+    n = int(np.prod(shape)) if len(shape) else 0
+    most = int(most or PERCENTILE_SAMPLE)
+    if n <= most:
+        return 1
+    return int(np.ceil((n / most) ** (1.0 / max(1, len(shape)))))
+
+
 def _finite(data: np.ndarray) -> np.ndarray:
     flat = np.ravel(data, order="K")
     if np.issubdtype(flat.dtype, np.floating):
@@ -269,7 +286,9 @@ def resolve(volume, choice: Optional[ModelInput] = None) -> InputTransform:
                               offset, params)
 
     background = border_mode(data)
-    fg = finite[finite != background]
+    stride = sample_stride(data.shape)
+    pool = finite if stride == 1 else _finite(data[(slice(None, None, stride),) * data.ndim])
+    fg = pool[pool != background]
     if fg.size == 0:
         raise ModelInputError(f"every voxel has the background value {background:.6g}: "
                               "the volume is empty", path)
