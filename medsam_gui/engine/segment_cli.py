@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import math
 import os
 import signal
-import stat
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import numpy as np
 
 from medsam_gui import __version__
+from medsam_gui.engine.boxes_file import (BOX_FORMAT, BOX_KEYS,  # noqa: F401  (re-exported)
+                                          MAX_BOXES_BYTES, BoxPrompt, check_prompt,
+                                          display_box, key_groups, read_boxes_json)
 from medsam_gui.errors import MedsamError
 
 DESCRIPTION = """\
@@ -32,6 +31,8 @@ exported NIfTI holds), so no display convention is involved:
   --boxes FILE.json              a JSON list of such boxes:
                                  [{"axis": 2, "slice": 70, "box": [x0, y0, x1, y1],
                                    "label": 1}, ...]   ("label" optional, default --label)
+                                 {"axis": 2, "slice": 90, "label": 1, "empty": true} is an
+                                 empty key slice: the structure is absent there.
 Every number is a whole number; a box spans at least 2 voxels each way (X0 < X1, Y0 < Y1)
 and lies inside its slice. Boxes are applied in order (--box first, then --boxes); a later
 mask overwrites an earlier one where they overlap.
@@ -51,6 +52,12 @@ next slice is prompted by the previous slice's mask, until the structure ends (t
 of medsam_gui.engine.propagation: empty mask, low model score, a jump in area or position).
 --extent FIRST LAST keeps it inside those slice indices along AXIS (as MedSAM's 3D box carries
 its z-range); a JSON box may carry its own "extent": [first, last].
+Key slices: the boxes (and empty entries) of one label on one AXIS are key slices of one
+structure. It is propagated from every key slice that has a box; a key slice is never
+overwritten and never crossed, so an empty key slice stops the fronts that reach it; between
+two key slices each slice takes the mask of the front from its nearer key slice
+(medsam_gui.engine.key_slices). As in the window, a propagated mask never takes another
+label's voxels.
 
 What the model sees: by default the automatic rule of the scan's modality (CT: soft-tissue
 window in HU; MR and other: 0.5-99.5 percentiles of the foreground). --modality overrides the
@@ -62,26 +69,6 @@ in stored values otherwise.
 
 PRECISION_CHOICES = ("auto", "fp32", "channels_last", "ov_f32", "ov_bf16")
 FORMATS = ("nifti", "nrrd", "metaimage", "slicer-seg", "seg", "rtstruct")
-
-
-MAX_BOXES_BYTES = 16 * 2**20  # ~250 000 boxes; anything larger is not a prompt list
-BOX_KEYS = ("axis", "slice", "box", "label", "extent")
-BOX_FORMAT = '{"axis": 0|1|2, "slice": K, "box": [x0, y0, x1, y1], "label": 1, "extent": [a, b]}'
-
-
-@dataclass
-class BoxPrompt:
-    axis: int
-    slice: int
-    box: Sequence[int]  # x0, y0, x1, y1 in source voxel indices
-    label: int
-    extent: Optional[Sequence[int]] = None  # first, last slice along axis (propagation)
-    origin: str = "box"  # how the user gave it: "--box 2 70 ..." or "boxes[3]"
-    path: Optional[str] = None  # the boxes file it came from
-
-    def error(self, problem: str) -> MedsamError:
-        """An error that names where this box was given."""
-        return MedsamError(f"{self.origin}: {problem}", self.path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,155 +141,6 @@ def model_input_of(args: argparse.Namespace):
         return ModelInput(args.modality, tuple(args.window), "HU", "command line")
     except ValueError as exc:  # a width <= 0, NaN, ...
         raise MedsamError(f"--window: {exc}") from None
-
-
-class _BadBox(ValueError):
-    """One field of one JSON box is wrong (the message says which and how)."""
-
-
-class _BadNumber(ValueError):
-    """A number JSON cannot mean: NaN, Infinity, or one too large for a float (1e400)."""
-
-
-def _no_constant(name: str) -> float:
-    raise _BadNumber(name)
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _BadNumber(text)
-    return value
-
-
-def _shown(value: object) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _whole(value: object, what: str) -> int:
-    """A JSON whole number (70 or 70.0); booleans, fractions, strings and null are refused."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _BadBox(f'"{what}" must be a whole number (got {_shown(value)})')
-    if isinstance(value, float) and not value.is_integer():
-        raise _BadBox(f'"{what}" must be a whole number (got {_shown(value)})')
-    return int(value)
-
-
-def _numbers(value: object, n: int, what: str) -> List[int]:
-    if not isinstance(value, list) or len(value) != n:
-        raise _BadBox(f'"{what}" must be a list of {n} whole numbers (got {_shown(value)})')
-    return [_whole(v, f"{what}[{i}]") for i, v in enumerate(value)]
-
-
-def check_prompt(prompt: BoxPrompt) -> None:
-    """What can be checked without the image: axis, label, corner order, extent."""
-    if prompt.axis not in (0, 1, 2):
-        raise prompt.error(f"the axis must be 0, 1 or 2 (got {prompt.axis})")
-    if not 0 < prompt.label < 65536:
-        raise prompt.error(f"the label must be within 1..65535 (got {prompt.label})")
-    x0, y0, x1, y1 = prompt.box
-    if not (x0 < x1 and y0 < y1):
-        raise prompt.error(f"a box needs X0 < X1 and Y0 < Y1 (it spans at least 2 voxels each "
-                           f"way; got X0={x0} Y0={y0} X1={x1} Y1={y1})")
-
-
-def _box_of(item: object, default_label: int, n: int, path: str) -> BoxPrompt:
-    where = f"boxes[{n}]"
-    if not isinstance(item, dict):
-        raise _BadBox(f"each box must be a JSON object like {BOX_FORMAT} (got {_shown(item)})")
-    unknown = sorted(set(item) - set(BOX_KEYS))
-    if unknown:
-        raise _BadBox(f"unknown key(s) {', '.join(map(repr, unknown))}; a box has "
-                      f"{', '.join(BOX_KEYS)}")
-    missing = [k for k in ("axis", "slice", "box") if k not in item]
-    if missing:
-        raise _BadBox(f"missing {', '.join(repr(k) for k in missing)}")
-    extent = item.get("extent")
-    prompt = BoxPrompt(_whole(item["axis"], "axis"), _whole(item["slice"], "slice"),
-                       _numbers(item["box"], 4, "box"),
-                       _whole(item.get("label", default_label), "label"),
-                       None if extent is None else _numbers(extent, 2, "extent"), where, path)
-    check_prompt(prompt)
-    return prompt
-
-
-def read_boxes_json(path: str, default_label: int) -> List[BoxPrompt]:
-    """The boxes of a --boxes file, every field checked; MedsamError naming the file if not."""
-    file = Path(path).expanduser()
-    try:
-        info = file.stat()
-        if stat.S_ISDIR(info.st_mode):
-            raise MedsamError("this is a folder, not a boxes file", path)
-        if not stat.S_ISREG(info.st_mode):
-            raise MedsamError("the boxes file is not a regular file", path)
-        if info.st_size > MAX_BOXES_BYTES:
-            raise MedsamError(f"the boxes file is {info.st_size} bytes; a boxes file holds at "
-                              f"most {MAX_BOXES_BYTES // 2**20} MB", path)
-        raw = file.read_bytes()
-    except OSError as exc:
-        raise MedsamError(f"cannot read the boxes file ({exc.strerror or exc})", path) from None
-    if not raw.strip():
-        raise MedsamError("the boxes file is empty", path)
-    try:
-        items = json.loads(raw.decode("utf-8"), parse_constant=_no_constant,
-                           parse_float=_finite)
-    except UnicodeDecodeError:
-        raise MedsamError("the boxes file is not UTF-8 text", path) from None
-    except _BadNumber as exc:
-        raise MedsamError(f"the boxes file holds {exc}, which is not a finite number", path) \
-            from None
-    except RecursionError:
-        raise MedsamError("the boxes file is nested too deeply to be a list of boxes", path) \
-            from None
-    except ValueError as exc:
-        raise MedsamError(f"the boxes file is not valid JSON ({exc})", path) from None
-    if not isinstance(items, list):
-        raise MedsamError(f"the boxes file must hold a JSON list of boxes like [{BOX_FORMAT}]",
-                          path)
-    if not items:
-        raise MedsamError("the boxes file holds an empty list: no boxes", path)
-    out = []
-    for n, item in enumerate(items):
-        try:
-            out.append(_box_of(item, default_label, n, path))
-        except (_BadBox, RecursionError) as exc:
-            problem = str(exc) if isinstance(exc, _BadBox) else "nested too deeply"
-            raise MedsamError(f"boxes[{n}] is malformed: {problem}", path) from None
-    return out
-
-
-def display_box(volume, prompt: BoxPrompt, image: str):
-    """(view geometry, display slice index, display box x0 y0 x1 y1) for a voxel-index box."""
-    from medsam_gui.volume import view_for_axis
-
-    shape = volume.shape
-    check_prompt(prompt)
-    rest = [a for a in range(3) if a != prompt.axis]
-    x0, y0, x1, y1 = prompt.box
-    checks = [(prompt.slice, prompt.axis, "slice"), (x0, rest[0], "X0"), (x1, rest[0], "X1"),
-              (y0, rest[1], "Y0"), (y1, rest[1], "Y1")]
-    for value, ax, what in checks:
-        if not 0 <= value < shape[ax]:
-            raise prompt.error(f"{what}={value} is outside 0..{shape[ax] - 1} along voxel axis "
-                               f"{ax} of {image} (image shape {shape})")
-    if prompt.extent is not None:
-        first, last = sorted(prompt.extent)
-        if first < 0 or last >= shape[prompt.axis]:
-            raise prompt.error(f"extent {first}..{last} is outside 0..{shape[prompt.axis] - 1} "
-                               f"along voxel axis {prompt.axis} of {image}")
-        if not first <= prompt.slice <= last:
-            raise prompt.error(f"the box's slice {prompt.slice} is outside its extent "
-                               f"{first}..{last}")
-    geom = view_for_axis(volume.affine, shape, prompt.axis)
-    corners = []
-    for x, y in ((x0, y0), (x1, y1)):
-        vox = [0, 0, 0]
-        vox[prompt.axis], vox[rest[0]], vox[rest[1]] = prompt.slice, x, y
-        corners.append(geom.display_pixel(tuple(vox)))
-    rows = [c[1] for c in corners]
-    cols = [c[2] for c in corners]
-    return geom, corners[0][0], (min(cols), min(rows), max(cols), max(rows))
 
 
 def inline_prompts(args: argparse.Namespace) -> List[BoxPrompt]:
@@ -460,13 +298,14 @@ def run(args: argparse.Namespace) -> Path:
                               f"{modality or 'of unknown modality'}: use --format seg",
                               args.image)
     placed = [display_box(volume, p, args.image) for p in prompts]  # validate all first
+    groups = key_groups(prompts, placed)  # an empty key slice with a box is refused here
     check_model(args)
 
     from tqdm import tqdm
 
     from medsam_gui.annotation.exporting import export_labels
     from medsam_gui.annotation.labels import PALETTE, Label, LabelMap, LabelTable, SliceRecord
-    from medsam_gui.engine import propagation
+    from medsam_gui.engine import key_slices, propagation
     from medsam_gui.engine.backends import load_backend
     from medsam_gui.engine.session import Session
 
@@ -484,26 +323,35 @@ def run(args: argparse.Namespace) -> Path:
                           weights_sha256=backend.weights_sha256,
                           model_input=transform.provenance(), **kw)
         records[rec.key] = rec
-    for n, (prompt, (geom, k, box)) in enumerate(tqdm(list(zip(prompts, placed)),
-                                                      desc="segmenting", unit="box",
-                                                      file=sys.stderr)):
+    for prompt, (geom, k, box) in tqdm(list(zip(prompts, placed)), desc="segmenting",
+                                       unit="box", file=sys.stderr):
+        if prompt.empty:  # a person's word that the structure is absent here
+            records[(geom.view, k, prompt.label)] = SliceRecord(geom.view, k, prompt.label,
+                                                                status="edited")
+            continue
         pred = session.predict(geom.view, k, box)
         geom.take(labels, k)[pred.mask] = prompt.label
-        record(geom, k, prompt.label, boxes=[list(box)])
-        if args.propagate:
-            result = propagation.run(session, geom.view, k, [pred.mask],
-                                     propagation.StopRules(extent=prompt.extent))
+        groups[(prompt.label, prompt.axis)].keys[k].append(pred.mask)
+        before = records.get((geom.view, k, prompt.label))  # two objects on one key slice
+        record(geom, k, prompt.label, boxes=(before.boxes if before else []) + [list(box)])
+    if args.propagate:
+        for (label, axis), group in groups.items():
+            geom = group.geom
+            result = key_slices.run_keys(session, geom.view, group.keys,
+                                         propagation.StopRules(extent=group.extent))
+            stops = {(s.seed, s.direction): key_slices.stop_text(geom.view, s)
+                     for s in result.stops}
             for step in result.steps:
-                geom.take(labels, step.index)[step.mask] = prompt.label
-                record(geom, step.index, prompt.label, method="propagated", from_slices=[k],
-                       iou=step.iou, stop_reason=next(
-                           (f"stopped at {geom.view} {s.index}: {s.reason}" for s in result.stops
-                            if s.direction == step.direction), ""))
-            filled = result.indices + [k]
-            stops = "; ".join(f"{'+' if s.direction > 0 else '-'} stopped at {s.index}: "
-                              f"{s.reason}" for s in result.stops)
-            tqdm.write(f"box {n + 1}: label {prompt.label} on slices {min(filled)}..{max(filled)}"
-                       f" of axis {prompt.axis} ({stops})", file=sys.stderr)
+                sl = geom.take(labels, step.index)
+                sl[step.mask & ((sl == 0) | (sl == label))] = label  # others' voxels stay
+                record(geom, step.index, label, method="propagated", from_slices=[step.seed],
+                       iou=step.iou, stop_reason=stops.get((step.seed, step.direction), ""))
+            filled = sorted(set(result.indices) | {k for k, m in group.keys.items() if m})
+            ends = "; ".join(f"{'+' if s.direction > 0 else '-'} from {s.seed} stopped at "
+                             f"{s.index}: {s.reason}" for s in result.stops)
+            if filled:
+                tqdm.write(f"label {label} on slices {filled[0]}..{filled[-1]} of axis {axis} "
+                           f"from {len(group.keys)} key slice(s) ({ends})", file=sys.stderr)
     table = LabelTable([Label(v, f"label {v}", PALETTE[(v - 1) % len(PALETTE)])
                         for v in sorted({p.label for p in prompts})])
     labelmap = LabelMap(volume.shape, table, labels)
