@@ -1,11 +1,13 @@
 """A thin strip beside the slice slider: which slices of the current view are encoded, and the
-review state of the active label on each (see ``annotation.review``)."""
+review state of the active label on each (see ``annotation.review``). Shift-drag (or Shift-click,
+from the current slice) selects a range of slices: ``rangeSelected(first, last)``, which the
+window accepts as one undo step."""
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Sequence, Set
+from typing import Dict, Iterable, List, Optional, Sequence, Set
 
-from PyQt5.QtCore import QRectF, QSize
+from PyQt5.QtCore import QRectF, QSize, Qt, pyqtSignal
 from PyQt5.QtGui import QColor, QPainter
 from PyQt5.QtWidgets import QSizePolicy, QWidget
 
@@ -15,6 +17,7 @@ _LABELLED = QColor(150, 150, 150)  # another label has voxels here
 _REVIEW = {"filled": QColor(255, 214, 0), "drawn": QColor(240, 110, 40),
            "reviewed": QColor(40, 170, 255)}
 _CURRENT = QColor(255, 255, 255)
+_SELECTION = QColor(255, 255, 255, 90)
 
 
 class CacheStrip(QWidget):
@@ -25,6 +28,8 @@ class CacheStrip(QWidget):
     A filled slice's yellow is bright when the review queue ranks it as needing a look
     (``set_scores``: 0..1 per slice, ``annotation.review_queue``) and dim when it looks fine."""
 
+    rangeSelected = pyqtSignal(int, int)  # first, last slice (Shift-drag / Shift-click)
+
     def __init__(self, parent=None):
         super().__init__(parent)
         self.n = 0
@@ -34,13 +39,15 @@ class CacheStrip(QWidget):
         self.scores: Dict[int, float] = {}
         self.current = -1
         self.inset = 8  # roughly half the slider handle, so cells line up with slider positions
+        self.selection: Optional[List[int]] = None  # [anchor, end] while Shift-dragging
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
         self.setFixedHeight(12)
         self.setToolTip("Top: slices whose image embedding is ready (green): a box there is "
                         "instant.\nBottom, active label: yellow = propagated/interpolated, not "
                         "reviewed, brighter = needs a look more (] goes there, most needed "
                         "first); orange = drawn, not accepted; blue = "
-                        "reviewed; grey = other labels only.")
+                        "reviewed; grey = other labels only.\nShift-drag (or Shift-click from "
+                        "the current slice) accepts a range of slices in one step.")
 
     def sizeHint(self) -> QSize:
         return QSize(200, 12)
@@ -73,6 +80,39 @@ class CacheStrip(QWidget):
         self.current = int(current)
         self.update()
 
+    def index_at(self, x: float) -> int:
+        """The slice under x (widget pixels), clipped to the strip."""
+        w = self.width() - 2 * self.inset
+        if self.n <= 0 or w <= 0:
+            return 0
+        return min(max(int((x - self.inset) / (w / self.n)), 0), self.n - 1)
+
+    def mousePressEvent(self, event) -> None:
+        if event.button() == Qt.LeftButton and event.modifiers() & Qt.ShiftModifier and self.n:
+            i = self.index_at(event.pos().x())
+            self.selection = [i, i]
+            self.update()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event) -> None:
+        if self.selection is not None:
+            self.selection[1] = self.index_at(event.pos().x())
+            self.update()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:
+        if self.selection is None:
+            super().mouseReleaseEvent(event)
+            return
+        a, b = self.selection[0], self.index_at(event.pos().x())
+        self.selection = None
+        self.update()
+        if a == b and 0 <= self.current < self.n:  # Shift-click: from the current slice
+            a = self.current
+        self.rangeSelected.emit(min(a, b), max(a, b))
+
     def paintEvent(self, event) -> None:
         p = QPainter(self)
         w, h = self.width() - 2 * self.inset, self.height()
@@ -90,6 +130,9 @@ class CacheStrip(QWidget):
             color = self.color_of(i, state)
             if color is not None:
                 p.fillRect(QRectF(self.inset + i * cell, top, max(cell, 1.0), h - top), color)
+        if self.selection is not None:
+            a, b = sorted(self.selection)
+            p.fillRect(QRectF(self.inset + a * cell, 0, (b - a + 1) * cell, h), _SELECTION)
         if 0 <= self.current < self.n:
             x = self.inset + (self.current + 0.5) * cell
             p.setPen(_CURRENT)

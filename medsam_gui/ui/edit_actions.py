@@ -1,11 +1,17 @@
-"""Corrections of the main window: brush/eraser strokes, fill-hole, clear, accept, undo/redo,
-label table edits. Each goes through ``tools.Annotator`` (one History step) and then refreshes
-the overlay and schedules the autosave. A mixin of ``MainWindow``."""
+"""Corrections of the main window: brush/eraser strokes, fill-hole, clear, accept (one slice or
+a range), undo/redo, label table edits. Each goes through ``tools.Annotator`` (one History step)
+and then refreshes the overlay and schedules the autosave. A mixin of ``MainWindow``.
+
+Clear slice on a slice where the label has no voxel marks it as a person's "absent here": an
+empty key slice, which propagation never fills or crosses (``engine.key_slices``)."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 from PyQt5.QtWidgets import QMessageBox
 
+from medsam_gui.annotation import Change, review
 from medsam_gui.ui.tools import change_slice
 
 
@@ -31,7 +37,15 @@ class EditActions:
         if self.edits_blocked():
             return
         if self.annotator is not None and self.active_label:
-            self.annotator.clear_slice(self.view, self.index, self.active_label)
+            value = self.active_label
+            change = self.annotator.clear_slice(self.view, self.index, value)
+            if change.empty:  # nothing to clear: the person says the label is absent here
+                rec = self.labelmap.records.get((self.view, self.index, value))
+                if rec is None or not rec.reviewed:
+                    self.annotator.push(self.labelmap.mark_edited(self.view, self.index, value))
+                self.statusBar().showMessage(
+                    f"{self.view} slice {self.index} marked empty for label {value}: "
+                    "propagation will not fill it or go past it.", 5000)
             self._edited()
 
     def accept_slice(self) -> None:
@@ -44,6 +58,32 @@ class EditActions:
                 return
             self.changed()
             self.statusBar().showMessage(f"{self.view} slice {self.index} accepted", 3000)
+
+    def accept_range(self, first: int, last: int) -> Optional[Change]:
+        """Accept the active label on slices ``first``..``last`` of this view where it is
+        filled or drawn (not yet reviewed), as one undo step."""
+        if self.edits_blocked() or self.annotator is None or not self.active_label:
+            return None
+        value, view = self.active_label, self.view
+        a, b = sorted((int(first), int(last)))
+        states = review.slice_states(self.labelmap, self.volume.geometry(view), value)
+        a, b = max(a, 0), min(b, len(states) - 1)
+        merged = Change(description=f"accept label {value} on {view} {a}–{b}")
+        for i in range(a, b + 1):
+            if states[i] in (review.FILLED, review.DRAWN):
+                c = self.labelmap.mark_accepted(view, i, value)
+                for key, rec in c.records_before.items():
+                    merged.records_before.setdefault(key, rec)
+                merged.records_after.update(c.records_after)
+        if not merged.records_after:
+            self.statusBar().showMessage(f"Nothing to accept on {view} slices {a}–{b}.", 4000)
+            return None
+        self.annotator.push(merged)
+        self.changed()
+        self.statusBar().showMessage(
+            f"Accepted label {value} on {len(merged.records_after)} slices ({view} {a}–{b}); "
+            "Undo takes them back in one step.", 6000)
+        return merged
 
     def _edited(self) -> None:
         self._refresh_overlay()

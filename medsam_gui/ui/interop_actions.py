@@ -143,6 +143,8 @@ class InteropActions:
             self.show_error("Nothing to export", "The label map is empty.")
             return None
         if types is None:
+            if not self.confirm_export_reviewed():  # unreviewed slices: export anyway?
+                return None
             from medsam_gui.ui.segment_types_dialog import SegmentTypesDialog
 
             box = self._seg_options_box() if fmt == "seg" and seg_options is None else None

@@ -6,6 +6,10 @@ Propagation runs ``engine.propagation.propagate`` in a worker; each slice is han
 thread as it is done and written at once (``ui.filling.FillRun``), so the structure fills in
 slice by slice instead of after the whole volume is encoded. The status bar shows a progress bar and Cancel;
 the run, cancelled or not, is one undo step. Edits wait while a run is going.
+
+A range of slices is accepted in one undo step (Shift-drag on the strip, or "Accept slices…").
+Exporting a label that still has unreviewed slices asks first: Export anyway, or Review now,
+which goes to the first slice of the review queue (``confirm_export_reviewed``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 from typing import Optional
 
 from PyQt5.QtCore import QTimer
-from PyQt5.QtWidgets import QProgressBar, QPushButton
+from PyQt5.QtWidgets import QInputDialog, QMessageBox, QProgressBar, QPushButton
 
 from medsam_gui.annotation import review, review_queue
 from medsam_gui.engine.key_slices import propagate_keys
@@ -59,6 +63,10 @@ class PropagationActions:
         self._action(menu, "Previous slice to review", lambda: self.jump_unreviewed(-1), "[")
         self._action(menu, "Accept slice and go to the next unreviewed", self.accept_and_next,
                      "Ctrl+Shift+Return")
+        self._action(menu, "Accept slices…", self.accept_range_dialog, None,
+                     "Accept the active label on a range of slices k–m in one undo step (or "
+                     "Shift-drag on the strip under the slider)")
+        self.strip.rangeSelected.connect(self.accept_range)
         menu.addSeparator()
         self._action(menu, "Propagation extent: start at this slice",
                      lambda: self.set_extent_end(0), "Alt+[")
@@ -284,3 +292,89 @@ class PropagationActions:
     def accept_and_next(self) -> None:
         self.accept_slice()
         self.jump_unreviewed(1)
+
+    def accept_range_dialog(self) -> None:
+        """Ask for slices "k–m" (default: the active label's unreviewed span on this view) and
+        accept them in one undo step."""
+        if self.labelmap is None or not self.active_label:
+            return
+        states = review.slice_states(self.labelmap, self.volume.geometry(self.view),
+                                     self.active_label)
+        todo = [i for i, s in enumerate(states) if s in (review.FILLED, review.DRAWN)]
+        default = f"{todo[0]}-{todo[-1]}" if todo else f"{self.index}-{self.index}"
+        text, ok = QInputDialog.getText(self, "Accept slices", f"Accept label "
+                                        f"{self.active_label} on {self.view} slices (first-last):",
+                                        text=default)
+        if not ok:
+            return
+        rng = parse_range(text)
+        if rng is None:
+            self.statusBar().showMessage(f"Not a slice range: {text!r} (e.g. 40-52)", 5000)
+            return
+        self.accept_range(*rng)
+
+    # ---- export --------------------------------------------------------------------------
+    def unreviewed_slices(self):
+        """{label value: [(view, slice), …]} of the filled slices no person has reviewed."""
+        out = {}
+        if self.labelmap is None:
+            return out
+        for value in sorted({k[2] for k in self.labelmap.records}):
+            for view in ("axial", "coronal", "sagittal"):
+                states = review.slice_states(self.labelmap, self.volume.geometry(view), value)
+                out.setdefault(value, []).extend(
+                    (view, i) for i, s in enumerate(states) if s == review.FILLED)
+        return {v: todo for v, todo in out.items() if todo}
+
+    def confirm_export_reviewed(self) -> bool:
+        """Before an export: if a label has unreviewed slices, ask Export anyway / Review now
+        (goes to the first slice of the review queue). True when the export should go on."""
+        todo = self.unreviewed_slices()
+        if not todo:
+            return True
+        names = []
+        for value, where in todo.items():
+            lab = self.labelmap.table.get(value)
+            names.append(f"{lab.name if lab else f'label {value}'}: {len(where)} slices")
+        box = QMessageBox(QMessageBox.Question, "Unreviewed slices",
+                          "Some slices were filled by propagation, interpolation or an import "
+                          "and no one has reviewed them yet:\n  " + "\n  ".join(names) +
+                          "\n\nThe export records these labels as semi-automatic either way.",
+                          parent=self)
+        anyway = box.addButton("Export anyway", QMessageBox.AcceptRole)
+        review_now = box.addButton("Review now", QMessageBox.RejectRole)
+        box.setDefaultButton(review_now)
+        self._export_question = box  # for tests
+        box.exec_()
+        if box.clickedButton() is anyway:
+            return True
+        self.review_now(todo)
+        return False
+
+    def review_now(self, todo) -> None:
+        """Go to the first queued slice of the first label with unreviewed slices (the active
+        label first, this view first)."""
+        values = sorted(todo, key=lambda v: v != self.active_label)
+        for value in values:
+            views = sorted({v for v, _i in todo[value]}, key=lambda v: v != self.view)
+            for view in views:
+                queue = review_queue.label_queue(self.labelmap, self.volume.geometry(view), value)
+                if not queue:
+                    continue
+                if value != self.active_label:
+                    self.labels.set_active(value)
+                if view != self.view:
+                    self.set_view(view)
+                self.set_index(queue[0].slice)
+                self.statusBar().showMessage(
+                    f"To review 1/{len(queue)}: slice {queue[0].slice} — {queue[0].reason}; "
+                    "] goes to the next.", 8000)
+                return
+
+
+def parse_range(text: str) -> Optional[tuple]:
+    """"40-52", "40–52", "40…52", "40..52" or "40 52" -> (40, 52); None if not a range."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+)\s*(?:-|–|…|\.\.|\s)\s*(\d+)\s*", text or "")
+    return None if m is None else (int(m.group(1)), int(m.group(2)))

@@ -343,6 +343,8 @@ class FileActions:
         from medsam_gui.io.formats import FORMAT_NAMES, SUFFIXES, family_format, format_for
 
         if path is None:
+            if not self.confirm_export_reviewed():  # unreviewed slices: export anyway?
+                return None
             family = family_format(self.volume.source.kind)
             path, _f = QFileDialog.getSaveFileName(
                 self, "Export labels", self._default_export("_labels" + SUFFIXES[family][0]),
