@@ -230,6 +230,7 @@ class LinkedViews:
         elif "overlay" in changed:
             self._refresh_overlay()
         if "layout" in changed:
+            self.view_layout.refit_three()  # the images are drawn now: their aspect is known
             for name in self.view_layout.visible():
                 self.view_layout.views[name].fit()
 
@@ -358,7 +359,7 @@ class LinkedViews:
         self.cursor_label.setText(text)
         # the coordinates are what a review in three planes reads: never cut them off
         self.cursor_label.setMinimumWidth(self.cursor_label.fontMetrics().horizontalAdvance(text)
-                                          + 8)
+                                          + 24)  # + the style sheet's padding (cut at 8)
         self.cursor_label.setToolTip(f"Crosshair: source voxel (i, j, k) and the scanner's "
                                      f"{frame} coordinates of its centre (Ctrl+click moves it)")
 

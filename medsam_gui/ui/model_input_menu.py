@@ -29,6 +29,7 @@ class ModelInputActions:
         self._input_task = None
         self._input_request: Optional[ModelInput] = None  # the latest choice asked for
         self.input_label = QLabel("input: –")
+        self.input_label.setMinimumWidth(90)  # may be cut rather than widen the window
         self.input_label.setToolTip("What the model sees (Model ▸ Modality, Model ▸ Model input)")
         self.statusBar().addPermanentWidget(self.input_label)
 

@@ -62,16 +62,49 @@ def wanted_precision(kind: str, precision: str) -> str:
 
 
 class ModelActions:
-    """Needs MainWindow attributes (backend, session, precomputer, model_label, …)."""
+    """Needs MainWindow attributes (session, precomputer, model_label, …).
+
+    ``backend`` is a property: whoever sets it (a model switch, the training dialog's model,
+    a script or a test), the status bar's model field follows. It was a plain attribute and
+    the field changed only on ``switch_model``'s paths, so a backend set otherwise left
+    "model: loading…" standing beside working masks (seen in a quad-layout screenshot), and a
+    failed OpenVINO preparation left "(preparing OpenVINO…)" for good.
+    """
+
+    @property
+    def backend(self):
+        return self.__dict__.get("_backend")
+
+    @backend.setter
+    def backend(self, value) -> None:
+        self.__dict__["_backend"] = value
+        if getattr(self, "model_label", None) is not None:
+            self._show_model_state()
+
+    def _show_model_state(self) -> None:
+        """The model field from the state: loading, the backend's runtime, or none."""
+        if getattr(self, "_loading_model", False):
+            return  # switch_model says what is loading; its end sets the backend
+        if self.backend is not None:
+            self._show_runtime(self.backend)
+        else:
+            self.model_label.setText("model: none")
+            self.model_label.setToolTip("Choose one in the Model menu")
 
     def init_model_actions(self, kind: str, checkpoint: Optional[str], load: bool) -> None:
         self.model_menu = self.menuBar().addMenu("&Model")
         self.model_menu.aboutToShow.connect(self._rebuild_model_menu)
         self._model_group = QActionGroup(self)
         self._loading_model = False
+        # the field may be cut short rather than widen the window past a 1366 px screen (a
+        # propagation's progress bar and Cancel join the status bar: 1441 px before); the
+        # whole text is in its tool tip
+        self.model_label.setMinimumWidth(90)
         self._rebuild_model_menu()
         if load:
             self.switch_model(kind, checkpoint)
+        else:
+            self._show_model_state()
 
     def _rebuild_model_menu(self) -> None:
         menu = self.model_menu
@@ -162,9 +195,11 @@ class ModelActions:
         run_task(work, done, failed, name="load model")
 
     def _show_runtime(self, backend, note: str = "") -> None:
-        self.model_label.setText(f"model: {backend.name} · {backend.device} · "
-                                 f"{backend.runtime_label}{note}")
-        self.model_label.setToolTip(backend.runtime_note or "Image encoder runtime and precision")
+        text = f"model: {backend.name} · {backend.device} · {backend.runtime_label}{note}"
+        self.model_label.setText(text)
+        self.model_label.setToolTip(f"{text}\n"
+                                    + (backend.runtime_note or "Image encoder runtime and "
+                                                               "precision"))
 
     def upgrade_to_openvino(self, backend, precision: str) -> None:
         """Prepare the OpenVINO encoder (read from the user cache, or converted on a first
@@ -215,8 +250,12 @@ class ModelActions:
                 self._update_strip_cache()
                 self.precomputer.follow(session, self.view, self.index)
 
-        run_task(work, done, lambda exc: self.notify(
-            f"The image encoder stays on PyTorch: {error_text(exc)}"), name="openvino encoder")
+        def failed(exc) -> None:
+            if self.backend is backend:  # not "(preparing OpenVINO…)" for good
+                self._show_runtime(backend)
+            self.notify(f"The image encoder stays on PyTorch: {error_text(exc)}")
+
+        run_task(work, done, failed, name="openvino encoder")
 
     def open_training(self) -> None:
         try:

@@ -58,6 +58,7 @@ class WorkspaceActions:
         self.place_actions[place if place in ("user", "beside") else "folder"].setChecked(True)
         self.last_warning = ""  # the last "Your saved work" message (tests read it)
         self.workspace_label = QLabel("")
+        self.workspace_label.setMinimumWidth(90)  # may be cut rather than widen the window
         self.statusBar().addPermanentWidget(self.workspace_label)
 
     def workspace_place(self) -> str:
