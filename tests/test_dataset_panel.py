@@ -85,3 +85,64 @@ def test_worklist_next_mark_done_and_reopen(qtbot, tmp_path, monkeypatch):
         w2.dataset_panel.step(-1)
     assert opened.args == [first.id]
     w2.shutdown()
+
+
+def test_export_dataset_from_the_window(qtbot, tmp_path, monkeypatch):
+    """File ▸ Export ▸ Dataset (nnU-Net v2)…: the done case (not the open, unfinished one) in
+    a new DatasetNNN_<name> folder of the chosen folder, labels equal to the saved work on the
+    scan's grid; the folder is remembered as the other exports' is; a second export takes the
+    next number."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from medsam_gui.dataset.sources import discover_all
+    from medsam_gui.training.seed_workspace import workspace_from_labels
+    from medsam_gui.ui.dataset_export import default_parent, export_dataset
+    from medsam_gui.ui.dataset_panel import open_dataset
+
+    ds = Dataset.create(tmp_path / "ds", name="brain tumour")
+    cases, _, _ = discover_all([PAT1 / FLAIR, PAT2 / FLAIR])
+    first, second = ds.add_cases(cases)
+    workspace_from_labels(first.image, str(PAT1 / "OTMultiClass.nii.gz"),
+                          str(ds.case_dir(first)), n_slices=5)
+    ds.set_state(first.id, "done")
+    w = _window(qtbot, tmp_path, "x")
+    assert w.export_dataset_action.text() == "Dataset (nnU-Net v2)…"
+    assert not w.export_dataset_action.isEnabled()  # no dataset yet
+    with qtbot.waitSignal(w.dataset_panel.case_opened, timeout=60000) as opened:
+        open_dataset(w, str(ds.folder))
+    assert opened.args == [second.id] and w.export_dataset_action.isEnabled()
+    assert not default_parent(w).startswith(str(ds.folder))
+    raw = tmp_path / "nnUNet_raw"
+    raw.mkdir()
+    for n in (1, 2):
+        task = export_dataset(w, str(raw))
+        with qtbot.waitSignal(task.finished, timeout=120000):
+            pass
+        qtbot.waitUntil(lambda: getattr(w, "dataset_export_done", None) is not None)
+        result, w.dataset_export_done = w.dataset_export_done, None
+        assert result.folder == raw / f"Dataset00{n}_brain_tumour" and result.cases == [first.id]
+    assert w.settings.value("export/folder") == str(raw)  # remembered: the next dialog's start
+    assert "Dataset002_brain_tumour" in w.last_report[1]
+    out = raw / "Dataset001_brain_tumour"
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["numTraining"] == 1 and meta["labels"] == {"background": 0, "lesion": 1}
+    label = nib.load(str(out / "labelsTr" / f"{first.id}.nii.gz"))
+    image = nib.load(str(out / "imagesTr" / f"{first.id}_0000.nii.gz"))
+    scan = nib.load(str(PAT1 / FLAIR))
+    assert label.shape == image.shape == scan.shape
+    assert np.allclose(label.affine, scan.affine) and np.allclose(image.affine, scan.affine)
+    truth = np.asarray(nib.load(str(PAT1 / "OTMultiClass.nii.gz")).dataobj) > 0
+    got = np.asarray(label.dataobj)
+    z = np.flatnonzero(got.any(axis=(0, 1)))
+    assert len(z) == 5 and np.array_equal(got[:, :, z] == 1, truth[:, :, z])
+    assert not got[:, :, np.setdiff1d(np.arange(got.shape[2]), z)].any()
+    # inside the dataset folder: refused with a reason, nothing written
+    said = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda *a, **k: said.append(a[2]))
+    assert export_dataset(w, str(ds.folder)) is None
+    assert "outside the dataset folder" in said[-1]
+    assert not list(ds.folder.glob("Dataset*"))
+    w.shutdown()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -88,16 +89,20 @@ class AdaptResult:
     held_back: List[str] = field(default_factory=list)  # case ids (or "<case> slice blocks")
     seconds: float = 0.0
 
+    current_name: str = "the base model"  # the model kept when the new one is not adopted
+
     @property
     def message(self) -> str:
+        """What the user reads: "model v3 adopted: Dice +0.040 on 120 of your reviewed slices"
+        or "kept model v2: the new one was not better (…)"."""
         d = self.decision
         diff = self.new_dice - self.base_dice
         if self.adopted:
             head = (f"model v{self.version} adopted: Dice {diff:+.3f} on {self.slices} of your "
                     "reviewed slices")
         else:
-            head = (f"new model not adopted (Dice {diff:+.3f} on {self.slices} of your reviewed "
-                    f"slices): {d.reason if d else ''}; keeping the current model")
+            head = (f"kept {self.current_name}: the new one was not better (Dice {diff:+.3f} "
+                    f"on {self.slices} of your reviewed slices; {d.reason if d else ''})")
         return "; ".join([head] + self.warnings)
 
     def line(self) -> dict:
@@ -221,10 +226,24 @@ def _next_version(ds: Dataset) -> int:
     return n
 
 
+def model_name(ds: Dataset, path: Optional[str] = None) -> str:
+    """ "model v2" for the dataset's model ``path`` (default: the current one), "the base
+    model" for None."""
+    path = ds.current_model if path is None else path
+    if not path:
+        return "the base model"
+    for h in (ds.meta.get("model") or {}).get("history", []):
+        if h.get("path") and str(ds.folder / h["path"]) == str(path):
+            return f"model v{h['version']}"
+    return f"model {Path(path).stem}"
+
+
 def adapt(ds: Dataset, config: Optional[AdaptConfig] = None, say: Optional[Say] = None,
-          cancel: Optional[Callable[[], bool]] = None, backend=None) -> AdaptResult:
+          cancel: Optional[Callable[[], bool]] = None, backend=None,
+          progress: Optional[Callable[[str, int, int], None]] = None) -> AdaptResult:
     """One learning step with its check (see the module doc). ``backend``: the current model
-    already loaded (the window's); otherwise it is loaded from the dataset's current model."""
+    already loaded (the window's); otherwise it is loaded from the dataset's current model.
+    ``progress(phase, done, total)``: phase "encoding", "training" or "checking"."""
     import torch
 
     from medsam_gui.engine import EmbeddingCache, load_backend
@@ -238,17 +257,20 @@ def adapt(ds: Dataset, config: Optional[AdaptConfig] = None, say: Optional[Say] 
     t0 = time.time()
     config = config or AdaptConfig()
     say = say or (lambda _m: None)
+    tell = progress or (lambda _p, _d, _t: None)
     train_s, val_s, held, warnings = split(ds, config, say)
     for w in warnings:
         say(f"warning: {w}")
     current = ds.current_model
+    current_name = model_name(ds, current)
     if backend is None:
         backend = load_backend(config.kind, checkpoint=current, device=config.device)
     disk = config.cache_dir if config.cache_dir is not None else default_disk_dir()
     cache = EmbeddingCache(disk_dir=None if str(disk).lower() == "none" else disk)
     say(f"learning from {len(train_s)} reviewed slice labels, checking on {len(val_s)} "
         f"held back ({', '.join(held)})")
-    prep = prepare_slices(train_s + val_s, backend, train_s + val_s, cache, cancel=cancel)
+    prep = prepare_slices(train_s + val_s, backend, train_s + val_s, cache,
+                          progress=lambda _e, d, t, _m: tell("encoding", d, t), cancel=cancel)
     if prep is None:
         raise MedsamError("cancelled; nothing changed")
     base_d = _dices(backend, val_s, prep)
@@ -260,7 +282,8 @@ def adapt(ds: Dataset, config: Optional[AdaptConfig] = None, say: Optional[Say] 
     params = set_trainable(model, tc)
     # the trainer validates after each epoch to choose one; no epoch is chosen here, so it
     # gets one held-back sample (its checks need one) instead of decoding all of them each time
-    trainer = _Trainer(tc, backend, prep, train_s, val_s[:1], None, cancel)
+    trainer = _Trainer(tc, backend, prep, train_s, val_s[:1],
+                       lambda _e, d, t, _m: tell("training", d, t), cancel)
     ran = trainer.run(model, params, -1.0, False)
     if ran is None:
         raise MedsamError("cancelled; nothing changed")
@@ -273,10 +296,13 @@ def adapt(ds: Dataset, config: Optional[AdaptConfig] = None, say: Optional[Say] 
         ck.write_checkpoint(model, tmp_pth, getattr(backend, "checkpoint", None))
         new = load_backend(backend.kind, checkpoint=str(tmp_pth), device=str(backend.device),
                            precision=backend.precision)
+        tell("checking", 0, 1)
         new_d = _dices(new, val_s, prep)
+        tell("checking", 1, 1)
         decision = decide(base_d, new_d, config.min_gain, config.seed)
         result = AdaptResult(decision.adopt, current, float(np.mean(base_d)),
-                             float(np.mean(new_d)), len(val_s), decision, None, warnings, held)
+                             float(np.mean(new_d)), len(val_s), decision, None, warnings, held,
+                             current_name=current_name)
         entry = {"version": version, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                            time.gmtime()),
                  "adopted": decision.adopt, "base": current, "base_dice": result.base_dice,
