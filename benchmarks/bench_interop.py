@@ -1,7 +1,9 @@
 """Time the clinical exports and imports on the real DICOM CT (31 reference organs, 512²×20),
 side by side with the NIfTI export, each including its read-back check; then the SEG variants
 (BINARY / LABELMAP, uncompressed / lossless compressed): size, write (with its voxel-for-voxel
-read-back check) and import time, each ÷ the default BINARY uncompressed SEG.
+read-back check) and import time, each ÷ the default BINARY uncompressed SEG; the last column
+names the Export ▸ DICOM SEG choice (and medsam-segment --seg-type/--seg-compression) that
+writes each variant.
 
     python benchmarks/bench_interop.py [--repeat 3]
 """
@@ -69,11 +71,11 @@ def main() -> None:
 
 def seg_variants(lm, volume, out: Path, repeat: int) -> None:
     from medsam_gui.annotation.exporting import segments_of
-    from medsam_gui.io.dicom_seg import read_seg, write_seg
+    from medsam_gui.io.dicom_seg import read_seg, seg_compression, write_seg
 
     segs = segments_of(lm)
     print(f"\n{'SEG variant':28s} {'MB':>7s} {'write s':>8s} {'read s':>7s} "
-          f"{'size ÷':>7s} {'write ÷':>8s} {'read ÷':>7s}")
+          f"{'size ÷':>7s} {'write ÷':>8s} {'read ÷':>7s}  window choice")
     base = None
     for labelmap, compression in ((False, None), (False, "jpeg2000"), (True, None),
                                   (True, "rle"), (True, "jpegls"), (True, "jpeg2000")):
@@ -84,8 +86,11 @@ def seg_variants(lm, volume, out: Path, repeat: int) -> None:
         read = best(lambda: read_seg(path, volume), repeat)
         size = path.stat().st_size / 1e6
         base = base or (size, write, read)
+        choice = next((f"{'label map' if labelmap else 'binary'}"
+                       f"{', compressed' if compressed else ''}" for compressed in (False, True)
+                       if seg_compression(labelmap, compressed) == compression), "CLI only")
         print(f"{name:28s} {size:7.2f} {write:8.2f} {read:7.2f} {size / base[0]:7.3f} "
-              f"{write / base[1]:8.2f} {read / base[2]:7.2f}")
+              f"{write / base[1]:8.2f} {read / base[2]:7.2f}  {choice}")
 
 
 if __name__ == "__main__":
