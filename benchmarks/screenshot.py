@@ -165,8 +165,7 @@ def three_views(app, window, args) -> int:
     for _ in range(30):
         app.processEvents()
         time.sleep(0.01)
-    for name in window.view_layout.visible():
-        window.view_layout.views[name].fit()
+    # no fit() here: the window must fit its views itself, and the picture shows whether it does
     if args.outline:
         window.grab().save(str(Path(args.out).with_suffix("")) + "-fill.png")
         window.toggle_outlines()
