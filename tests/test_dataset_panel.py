@@ -146,3 +146,36 @@ def test_export_dataset_from_the_window(qtbot, tmp_path, monkeypatch):
     assert "outside the dataset folder" in said[-1]
     assert not list(ds.folder.glob("Dataset*"))
     w.shutdown()
+
+
+def test_next_case_is_encoded_in_the_background(qtbot, tmp_path):
+    """While the first case is open, the next one is loaded and its first slices (the middle
+    axial slice and its neighbours) are encoded into the window's cache: opening it finds
+    them cached, and only them (background encoding of the open case is off here)."""
+    from medsam_gui.dataset.sources import discover_all
+    from medsam_gui.engine import load_backend
+    from medsam_gui.ui.dataset_panel import open_dataset
+
+    ds = Dataset.create(tmp_path / "ds")
+    cases, _, _ = discover_all([PAT1 / FLAIR, PAT2 / FLAIR])
+    first, second = ds.add_cases(cases)
+    w = _window(qtbot, tmp_path, "n")
+    w.backend = load_backend("litemedsam")
+    panel = w.dataset_panel
+    panel.next_case.radius = 1
+    with qtbot.waitSignal(panel.case_opened, timeout=60000):
+        open_dataset(w, str(ds.folder))
+    qtbot.waitUntil(lambda: w.session is not None, timeout=60000)
+    with qtbot.waitSignal(panel.next_case.ready, timeout=300000) as ready:
+        assert panel.next_case.start() is not None
+    assert ready.args == [second.id, 3]
+    assert panel.next_case.start() is None  # prepared already: not again
+    with qtbot.waitSignal(panel.case_opened, timeout=60000):
+        panel.step(1)
+    assert panel.current == second.id
+    qtbot.waitUntil(lambda: w.session is not None and w.session.volume is w.volume,
+                    timeout=60000)
+    mid = w.volume.n_slices("axial") // 2
+    assert w.index == mid and w.view == "axial"
+    assert w.session.cached_indices("axial") == {mid - 1, mid, mid + 1}
+    w.shutdown()

@@ -9,6 +9,9 @@ working). The outcome is said in plain words under the list ("model v3 adopted: 
 model becomes the window's model at once, and "Roll back" returns to the one before. Opening a
 dataset switches the window to the dataset's current model.
 
+The next case is prepared while the user works (``next_case.NextCase``): loaded and its first
+slices encoded once the open case's background encoding is idle.
+
 ``install(window)`` adds File ▸ Open dataset…, File ▸ Export ▸ Dataset (nnU-Net v2)… and the
 (hidden until used) dock. A case opens
 through the window's own ``open_path`` with the case's workspace inside the dataset folder,
@@ -78,6 +81,15 @@ class DatasetPanel(QWidget):
         lay.addLayout(buttons)
         lay.addLayout(self._build_learning())
         window.volume_loaded.connect(self._on_loaded)
+        from medsam_gui.ui.next_case import NextCase
+
+        # the next case loaded and its first slices encoded once this one's encoding is idle
+        self.next_case = NextCase(self)
+        window.precomputer.idle.connect(self.next_case.start)
+        self.next_case.ready.connect(lambda cid, n: n and window.statusBar().showMessage(
+            f"Next case {cid} is ready ({n} slices encoded in the background).", 5000))
+        self.next_case.failed.connect(lambda cid, why: window.statusBar().showMessage(
+            f"Could not prepare the next case {cid}: {why}", 8000))
 
     def _build_learning(self) -> QVBoxLayout:
         self.adapt_config: Optional[AdaptConfig] = None  # None: the defaults (tests set it)
@@ -195,6 +207,7 @@ class DatasetPanel(QWidget):
         return self.open_case(case)
 
     def _on_loaded(self) -> None:
+        self.next_case.cancel()  # the user is somewhere else now
         case, self._pending = self._pending, None
         if case is None or self.dataset is None:
             if self.current is not None:  # another scan was opened outside the worklist
