@@ -191,8 +191,12 @@ class LabelMap:
         self.shape = tuple(int(s) for s in shape3d)
         if array is not None and tuple(array.shape) != self.shape:
             raise ValueError(f"label array shape {array.shape} is not {self.shape}")
-        self.array = (np.zeros(self.shape, np.uint16) if array is None
-                      else np.ascontiguousarray(array, dtype=np.uint16))
+        # Fortran order by default, like the volumes and NIfTI: the export then writes and
+        # verifies it without transposing (a C-ordered array given is kept as it is)
+        self.array = (np.zeros(self.shape, np.uint16, order="F") if array is None
+                      else np.asarray(array, dtype=np.uint16))
+        if not (self.array.flags.f_contiguous or self.array.flags.c_contiguous):
+            self.array = np.asfortranarray(self.array)
         self.table = table if table is not None else LabelTable()
         self.records: Dict[RecordKey, SliceRecord] = {}
 

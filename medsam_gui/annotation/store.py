@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
+import numpy as np
+
 from medsam_gui.annotation import generations as gens
 from medsam_gui.annotation import lock
 from medsam_gui.annotation.labels import LabelMap, now_iso
@@ -142,7 +144,9 @@ def find_saved(workspace: Path, volume: Volume) -> Optional[Path]:
 
 
 def _array_digest(labelmap: LabelMap) -> str:
-    return hashlib.blake2b(labelmap.array.tobytes(), digest_size=16).hexdigest()
+    arr = labelmap.array  # hashed in its memory order, without a copy
+    flat = arr if arr.flags.c_contiguous else np.asfortranarray(arr).T
+    return hashlib.blake2b(memoryview(flat).cast("B"), digest_size=16).hexdigest()
 
 
 def move_aside(path: Path) -> Path:
