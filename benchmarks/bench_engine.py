@@ -3,6 +3,7 @@
 
     python benchmarks/bench_engine.py [--full] [--no-preload] [--skip-allocators]
     python benchmarks/bench_engine.py --runtimes-only    # the encoder runtime table alone
+    python benchmarks/bench_engine.py --decoder          # decoder runtimes, start-up, busy box
 
 The main process starts like the app (tcmalloc preloaded when installed, else the THP
 allocator; --no-preload keeps plain glibc malloc). The allocator table runs the encoder in
@@ -38,11 +39,15 @@ def parse() -> argparse.Namespace:
     p.add_argument("--runtimes-only", action="store_true", help="only the runtime table")
     p.add_argument("--encoder-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--runtime-child", help=argparse.SUPPRESS)
+    p.add_argument("--decoder", action="store_true",
+                   help="decoder runtimes ÷ plain PyTorch, GT-box Dice per runtime, cold/warm "
+                        "start of medsam-segment, box latency while slices encode")
+    p.add_argument("--boxes", type=int, default=20, help="--decoder: boxes per runtime")
     return p.parse_args()
 
 
 ARGS = parse()
-if not ARGS.no_preload and not ARGS.encoder_child and not ARGS.runtime_child:
+if not (ARGS.no_preload or ARGS.encoder_child or ARGS.runtime_child or ARGS.decoder):
     from medsam_gui.launch import prefer_fast_allocator
 
     prefer_fast_allocator()
@@ -257,6 +262,124 @@ def allocator_table() -> None:
         print("tcmalloc not installed (apt-get install libtcmalloc-minimal4)")
 
 
+def cpu_model() -> str:
+    from medsam_gui.engine.ov_decoder import cpu_name
+
+    return cpu_name()
+
+
+def decoder_stage(n_boxes: int) -> None:
+    """Per box: plain PyTorch fp32 prompt encoder + mask decoder, the same on OpenVINO f32,
+    and Session.predict with the default (auto) backend, interleaved on the same embeddings;
+    then GT-box Dice per runtime on each labelled kind."""
+    from medsam_gui.engine.evaluate import gt_box_dice, mean, pick_slices
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_openvino_encoder import cases
+
+    plain = load_backend(precision="fp32", decoder="pytorch", device="cpu")
+    ov = load_backend(precision="fp32", decoder="openvino", device="cpu")
+    auto = load_backend(device="cpu")
+    print(f"\n== prompt encoder + mask decoder per box ({n_boxes} boxes each, interleaved) ==")
+    print(f"auto: encoder {auto.runtime_label}, decoder {auto.decoder_runtime} "
+          f"({auto.decoder_note})")
+    vol, gt = setup()
+    rng = np.random.default_rng(0)
+    session = Session(vol, auto, EmbeddingCache())
+    k = 63
+    box0 = np.array(gt_box(vol, gt, k), float)
+    emb = session.embed("axial", k)
+    times = {"plain PyTorch fp32": [], "OpenVINO f32 (raw)": [], "Session.predict (auto)": []}
+    for _ in range(2):  # warm-up
+        plain.decode(emb, (240, 240), tuple(box0))
+        ov.decode(emb, (240, 240), tuple(box0))
+    for _ in range(n_boxes):
+        box = tuple(box0 + rng.integers(-6, 7, 4))
+        for name, fn in (("plain PyTorch fp32", lambda: plain.decode(emb, (240, 240), box)),
+                         ("OpenVINO f32 (raw)", lambda: ov.decode(emb, (240, 240), box)),
+                         ("Session.predict (auto)", lambda: session.predict("axial", k, box))):
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    base = med(times["plain PyTorch fp32"])
+    print("| per box | median ms | p95 ms | ÷ plain PyTorch fp32 |\n|---|---|---|---|")
+    for name, ts in times.items():
+        print(f"| {name} | {med(ts) * 1e3:.1f} | {p95(ts) * 1e3:.1f} | {med(ts) / base:.2f} |")
+    print("\n== GT-box Dice per runtime (6 slices per kind) ==")
+    print("| kind | plain PyTorch fp32 | encoder + decoder OpenVINO f32 | auto |\n|---|---|---|---|")
+    ov32 = load_backend(precision="ov_f32", decoder="openvino", device="cpu")
+    for name, v, truth in cases():
+        picked = pick_slices(v.geometry("axial"), truth, 6)
+        ds = [mean(gt_box_dice(Session(v, b), "axial", truth, picked)) for b in (plain, ov32, auto)]
+        print(f"| {name} | " + " | ".join(f"{d:.4f}" for d in ds) + " |", flush=True)
+    busy_box(auto, plain)
+
+
+def busy_box(auto, plain) -> None:
+    """Box latency while a background thread encodes slices ÷ idle, per backend."""
+    vol, gt = setup()
+    print("\n== box latency while 8 slices encode in the background ==")
+    print("| backend | idle median ms | busy median ms | busy ÷ idle | busy p95 ÷ idle p95 |")
+    print("|---|---|---|---|---|")
+    for name, b in (("plain PyTorch fp32 (gated encoder)", plain), ("auto", auto)):
+        session = Session(vol, b, EmbeddingCache())
+        box = tuple(gt_box(vol, gt, 63))
+        session.predict("axial", 63, box)
+
+        def lat(n):
+            ts = []
+            for _ in range(n):
+                t = time.perf_counter()
+                session.predict("axial", 63, box)
+                ts.append(time.perf_counter() - t)
+                time.sleep(0.03)
+            return ts
+
+        idle = lat(10)
+        worker = threading.Thread(target=session.precompute, args=("axial", 134),
+                                  kwargs={"indices": list(range(130, 138))})
+        worker.start()
+        time.sleep(0.2)
+        busy = []
+        while worker.is_alive():
+            busy += lat(1)
+        worker.join()
+        idle += lat(10)
+        print(f"| {name} [{b.runtime_label} / decoder {b.decoder_runtime}] | {med(idle)*1e3:.0f} | "
+              f"{med(busy)*1e3:.0f} | {med(busy)/med(idle):.2f} | {p95(busy)/p95(idle):.2f} |",
+              flush=True)
+
+
+def startup_table() -> None:
+    """medsam-segment, one box on the demo volume: process start to written mask, cold (empty
+    runtime cache: convert + compile) then warm, beside plain PyTorch fp32."""
+    import tempfile
+
+    script = Path(sys.executable).with_name("medsam-segment")
+    demo = REPO / "resources" / "demo" / "brats_2013_pat0001_flair.nii.gz"
+    print("\n== start-up: medsam-segment, one box, process start to mask written ==")
+    print("| run | wall s | ÷ plain PyTorch fp32 |\n|---|---|---|")
+    base = None
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = [("plain PyTorch fp32", ["--precision", "fp32"], {"MEDSAM_NO_OPENVINO": "1"}),
+                ("auto, cold (empty runtime cache)", [], {}),
+                ("auto, warm", [], {}), ("auto, warm again", [], {})]
+        for name, extra, env_extra in runs:
+            env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD",)}
+            env.update(env_extra, MEDSAM_OPENVINO_CACHE=str(Path(tmp) / "ov"))
+            out = Path(tmp) / "out.nii.gz"
+            t = time.perf_counter()
+            r = subprocess.run([str(script), str(demo), "--box", "2", "63", "58", "76", "103",
+                                "166", "--out", str(out)] + extra, env=env, capture_output=True,
+                               text=True)
+            el = time.perf_counter() - t
+            if r.returncode:
+                print(f"| {name} | failed: {r.stderr.strip()[-200:]} | |")
+                continue
+            base = base or el
+            print(f"| {name} | {el:.1f} | {el / base:.2f} |", flush=True)
+
+
 def main() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -430,5 +553,10 @@ if __name__ == "__main__":
         runtime_child(ARGS.runtime_child)
     elif ARGS.runtimes_only:
         runtime_table()
+    elif ARGS.decoder:
+        print(f"CPU: {cpu_model()} · torch {torch.__version__} · threads "
+              f"{torch.get_num_threads()} · load {os.getloadavg()[0]:.1f}")
+        decoder_stage(ARGS.boxes)
+        startup_table()
     else:
         main()

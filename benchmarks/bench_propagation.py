@@ -3,6 +3,7 @@
 
     python benchmarks/bench_propagation.py               # speed + 3D Dice on BRATS
     python benchmarks/bench_propagation.py --rules       # the table the default rules come from
+    python benchmarks/bench_propagation.py --runtimes    # issue 23: per runtime ÷ plain fp32
 
 Speed (BRATS pat0001 FLAIR, one ground-truth box on the largest tumour slice, default rules):
   - propagation throughput, slices/s, with a cold and a warm cache, each ÷ the raw encoder's
@@ -330,6 +331,116 @@ def queue_table(backend, cache, brats: bool = True, jitter: bool = True,
         print(f"  {r:+.3f} {w}")
 
 
+def plain_encoder_seconds(vol, seed: int, reps: int = 3) -> float:
+    """Median seconds of the plain PyTorch fp32 image encoder on one slice of ``vol``."""
+    plain = load_backend(precision="fp32", decoder="pytorch", device="cpu")
+    img = Session(vol, plain).model_slice("axial", seed)
+    plain.encode([img])
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        plain.encode([img])
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def runtimes_table(pat: str = "brats_2013_pat0001_1", around: int = 0) -> None:
+    """One GT box on the largest tumour slice + propagation (cold embedding cache), per
+    runtime, each ÷ (slices × the plain PyTorch fp32 encoder time measured in the same run),
+    with its 3D Dice; then the same through the medsam-segment CLI (process start included,
+    runtime conversion cache warm). ``around`` > 0: only slices seed ± around (a reduced run)."""
+    import os
+    import subprocess
+
+    vol = load_volume(BRATS / pat / "Flair_subtrMeanDivStd.nii.gz")
+    gt = np.asarray(nib.load(str(BRATS / pat / "OTMultiClass.nii.gz")).dataobj) > 0
+    g = vol.geometry("axial")
+    seed = int(np.argmax([g.take(gt, i).sum() for i in range(g.n_slices)]))
+    box = mask_box(g.take(gt, seed))
+    rules = propagation.StopRules(extent=(seed - around, seed + around) if around else None)
+    enc = plain_encoder_seconds(vol, seed)
+    print(f"\nplain PyTorch fp32 encoder: {enc:.3f} s/slice (this run)\n")
+    print("| runtime (encoder / decoder) | slices | s | ÷ (slices × plain fp32 encoder) | "
+          "encoder s/slice | decoder ms/box | 3D Dice |")
+    print("|---|---|---|---|---|---|---|")
+    configs = (("plain PyTorch fp32", dict(precision="fp32", decoder="pytorch")),
+               ("OpenVINO f32 encoder, PyTorch decoder", dict(precision="ov_f32", decoder="pytorch")),
+               ("auto", dict()))
+    for name, kw in configs:
+        b = load_backend(device="cpu", **kw)
+        session = Session(vol, b, EmbeddingCache(max_bytes=2 << 30))
+        t_enc = [0.0]
+        encode = b.encode
+
+        def timed(slices, _e=encode):
+            t = time.perf_counter()
+            out = _e(slices)
+            t_enc[0] += time.perf_counter() - t
+            return out
+        b.encode = timed
+        n_dec = [0]
+        decode = b.decode
+
+        def counted(*a, _d=decode, **k):
+            n_dec[0] += 1
+            return _d(*a, **k)
+        b.decode = counted
+        t0 = time.perf_counter()
+        start = session.predict("axial", seed, box).mask
+        result = propagation.run(session, "axial", seed, [start], rules)
+        total = time.perf_counter() - t0
+        out = np.zeros(vol.shape, bool)
+        g.take(out, seed)[...] = start
+        for st in result.steps:
+            g.take(out, st.index)[...] = st.mask
+        n = len(result.steps) + 1
+        dec_ms = (total - t_enc[0]) / max(n_dec[0], 1) * 1e3
+        print(f"| {name} ({b.runtime_label} / {b.decoder_runtime}) | {n} | {total:.1f} | "
+              f"{total / (n * enc):.3f} | {t_enc[0] / n:.3f} | {dec_ms:.0f} | "
+              f"{dice(out, gt):.3f} |", flush=True)
+    script = Path(sys.executable).with_name("medsam-segment")
+    if not script.is_file():
+        return
+    src = BRATS / pat / "Flair_subtrMeanDivStd.nii.gz"
+    with tempfile.TemporaryDirectory() as tmp:
+        out_path = Path(tmp) / "t.nii.gz"
+        # "--box AXIS SLICE X0 Y0 X1 Y1" indexes the source array: display rows/cols map back
+        arr_box = cli_box(vol, seed, box)
+        for name, extra, env_extra in (("plain PyTorch fp32", ["--precision", "fp32"],
+                                        {"MEDSAM_NO_OPENVINO": "1"}), ("auto", [], {})):
+            env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+            env.update(env_extra)
+            t = time.perf_counter()
+            ext = ["--extent", str(seed - around), str(seed + around)] if around else []
+            r = subprocess.run([str(script), str(src), "--box", *map(str, arr_box),
+                                "--propagate", "--out", str(out_path)] + ext + extra, env=env,
+                               capture_output=True, text=True)
+            el = time.perf_counter() - t
+            if r.returncode:
+                print(f"CLI {name}: failed {r.stderr[-300:]}")
+                continue
+            lab = np.asarray(nib.load(str(out_path)).dataobj) > 0
+            n = int(np.count_nonzero(lab.reshape(-1, lab.shape[2]).any(0)))
+            print(f"| CLI medsam-segment --propagate, {name} | {n} | {el:.1f} | "
+                  f"{el / (n * enc):.3f} | | | {dice(lab, gt):.3f} |", flush=True)
+
+
+def cli_box(vol, seed: int, box):
+    """The CLI's "--box 2 K X0 Y0 X1 Y1" (source array indices) of a display box on axial
+    slice ``seed`` (found through a one-voxel probe of the geometry)."""
+    g = vol.geometry("axial")
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    probe = np.zeros(vol.shape, np.uint8)
+    view = g.take(probe, seed)
+    view[y0, x0] = 1
+    view[y1, x1] = 2
+    a = np.argwhere(probe == 1)[0]
+    b = np.argwhere(probe == 2)[0]
+    axis = next(i for i in (2, 1, 0) if a[i] == b[i])
+    lo, hi = np.delete(np.minimum(a, b), axis), np.delete(np.maximum(a, b), axis)
+    return [axis, int(a[axis]), int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])]
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rules", action="store_true", help="measure the stop rules (slow)")
@@ -341,8 +452,17 @@ def main() -> None:
     p.add_argument("--only", default="", help="--queue on structures whose name contains one "
                    "of these comma-separated words")
     p.add_argument("--cache-dir", help="keep embeddings on disk here between runs")
+    p.add_argument("--runtimes", action="store_true", help="propagation per runtime ÷ plain "
+                   "fp32 encoder, and through the CLI (issue 23)")
+    p.add_argument("--around", type=int, default=0,
+                   help="--runtimes: only the seed ± this many slices (reduced run)")
     args = p.parse_args()
     import torch
+
+    if args.runtimes:
+        print(f"CPU: {cpu_model()} · torch {torch.__version__} · {torch.get_num_threads()} threads")
+        runtimes_table(around=args.around)
+        return
 
     backend = load_backend(device="cpu")
     print(f"CPU: {cpu_model()} · torch {torch.__version__} · {torch.get_num_threads()} threads"

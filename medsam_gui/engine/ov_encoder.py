@@ -75,6 +75,35 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("medsam-gui")) / "openvino"
 
 
+def make_core(folder: Optional[Path] = None):
+    """An ``openvino.Core`` whose compiled models are cached under ``folder``/compiled, so a
+    second start reads the compiled blob instead of compiling (cold vs warm start:
+    ``benchmarks/bench_engine.py``). Without a writable folder it compiles every time."""
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = (folder or cache_dir()) / "compiled"
+    try:
+        compiled.mkdir(parents=True, exist_ok=True)
+        core.set_property({"CACHE_DIR": str(compiled)})
+    except Exception as exc:  # read-only folder or an old runtime: compile each time
+        log.warning("no OpenVINO compiled-model cache in %s (%s)", compiled, exc)
+    return core
+
+
+def save_atomically(ov, model, path: Path) -> None:
+    """Save a converted model as ``path`` (.xml + .bin, renamed into place); on failure the
+    next start converts again."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}-{os.getpid()}.xml")
+        ov.save_model(model, str(tmp), compress_to_fp16=False)
+        os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot cache the OpenVINO model in %s (%s)", path.parent, exc)
+
+
 class OpenVinoEncoder:
     """``encoder(x)`` for a (1, 3, S, S) float32 tensor -> embedding tensor, on OpenVINO."""
 
@@ -90,7 +119,7 @@ class OpenVinoEncoder:
         name = f"encoder-{digest[:16]}-{input_size}-ov{ov.__version__.split('-')[0]}.xml"
         self.path = folder / name
         self.converted = False  # True when this load had to convert (not read from the cache)
-        core = ov.Core()
+        core = make_core(folder)
         model = None
         if self.path.is_file():
             try:
@@ -120,14 +149,7 @@ class OpenVinoEncoder:
         finally:
             image_encoder.train(was_training)
         self.converted = True
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.stem}-{os.getpid()}.xml")
-            ov.save_model(model, str(tmp), compress_to_fp16=False)
-            os.replace(tmp.with_suffix(".bin"), self.path.with_suffix(".bin"))
-            os.replace(tmp, self.path)
-        except OSError as exc:  # no cache: the next start converts again
-            log.warning("cannot cache the OpenVINO encoder in %s (%s)", self.path.parent, exc)
+        save_atomically(ov, model, self.path)
         return model
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -150,4 +172,4 @@ def encoder_for(image_encoder: torch.nn.Module, digest: str, input_size: int,
 
 
 __all__ = ["HINTS", "OpenVinoEncoder", "encoder_for", "blocked_reason", "cache_dir", "cpu_has_fast_bf16",
-           "preloaded_allocator"]
+           "make_core", "preloaded_allocator", "save_atomically"]

@@ -61,21 +61,7 @@ def decode_logits(backend, embedding: torch.Tensor, shape: Tuple[int, int],
     of ``Backend.decode`` step for step."""
     shape = (int(shape[0]), int(shape[1]))
     with backend._gate.decoding(), torch.inference_mode():
-        boxes_t = None
-        if box is not None:
-            b = backend.box_to_model(box, shape)
-            boxes_t = torch.from_numpy(np.asarray(b, np.float32)).to(backend.device).view(1, 1, 4)
-        pts = None
-        if points:
-            arr = np.asarray(points, np.float64).reshape(-1, 3)
-            xy = backend.points_to_model(arr[:, :2], shape).astype(np.float32)
-            pts = (torch.from_numpy(xy).to(backend.device)[None],
-                   torch.from_numpy(arr[:, 2].astype(np.int64)).to(backend.device)[None])
-        sparse, dense = backend.model.prompt_encoder(points=pts, boxes=boxes_t, masks=mask_input)
-        low_res, iou = backend.model.mask_decoder(
-            image_embeddings=embedding.to(backend.device, torch.float32),
-            image_pe=backend._dense_pe, sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense, multimask_output=False)
+        low_res, iou = backend.low_res(embedding, shape, box, points, mask_input)
         mask = backend.postprocess(low_res, shape).cpu().numpy()
         return mask, float(iou.reshape(-1)[0]), low_res.clone()
 

@@ -1,0 +1,155 @@
+"""The prompt encoder + mask decoder on OpenVINO: f32 equal to PyTorch (box, box + clicks,
+one ambiguous click, a mask prompt), bf16 as accurate against ground truth, the choice by
+measurement, the compiled-model cache and the fallback (real slices, real model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medsam_gui.engine import Session, load_backend, ov_decoder, ov_encoder, refine
+from medsam_gui.engine.evaluate import dice, gt_box_dice, mask_box, mean, pick_slices
+
+from test_openvino_encoder import cases
+
+pytestmark = pytest.mark.needs_data
+BLOCKED = ov_encoder.blocked_reason()
+needs_openvino = pytest.mark.skipif(BLOCKED is not None, reason=f"OpenVINO: {BLOCKED}")
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """The same weights and encoder, the decoder on OpenVINO f32 and on PyTorch."""
+    ov = load_backend(precision="ov_f32", decoder="openvino")
+    assert ov.decoder_runtime == "openvino f32", ov.decoder_note
+    pt = load_backend(precision="ov_f32", decoder="pytorch")
+    assert pt.decoder_runtime == "pytorch"
+    return ov, pt
+
+
+@pytest.fixture(scope="module")
+def slices(pair):
+    """(name, embedding, shape, truth slice) of one tumour/organ slice per kind."""
+    ov, _ = pair
+    out = []
+    for name, vol, truth in cases():
+        geom = vol.geometry("axial")
+        k = pick_slices(geom, truth, 1)[0]
+        emb = ov.encode([Session(vol, ov).model_slice("axial", k)])
+        out.append((name, emb, geom.slice_shape, geom.take(truth, k)))
+    return out
+
+
+@needs_openvino
+def test_f32_decoder_equals_pytorch_on_every_prompt_kind(pair, slices):
+    ov, pt = pair
+    for name, emb, shape, truth in slices:
+        box = mask_box(truth)
+        click = refine.corrective_click(truth, ov.decode(emb, shape, box)[0])
+        assert click is not None
+        ys, xs = np.nonzero(truth)
+        inside = (float(xs[len(xs) // 2]), float(ys[len(ys) // 2]), 1)
+        prompts = {"box": (box, None, None, False),
+                   "box + 2 clicks": (box, [click, (box[0], box[1], 0)], None, False),
+                   "one click, multi-mask": (None, [inside], None, True)}
+        with torch.inference_mode():
+            low_box, _ = pt.low_res(emb, shape, box)
+            prompts["box + mask prompt"] = (box, [click], low_box, False)
+            for what, (b, pts, mask_in, multi) in prompts.items():
+                a_low, a_iou = ov.low_res(emb, shape, b, pts, mask_in, multi)
+                r_low, r_iou = pt.low_res(emb, shape, b, pts, mask_in, multi)
+                assert a_low.shape == r_low.shape == (1, 3 if multi else 1, 256, 256)
+                diff = float((a_low - r_low).abs().max())
+                assert diff < 1e-3, (name, what, diff)  # measured ~2e-5 on logits of ~20
+                assert float((a_iou - r_iou).abs().max()) < 1e-4, (name, what)
+                assert np.array_equal(ov.postprocess(a_low[:, :1], shape).numpy(),
+                                      pt.postprocess(r_low[:, :1], shape).numpy()), (name, what)
+        ma, ia = ov.decode(emb, shape, box)
+        mr, ir = pt.decode(emb, shape, box)
+        assert np.array_equal(ma, mr) and abs(ia - ir) < 1e-4, name
+        assert dice(ma, truth) > 0.7, name  # and the mask is the structure
+        single = ov.decode(emb, shape, None, [inside])
+        assert np.array_equal(single[0], pt.decode(emb, shape, None, [inside])[0]), name
+
+
+@needs_openvino
+def test_click_refinement_runs_on_the_runtime_and_matches_pytorch(pair, slices):
+    ov, pt = pair
+    for name, emb, shape, truth in slices:
+        box = mask_box(truth)
+        for method in ("points", "mask_prompt", "local"):
+            clicks, states = [], []
+            for b in (ov, pt):
+                state = refine.start(b, emb, shape, box)
+                for _ in range(2):
+                    c = refine.corrective_click(truth, state.mask)
+                    if c is None:
+                        break
+                    if b is ov:
+                        clicks.append(c)
+                    state = refine.step(b, emb, shape, state, c, method)
+                states.append(state)
+            assert states[0].clicks == states[1].clicks == clicks, (name, method)
+            assert np.array_equal(states[0].mask, states[1].mask), (name, method)
+
+
+@needs_openvino
+def test_bf16_decoder_is_as_accurate_against_ground_truth(pair):
+    _ov, pt = pair
+    bf16 = load_backend(precision="ov_bf16", decoder="openvino")
+    assert bf16.decoder_runtime == "openvino bf16", bf16.decoder_note
+    for name, vol, truth in cases():
+        picked = pick_slices(vol.geometry("axial"), truth, 6)
+        ref = mean(gt_box_dice(Session(vol, pt), "axial", truth, picked))
+        got = mean(gt_box_dice(Session(vol, bf16), "axial", truth, picked))
+        assert got >= ref - 0.01, (name, got, ref)
+
+
+@needs_openvino
+def test_auto_follows_the_measurement_and_remembers_it(pair, monkeypatch, tmp_path):
+    ov, _ = pair
+    dec = ov._ov_dec
+    monkeypatch.setenv("MEDSAM_OPENVINO_CACHE", str(tmp_path))
+    for t_pt, t_ov, runtime in ((0.010, 0.020, "pytorch"), (0.020, 0.010, "openvino f32")):
+        monkeypatch.setattr(ov_decoder, "measure_pair", lambda *_a, **_k: (t_pt, t_ov))
+        monkeypatch.setattr(ov_decoder, "OpenVinoDecoder", lambda *_a, **_k: dec)
+        ov.use_openvino_decoder("auto")
+        assert ov.decoder_runtime == runtime, ov.decoder_note
+        assert f"PyTorch {t_pt * 1e3:.1f} ms" in ov.decoder_note
+        # remembered: the next load neither measures nor builds what it will not use
+        monkeypatch.setattr(ov_decoder, "measure_pair", None)
+        if runtime == "pytorch":
+            monkeypatch.setattr(ov_decoder, "OpenVinoDecoder", None)
+        ov.use_openvino_decoder("auto")
+        assert ov.decoder_runtime == runtime
+        (tmp_path / "decoder-choices.json").unlink()
+    ov.use_openvino_decoder("openvino")  # leave the shared fixture as it was
+
+
+@needs_openvino
+def test_converted_and_compiled_models_are_cached(pair, monkeypatch):
+    ov, _ = pair
+    dec = ov._ov_dec
+    assert dec.path(False).is_file() and dec.path(False).with_suffix(".bin").is_file()
+    assert dec.path(True).is_file()  # the mask-prompt variant, converted on first use
+    compiled = dec.folder / "compiled"
+    assert any(compiled.iterdir())
+    core = ov_encoder.make_core(dec.folder)
+    assert core.get_property("CACHE_DIR") == str(compiled)
+    again = load_backend(precision="ov_f32", decoder="openvino")
+    assert again._ov_dec is not None and not again._ov_dec.converted
+
+
+@needs_openvino
+def test_a_failing_decoder_conversion_falls_back_to_pytorch(monkeypatch):
+    def broken(*_a, **_k):
+        raise RuntimeError("conversion failed")
+
+    monkeypatch.setattr(ov_decoder, "OpenVinoDecoder", broken)
+    b = load_backend(precision="ov_f32", decoder="openvino")
+    assert b.decoder_runtime == "pytorch" and "conversion failed" in b.decoder_note
+    img = np.zeros((240, 240), np.uint8)
+    img[80:160, 80:160] = 200
+    mask, _ = b.decode(b.encode([img]), (240, 240), (70, 70, 170, 170))
+    assert mask[120, 120] and not mask[10, 10]
