@@ -69,7 +69,9 @@ setup(
         "platformdirs",
         "tqdm",
     ],
-    extras_require={"test": ["pytest", "pytest-qt", "slicerio"]},
+    extras_require={"test": ["pytest", "pytest-qt", "slicerio"],
+                    # medsam-segment --batch --cluster: Dask distributed (README, Batch runs)
+                    "cluster": ["distributed>=2024.1"]},
     entry_points={
         "console_scripts": [
             "medsam-gui=medsam_gui.cli:gui_main",
