@@ -229,3 +229,19 @@ def test_undo_history_bound_drops_oldest_with_a_note():
     small.push(changes[0])
     small.push(changes[1])
     assert small.n_undo == 1 and small.dropped == 1 and "1 undo step was" in small.note
+
+
+def test_scan_larger_than_free_memory_is_refused_before_allocation(monkeypatch):
+    from medsam_gui.errors import MedsamError
+    from medsam_gui.io import nifti
+
+    def no_allocation(*args, **kwargs):
+        raise AssertionError("the voxels were read although they cannot fit")
+
+    monkeypatch.setattr(nifti, "available_memory", lambda: 300_000)  # 0.3 MB free
+    monkeypatch.setattr(nifti, "_read_voxels", no_allocation)
+    with pytest.raises(MedsamError, match=r"needs 722\.0 KiB .* more than this machine has "
+                                          r"free now \(293\.0 KiB"):
+        load_volume(CT)  # 122×101×30 int16
+    monkeypatch.undo()
+    assert load_volume(CT).shape == (122, 101, 30)

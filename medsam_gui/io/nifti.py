@@ -83,18 +83,41 @@ def _memory_limit() -> int:
     return int(min(MAX_VOXEL_BYTES, physical))
 
 
+def available_memory() -> Optional[int]:
+    """Memory the system can give this process now without swapping (Linux ``MemAvailable``),
+    or None where it does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def check_array_size(shape: Tuple[int, ...], itemsize: int, path: Path) -> None:
-    """Refuse absurd dimensions before anything is allocated."""
+    """Refuse absurd dimensions, and an image larger than the memory free now, before
+    anything is allocated (a scan that would not fit is refused with a message, instead of
+    the system killing the program part way through the read)."""
     n = 1
     for s in shape:
         n *= int(s)
     limit = _memory_limit()
+    dims = "×".join(str(int(s)) for s in shape)
     if n * itemsize > limit:
-        dims = "×".join(str(int(s)) for s in shape)
         raise MedsamError(
             f"header dimensions {dims} need {n * itemsize / 2**30:.1f} GiB, more than this "
             f"machine can hold ({limit / 2**30:.1f} GiB); the header is corrupt or the image "
             "is too large",
+            path,
+        )
+    free = available_memory()
+    if free is not None and n * itemsize > free:
+        raise MedsamError(
+            f"the image ({dims}) needs {_size_text(n * itemsize)} of memory for its voxels, "
+            f"more than this machine has free now ({_size_text(free)}): close other programs, "
+            "or open a smaller part of it (one volume of a 4D series, a cropped copy)",
             path,
         )
 
