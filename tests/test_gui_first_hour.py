@@ -174,6 +174,28 @@ def test_disabled_buttons_and_menu_entries_look_disabled(qtbot):
     menu.close()
 
 
+def test_unchecked_boxes_and_radio_buttons_stand_out_from_the_dark_background(qtbot):
+    """An option's box must be seen before it is ticked: Fusion's default indicator drew dark
+    on the theme's dark background (the SEG encoding choice was barely visible)."""
+    from PyQt5.QtWidgets import QCheckBox, QRadioButton, QWidget
+
+    host = QWidget()
+    host.setStyleSheet(gui_app.style_sheet())
+    qtbot.addWidget(host)
+    boxes = [QCheckBox("", host), QRadioButton("", host), QCheckBox("", host)]
+    for i, box in enumerate(boxes):
+        box.move(0, 30 * i)
+    boxes[2].setChecked(True)
+    host.show()
+    background = host.grab().toImage().pixelColor(host.width() - 1, host.height() - 1)
+    for box in boxes[:2]:
+        assert brightest(box) > background.lightness() + 100  # the unchecked outline shows
+    ticked, unticked = boxes[2].grab().toImage(), boxes[0].grab().toImage()
+    count = (lambda im: sum(im.pixelColor(x, y).lightness() > 120 for x in range(im.width())
+                            for y in range(im.height())))
+    assert count(ticked) > 2 * count(unticked)  # ticked is filled, not only outlined
+
+
 def test_status_line_follows_the_slice_and_keeps_every_message(qtbot, window):
     w = opened(qtbot, window)
     canvas = w.slice_view
