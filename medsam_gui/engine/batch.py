@@ -277,11 +277,15 @@ def _process_pool(todo: Sequence[Case], case_args: Sequence[str], workers: int,
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                              initializer=_init_worker) as pool:
         futures = {pool.submit(run_case, c, list(case_args), threads): c for c in todo}
-        for f in as_completed(futures):
-            try:
-                done(f.result())
-            except BrokenProcessPool:
-                lost.append(futures[f])
+        try:
+            for f in as_completed(futures):
+                try:
+                    done(f.result())
+                except BrokenProcessPool:
+                    lost.append(futures[f])
+        except KeyboardInterrupt:  # the cases not started are dropped, not waited for
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     if lost:
         _process_pool_one_by_one(sorted(lost, key=lambda c: c.n), case_args, done)
 
