@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import MedsamError
 from ..volume import Volume
-from .atomic import atomic_path, check_target, write_synced
+from .atomic import atomic_path, check_target
 
 AFFINE_TOLERANCE_MM = 1e-3  # qform is stored as float32 quaternions: allow their rounding
 NIFTI_INTENT_LABEL = 1002
@@ -99,24 +99,55 @@ def build_label_image(labels: np.ndarray, volume: Volume, path: Path) -> nib.Nif
     return img
 
 
-def _verify(raw: bytes, img: nib.Nifti1Image, path: Path) -> None:
-    """Re-read what was written and compare shape, affines and voxels."""
+VERIFY_CHUNK = 8 << 20  # bytes of voxels compared at a time when a written file is re-read
+
+
+def _same_voxels(f, offset: int, want_arr: np.ndarray) -> bool:
+    """Do the bytes of ``f`` from ``offset`` to its end equal ``want_arr`` in Fortran order?
+    Read a chunk at a time (a gzip stream is decompressed to its end, so its CRC is checked)."""
+    want = memoryview(np.asfortranarray(want_arr).T).cast("B") if want_arr.size else b""
+    f.seek(offset)
+    pos = 0
+    while True:
+        chunk = f.read(VERIFY_CHUNK)
+        if not chunk:
+            return pos == len(want)
+        if want[pos:pos + len(chunk)] != chunk:
+            return False
+        pos += len(chunk)
+
+
+def _verify(raw: Union[bytes, Path], img: nib.Nifti1Image, path: Path) -> None:
+    """Re-read what was written (the bytes, or the file, read a chunk at a time so a big label
+    map costs no second copy) and compare shape, affines and voxels."""
+    want_arr = np.asanyarray(img.dataobj)
     try:
-        back = nib.Nifti1Image.from_bytes(raw)
-        data = np.asanyarray(back.dataobj)
+        if isinstance(raw, Path):
+            with open(raw, "rb") as probe:
+                gz = probe.read(2) == b"\x1f\x8b"
+            with (gzip.open(raw, "rb") if gz else open(raw, "rb")) as f:
+                hdr = nib.Nifti1Header.from_fileobj(f)
+                same = (hdr.get_data_dtype() == want_arr.dtype
+                        and tuple(hdr.get_data_shape()) == want_arr.shape
+                        and _same_voxels(f, int(hdr.get_data_offset()), want_arr))
+            shape = tuple(hdr.get_data_shape())
+        else:
+            back = nib.Nifti1Image.from_bytes(raw)
+            data = np.asanyarray(back.dataobj)
+            shape, hdr = back.shape, back.header
+            same = data.dtype == want_arr.dtype and np.array_equal(data, want_arr)
     except Exception as exc:
         raise MedsamError(f"written label map cannot be read back ({exc})", path) from None
-    want_arr = np.asanyarray(img.dataobj)
     problems = []
-    if back.shape != want_arr.shape:
-        problems.append(f"shape {back.shape} != {want_arr.shape}")
-    elif data.dtype != want_arr.dtype or not np.array_equal(data, want_arr):
+    if shape != want_arr.shape:
+        problems.append(f"shape {shape} != {want_arr.shape}")
+    elif not same:
         problems.append("voxels differ")
     want = img.header.get_sform()
-    if not np.allclose(back.header.get_sform(), want, atol=AFFINE_TOLERANCE_MM):
+    if not np.allclose(hdr.get_sform(), want, atol=AFFINE_TOLERANCE_MM):
         problems.append("sform differs")
     if int(img.header["qform_code"]) > 0 or _qform_representable(want):
-        if not np.allclose(back.header.get_qform(), want, atol=AFFINE_TOLERANCE_MM):
+        if not np.allclose(hdr.get_qform(), want, atol=AFFINE_TOLERANCE_MM):
             problems.append("qform differs")
     if problems:
         raise MedsamError("label map failed verification: " + ", ".join(problems), path)
@@ -144,15 +175,19 @@ def save_label_map(
     check_target(path, "a file name ending in .nii.gz")
     img = build_label_image(labels, volume, path)
     compress = name.endswith(".gz")
-    raw = img.to_bytes()
-    if compress:  # the uncompressed bytes are let go before the read-back is verified
-        raw = gzip.compress(raw, compresslevel=1, mtime=0)
     try:
         with atomic_path(path) as tmp:
-            write_synced(tmp, raw)
-            del raw
-            on_disk = tmp.read_bytes()
-            _verify(gzip.decompress(on_disk) if compress else on_disk, img, path)
+            # streamed to the file slab by slab, then re-read a chunk at a time: a label map
+            # of a 1,000-slice CT is never held as bytes beside its array
+            with open(tmp, "wb") as fh:
+                if compress:
+                    with gzip.GzipFile("", "wb", 1, fh, mtime=0) as gz:
+                        img.to_stream(gz)
+                else:
+                    img.to_stream(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            _verify(Path(tmp), img, path)
     except OSError as exc:
         raise MedsamError(f"cannot write the label map ({exc.strerror or exc})", path) from None
     return path
