@@ -1,9 +1,10 @@
 """EmbeddingCache: image embeddings by (model, volume content, normalisation, axis, slice).
 
-Memory tier: a bytes-bounded LRU of fp16 CPU tensors (bound: ``default_memory_bytes``, one
-eighth of the machine's memory within 256 MiB..2 GiB, so 2 GiB or 1,024 LiteMedSAM slices on a
-16 GB workstation; ``$MEDSAM_GUI_CACHE_MEMORY_MB`` sets it; what falls out is still on disk) (fp16 storage was measured to keep
-masks at Dice >= 0.99 against fp32 storage; see tests/test_engine_cache.py). Optional disk
+Memory tier: a bytes-bounded LRU of fp16 CPU tensors (fp16 storage was measured to keep
+masks at Dice >= 0.99 against fp32 storage; see tests/test_engine_cache.py). Its bound,
+``default_memory_bytes``, is one eighth of the machine's memory within 256 MiB..2 GiB (2 GiB,
+1,024 LiteMedSAM slices, on a 16 GB workstation); ``$MEDSAM_GUI_CACHE_MEMORY_MB`` sets it, and
+what falls out of memory is still on disk when the disk tier is on. Optional disk
 tier: one ``.npy`` file per embedding under a folder (the user cache dir by default), written
 atomically (temp file + rename), capped in total size (oldest files removed first).
 
