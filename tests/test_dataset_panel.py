@@ -160,6 +160,7 @@ def test_next_case_is_encoded_in_the_background(qtbot, tmp_path):
     cases, _, _ = discover_all([PAT1 / FLAIR, PAT2 / FLAIR])
     first, second = ds.add_cases(cases)
     w = _window(qtbot, tmp_path, "n")
+    w.use_disk_cache = False  # memory only: nothing cached by an earlier run
     w.backend = load_backend("litemedsam")
     panel = w.dataset_panel
     panel.next_case.radius = 1
