@@ -186,7 +186,8 @@ def test_repropagation_never_overwrites_a_persons_slice(pat1, backend, cache):
     assert set(again.indices) == {seed + 1, seed + 2, seed + 4}
     for i, arr in kept.items():
         assert np.array_equal(geom.take(ann.labelmap.array, i), arr), i
-    assert ann.labelmap.records[("axial", seed + 2, 1)].from_slices == [seed + 3]
+    # between two key slices the better-scored of the two fronts (engine.key_slices)
+    assert ann.labelmap.records[("axial", seed + 2, 1)].from_slices in ([seed + 1], [seed + 3])
 
     # undo of the second propagation restores the label map exactly
     before = ann.labelmap.array.copy()

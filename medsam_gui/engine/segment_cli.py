@@ -55,7 +55,7 @@ its z-range); a JSON box may carry its own "extent": [first, last].
 Key slices: the boxes (and empty entries) of one label on one AXIS are key slices of one
 structure. It is propagated from every key slice that has a box; a key slice is never
 overwritten and never crossed, so an empty key slice stops the fronts that reach it; between
-two key slices each slice takes the mask of the front from its nearer key slice
+two key slices both fronts run and each slice takes the mask the model scores higher
 (medsam_gui.engine.key_slices). As in the window, a propagated mask never takes another
 label's voxels.
 
@@ -265,7 +265,7 @@ def seg_options_of(args: argparse.Namespace, fmt: str) -> Optional[dict]:
     return options
 
 
-def run(args: argparse.Namespace, backend=None) -> Path:
+def run(args: argparse.Namespace) -> Path:
     from medsam_gui.io import load_volume
     from medsam_gui.io.formats import format_for
 
@@ -309,8 +309,7 @@ def run(args: argparse.Namespace, backend=None) -> Path:
     from medsam_gui.engine.backends import load_backend
     from medsam_gui.engine.session import Session
 
-    if backend is None:  # a --batch worker passes the model it loaded once
-        backend = load_backend(args.model, args.checkpoint, args.device, args.precision)
+    backend = load_backend(args.model, args.checkpoint, args.device, args.precision)
     session = Session(volume, backend)
     transform = session.set_model_input(choice)  # ModelInputError (a MedsamError) if unusable
     print(f"model input: {transform.summary()}", file=sys.stderr)
@@ -376,10 +375,6 @@ def _interrupt(signum, frame) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from medsam_gui.engine import batch  # --batch MANIFEST.json: many cases in one run
-
-    if batch.is_batch(sys.argv[1:] if argv is None else argv):
-        return batch.main(argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -29,7 +29,7 @@ from medsam_gui.ui.workers import error_text, run_task
 PROPAGATE_TIP = ("Follow the active label's mask on this slice up and down through the volume "
                  "(it stops where the structure ends or the model loses it; slices a person "
                  "drew, accepted or cleared are key slices: never replaced nor crossed, and "
-                 "between two of them each slice follows the nearer one)")
+                 "between two of them each slice takes the better-scored of the two fronts)")
 INTERPOLATE_TIP = ("Fill the slices between the key slices of the active label (the slices you "
                    "drew or accepted) by morphological contour interpolation")
 
