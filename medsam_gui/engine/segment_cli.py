@@ -265,7 +265,7 @@ def seg_options_of(args: argparse.Namespace, fmt: str) -> Optional[dict]:
     return options
 
 
-def run(args: argparse.Namespace) -> Path:
+def run(args: argparse.Namespace, backend=None) -> Path:
     from medsam_gui.io import load_volume
     from medsam_gui.io.formats import format_for
 
@@ -309,7 +309,8 @@ def run(args: argparse.Namespace) -> Path:
     from medsam_gui.engine.backends import load_backend
     from medsam_gui.engine.session import Session
 
-    backend = load_backend(args.model, args.checkpoint, args.device, args.precision)
+    if backend is None:  # a --batch worker passes the model it loaded once
+        backend = load_backend(args.model, args.checkpoint, args.device, args.precision)
     session = Session(volume, backend)
     transform = session.set_model_input(choice)  # ModelInputError (a MedsamError) if unusable
     print(f"model input: {transform.summary()}", file=sys.stderr)
@@ -375,6 +376,10 @@ def _interrupt(signum, frame) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from medsam_gui.engine import batch  # --batch MANIFEST.json: many cases in one run
+
+    if batch.is_batch(sys.argv[1:] if argv is None else argv):
+        return batch.main(argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
