@@ -17,6 +17,21 @@ and the structure is propagated again from all its key slices, as ``medsam-segme
 ... --propagate`` does. ``--meets`` adds the meet rules for the gaps between two full key slices
 (``nearest``, ``score``, and ``interp``: contour interpolation of the two key masks, no model).
 Embeddings are kept on disk (``--cache-dir``), so a second run only decodes.
+
+Measured (AMD EPYC, 2 shared cores; abdominal CT and MR, 4 organs each; BRATS left out of the
+run for time), mean 3D Dice over the two kinds after 1 box / +1 / +2 / +3 corrections:
+
+    queue, nearest meet     0.706 0.776 0.792 0.804
+    even, nearest meet      0.706 0.773 0.786 0.798
+    even, score meet        0.706 0.795 0.808 0.809   (now the default meet)
+    even, interpolation     0.706 0.778 0.785 0.795
+
+Per kind: on the MR (one-box Dice 0.531: the largest slice of the spleen and of the left
+kidney is where the model is weakest) queue-guided corrections gain most (0.678 / 0.704 / 0.730
+against 0.635 / 0.660 / 0.693 evenly spaced, nearest meet); on the CT (one box 0.880) the queue
+sends the user to the ends of the organs, where a box gains nothing (0.875 / 0.880 / 0.878)
+while evenly spaced boxes inside gain (0.911 / 0.911 / 0.903). A correction can lower the 3D
+Dice: a ground-truth box on a slice where the model is unsure often gets an unsure mask too.
 """
 
 from __future__ import annotations
