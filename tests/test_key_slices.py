@@ -229,7 +229,8 @@ def test_window_accepts_a_range_in_one_step_and_asks_before_exporting(qtbot, win
 
     # Shift-drag over slices 11..14 of the strip accepts them, one undo step
     strip = w.strip
-    x = lambda i: int(strip.inset + (i + 0.5) * (strip.width() - 2 * strip.inset) / strip.n)  # noqa: E731,E501
+    cell = (strip.width() - 2 * strip.inset) / strip.n
+    x = lambda i: int(strip.inset + (i + 0.5) * cell)  # noqa: E731
     qtbot.mousePress(strip, Qt.LeftButton, Qt.ShiftModifier, QPoint(x(11), 6))
     qtbot.mouseMove(strip, QPoint(x(14), 6))
     qtbot.mouseRelease(strip, Qt.LeftButton, Qt.ShiftModifier, QPoint(x(14), 6))
