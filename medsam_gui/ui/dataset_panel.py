@@ -13,10 +13,10 @@ The next case is prepared while the user works (``next_case.NextCase``): loaded 
 slices encoded once the open case's background encoding is idle.
 
 ``install(window)`` adds File ▸ Open dataset…, File ▸ Export ▸ Dataset (nnU-Net v2)… and the
-(hidden until used) dock. A case opens
-through the window's own ``open_path`` with the case's workspace inside the dataset folder,
-so locking, restoring and autosave are the window's as for any scan. Time is counted while a
-case is open and added to the manifest when the user leaves it.
+(hidden until used) dock. A case opens through the window's own ``open_path`` with the case's
+workspace inside the dataset folder, so locking, restoring and autosave are the window's as for
+any scan. Time is counted while a case is open and added to the manifest when the user leaves
+it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-from PyQt5.QtCore import Qt, pyqtSignal
+from PyQt5.QtCore import Qt, QTimer, pyqtSignal
 from PyQt5.QtWidgets import (QAbstractItemView, QDockWidget, QFileDialog, QHBoxLayout, QLabel,
                              QMessageBox, QProgressBar, QPushButton, QTableWidget,
                              QTableWidgetItem, QVBoxLayout, QWidget)
@@ -357,6 +357,9 @@ class DatasetPanel(QWidget):
         ds, w = self.dataset, self.window
         if ds is None:
             return False
+        if getattr(w, "_loading_model", False):  # a load in progress (the start-up one) would
+            QTimer.singleShot(500, self._retry_model)  # end after ours and win: wait for it
+            return False
         want = ds.current_model
         have = getattr(w.backend, "checkpoint", None) if w.backend is not None else None
         kind = getattr(w.backend, "kind", "litemedsam")
@@ -370,6 +373,12 @@ class DatasetPanel(QWidget):
             return False
         w.switch_model(checkpoint_kind(want, kind), want)
         return True
+
+    def _retry_model(self) -> None:
+        from PyQt5 import sip
+
+        if not sip.isdeleted(self):
+            self.use_dataset_model()
 
     def rollback(self) -> Optional[str]:
         """One click: the model adopted before the current one (the base before v1)."""
