@@ -18,17 +18,20 @@ RecordKey = Tuple[str, int, int]  # (axis, index, label value)
 
 
 class _Packed:
-    """An array stored zlib-compressed (label maps compress ~100x)."""
+    """An array stored zlib-compressed (label maps compress ~100x), in the memory order of the
+    label map it came from (a region of a Fortran-ordered map is not transposed)."""
 
-    __slots__ = ("shape", "dtype", "blob")
+    __slots__ = ("shape", "dtype", "blob", "order")
 
     def __init__(self, array: np.ndarray):
         self.shape = array.shape
         self.dtype = array.dtype
-        self.blob = zlib.compress(np.ascontiguousarray(array).tobytes(), 1)
+        self.order = "F" if array.ndim > 1 and array.strides[0] < array.strides[-1] else "C"
+        self.blob = zlib.compress(array.tobytes(order=self.order), 1)
 
     def unpack(self) -> np.ndarray:
-        return np.frombuffer(zlib.decompress(self.blob), dtype=self.dtype).reshape(self.shape).copy()
+        flat = np.frombuffer(zlib.decompress(self.blob), dtype=self.dtype)
+        return flat.reshape(self.shape, order=self.order).copy(order=self.order)
 
 
 Region = Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]

@@ -23,8 +23,8 @@ def merge(labelmap: LabelMap, changes: Sequence[Change], description: str) -> Ch
         region = tuple((min(r[a][0] for r in regions), max(r[a][1] for r in regions))
                        for a in range(3))
         sl = _slices(region)  # type: ignore[arg-type]
-        after = labelmap.array[sl].copy()
-        before = after.copy()
+        after = labelmap.array[sl].copy(order="K")  # the label map's memory order
+        before = after.copy(order="K")
         for c in reversed(changes):  # unwind to the state before the first change
             if c.region is not None:
                 inner = tuple(slice(a - o[0], b - o[0]) for (a, b), o in zip(c.region, region))

@@ -73,7 +73,7 @@ def import_segmentation(labelmap: LabelMap, imported: ImportedSegments, geometry
         if start + len(values) > 65535:
             raise ValueError("no free label values left for the imported labels")
         mapping = {v: start + n for n, v in enumerate(values, 1)}
-        array = labelmap.array.copy()
+        array = labelmap.array.copy(order="K")
         free = array == 0
         for v, new in mapping.items():
             array[free & (imported.array == v)] = new

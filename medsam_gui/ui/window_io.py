@@ -242,7 +242,8 @@ class FileActions:
 
     def _snapshot(self) -> LabelMap:
         lm = self.labelmap
-        snap = LabelMap(lm.shape, LabelTable.from_json(lm.table.to_json()), lm.array.copy())
+        snap = LabelMap(lm.shape, LabelTable.from_json(lm.table.to_json()),
+                        lm.array.copy(order="K"))  # same memory order: a plain copy
         snap.records = dict(lm.records)
         return snap
 
