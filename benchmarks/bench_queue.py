@@ -31,7 +31,7 @@ weigh the same): queue 0.750 / 0.808 / 0.805 / 0.819, evenly spaced 0.750 / 0.81
 0.822, evenly spaced with the nearest meet 0.750 / 0.795 / 0.805 / 0.806. Per kind, queue
 against even (score): CT 0.894 / 0.892 / 0.893 against 0.905 / 0.915 / 0.904; MR 0.693 / 0.685
 / 0.730 against 0.684 / 0.701 / 0.714; BRATS 0.836 / 0.838 / 0.834 against 0.840 / 0.845 /
-0.848 (one box 0.840: the queue's first slices, 99 and 100, are past the tumour's braked end).
+0.848 (one box 0.840; the queue chose slices 99, 100, 38).
 
 Per kind (first run): on the MR (one-box Dice 0.531: the largest slice of the spleen and of the left
 kidney is where the model is weakest) queue-guided corrections gain most (0.678 / 0.704 / 0.730
