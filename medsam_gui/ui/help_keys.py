@@ -22,6 +22,10 @@ MOUSE: List[Tuple[str, str]] = [
     ("Right-drag", "window / level (the voxels never change)"),
     ("Ctrl+click or Ctrl+drag", "move the crosshair: the other views go to that voxel"),
     ("Drag in the 3D view", "rotate; wheel: zoom; middle-drag (or Ctrl+drag): pan"),
+    ("Shift+drag (or Shift+click) on the slice strip",
+     "accept that range of slices as reviewed, in one undo step (also Segment ▸ Accept slices)"),
+    ("Clear slice where the label is absent",
+     "marks an empty key slice: propagation never fills or crosses it"),
     ("Drop a file on the window", "open it"),
 ]
 
