@@ -277,6 +277,23 @@ def test_undo_stays_on_the_slice_or_goes_there_and_says_so(qtbot, window):
     assert w.index == k - 5 and w.statusBar().currentMessage() == before
 
 
+def test_undo_steps_dropped_to_the_memory_bound_are_said_once(qtbot, window):
+    w = opened(qtbot, window)
+    geom = w.volume.geometry("axial")
+    k = w.index
+    w.history.max_bytes = 1  # every older step is beyond the bound: the newest is kept
+    w.annotator.stroke("axial", k, 1, disc(geom.slice_shape, 100, 100, 8), False)
+    w.changed()  # as the window's edit handlers do after each change
+    assert "dropped" not in w.message_log.as_text()
+    w.annotator.stroke("axial", k + 1, 1, disc(geom.slice_shape, 100, 100, 8), False)
+    w.changed()
+    log = w.message_log.as_text()
+    assert "The oldest 1 undo step was dropped" in log and "of memory" in log
+    w.undo()
+    assert not w.history.can_undo  # only the newest step was left
+    assert w.labelmap.array[..., k].any()  # the first stroke, beyond undo, stays
+
+
 def test_objects_of_a_label_share_its_colour_and_an_erased_object_loses_its_box(qtbot, window):
     w = opened(qtbot, window)
     geom = w.volume.geometry("axial")

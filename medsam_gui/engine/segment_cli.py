@@ -316,7 +316,8 @@ def run(args: argparse.Namespace, backend=None) -> Path:
     print(f"model input: {transform.summary()}", file=sys.stderr)
     note = f" ({backend.runtime_note})" if backend.runtime_note else ""
     print(f"image encoder: {backend.runtime_label} on {backend.device}{note}", file=sys.stderr)
-    labels = np.zeros(volume.shape, np.uint16)
+    # in the volume's (Fortran) order: the export needs no transposing copy
+    labels = np.zeros(volume.shape, np.uint16, order="F")
     records = {}
 
     def record(geom, k, label, **kw):

@@ -238,6 +238,10 @@ class FileActions:
         self.labels_changed()  # strip bands: debounced, off the box -> mask path
         self.undo_action.setEnabled(self.history.can_undo)
         self.redo_action.setEnabled(self.history.can_redo)
+        note = self.history.note
+        if note and note != getattr(self, "_history_note_shown", ""):
+            self._history_note_shown = note  # once per new drop, in the bar and the log
+            self.statusBar().showMessage(note)
         self._autosave_timer.start(self.autosave_delay_ms)
 
     def _snapshot(self) -> LabelMap:
