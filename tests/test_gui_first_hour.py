@@ -82,7 +82,16 @@ def test_first_start_encodes_with_pytorch_at_once_and_switches_to_openvino(qtbot
         release.wait(120)
         return Converted(module), ""
 
+    from medsam_gui.engine import ov_decoder
+
+    real_decoder_for, decoder_release = ov_decoder.decoder_for, threading.Event()
+
+    def held_decoder_for(backend, choice, precision):
+        decoder_release.wait(120)  # a first start converts the decoder: ~10 s, held here
+        return real_decoder_for(backend, choice, precision)
+
     monkeypatch.setattr(ov_encoder, "encoder_for", fake_encoder_for)
+    monkeypatch.setattr(ov_decoder, "decoder_for", held_decoder_for)
     monkeypatch.setattr("medsam_gui.ui.model_menu.wanted_precision", lambda k, p: "ov_f32")
     w = MainWindow(background=False, workspace_dir=str(tmp_path / "ws"),
                    settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
@@ -104,6 +113,17 @@ def test_first_start_encodes_with_pytorch_at_once_and_switches_to_openvino(qtbot
     after = first.encode([slice_])
     assert len(calls) == 1 and torch.allclose(before, after, atol=1e-4)
     assert "openvino" in first.cache_tag or first.cache_tag.endswith("ov_f32")
+    # the decoder: boxes decode on PyTorch until its OpenVINO version is ready, then the same
+    assert first.decoder_runtime == "pytorch"
+    box = (10, 12, 60, 50)
+    with torch.inference_mode():
+        mask_pt, _ = first.decode(after, (64, 80), box)
+    decoder_release.set()
+    qtbot.waitUntil(lambda: first.decoder_note != "", timeout=120000)
+    assert first.decoder_runtime in ("pytorch", "openvino f32"), first.decoder_note
+    with torch.inference_mode():
+        mask_now, _ = first.decode(after, (64, 80), box)
+    assert (mask_now == mask_pt).all()  # f32 on either runtime: the same mask
     w.shutdown()
 
 

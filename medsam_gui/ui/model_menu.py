@@ -162,7 +162,9 @@ class ModelActions:
             # on PyTorch and switch once it is ready (upgrade_to_openvino), never wait for it
             want = wanted_precision(kind, self.precision)
             first = "channels_last" if want.startswith("ov_") else self.precision
-            backend = load_backend(kind, checkpoint=checkpoint, precision=first)
+            # the decoder likewise: PyTorch now, OpenVINO once measured faster (upgrade_decoder)
+            backend = load_backend(kind, checkpoint=checkpoint, precision=first,
+                                   decoder="pytorch")
             if session is not None:
                 session.set_backend(backend)
             return backend, want
@@ -181,7 +183,9 @@ class ModelActions:
                 f"Model ready: {backend.name}. Drag a box around a structure; wheel: slices; "
                 "right-drag: window/level; Ctrl+wheel: zoom; middle-drag: pan", 15000)
             if want.startswith("ov_"):
-                self.upgrade_to_openvino(backend, want)
+                self.upgrade_to_openvino(backend, want)  # then the decoder
+            else:
+                self.upgrade_decoder(backend)
 
         def failed(exc) -> None:
             self._loading_model = False
@@ -230,6 +234,7 @@ class ModelActions:
                 self._show_runtime(backend)
                 self.notify(f"The image encoder stays on PyTorch: OpenVINO cannot run it "
                             f"({reason}).")
+                self.upgrade_decoder(backend)
                 return
             session = self.session
             lock = getattr(session, "_encode_lock", None) if session is not None else None
@@ -249,13 +254,40 @@ class ModelActions:
             if session is not None:
                 self._update_strip_cache()
                 self.precomputer.follow(session, self.view, self.index)
+            self.upgrade_decoder(backend)
 
         def failed(exc) -> None:
             if self.backend is backend:  # not "(preparing OpenVINO…)" for good
                 self._show_runtime(backend)
+                self.upgrade_decoder(backend)
             self.notify(f"The image encoder stays on PyTorch: {error_text(exc)}")
 
         run_task(work, done, failed, name="openvino encoder")
+
+    def upgrade_decoder(self, backend) -> None:
+        """Move the prompt encoder + mask decoder to OpenVINO in a worker, where it measured
+        faster (``ov_decoder.decoder_for``: a first start converts it, ~10 s on 2 cores), while
+        boxes keep decoding on PyTorch: the window is usable from the first second."""
+        if backend.device.type != "cpu":
+            return
+        from medsam_gui.engine.ov_decoder import decoder_for
+
+        precision = "ov_bf16" if self.precision == "ov_bf16" else "ov_f32"
+
+        def done(result) -> None:
+            decoder, note = result
+            if self.backend is not backend:
+                return  # another model was chosen meanwhile
+            backend.decoder_note = note
+            if decoder is not None:  # a box reads _ov_dec once: one runtime per box
+                backend._ov_dec, backend.decoder_runtime = decoder, f"openvino {precision[3:]}"
+
+        def failed(exc) -> None:
+            if self.backend is backend:
+                backend.decoder_note = f"OpenVINO not used: {error_text(exc)}"
+
+        run_task(lambda _task: decoder_for(backend, "auto", precision), done, failed,
+                 name="openvino decoder")
 
     def open_training(self) -> None:
         try:
