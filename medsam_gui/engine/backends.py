@@ -27,7 +27,8 @@ from torch import nn
 from medsam_gui.engine import preprocess as pp
 from medsam_gui.engine.gate import DecodeGate
 from medsam_gui.engine.runtime import encoder_context, pick_device, resolve_precision
-from medsam_gui.engine.weights import check_file, encoder_digest, file_sha256, read_state_dict
+from medsam_gui.engine.weights import (check_file, encoder_digest, file_sha256, parts_digest,
+                                       read_state_dict)
 from medsam_gui.errors import MedsamError
 
 KINDS = ("litemedsam", "medsam_vit_b", "sam_vit_b", "sam_vit_l", "sam_vit_h")
@@ -336,16 +337,7 @@ class SamBackend(Backend):
 
 def decoder_digest(state: dict) -> str:
     """sha256 over the prompt encoder's and mask decoder's tensors in a state dict."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name in sorted(k for k in state if k.startswith(("prompt_encoder.", "mask_decoder."))):
-        t = state[name]
-        h.update(name.encode())
-        if isinstance(t, torch.Tensor):
-            h.update(str(t.dtype).encode())
-            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return parts_digest(state, ("prompt_encoder.", "mask_decoder."))
 
 
 def bundled_checkpoint() -> Tuple[str, str]:

@@ -7,6 +7,7 @@ import hashlib
 import os
 import pickle
 import re
+from typing import Tuple
 
 import torch
 
@@ -85,8 +86,14 @@ def check_finite(state: dict, path: str) -> None:
 
 def encoder_digest(state: dict) -> str:
     """sha256 over the image encoder's parameter names and bytes in a state dict."""
+    return parts_digest(state, ("image_encoder.",))
+
+
+def parts_digest(state: dict, prefixes: Tuple[str, ...]) -> str:
+    """sha256 over the names, dtypes and bytes of the tensors whose names start with one of
+    ``prefixes`` (a model part: names a cache entry or a converted model by its weights)."""
     h = hashlib.sha256()
-    for name in sorted(k for k in state if k.startswith("image_encoder.")):
+    for name in sorted(k for k in state if k.startswith(prefixes)):
         t = state[name]
         h.update(name.encode())
         if isinstance(t, torch.Tensor):
