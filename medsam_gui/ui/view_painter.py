@@ -67,14 +67,15 @@ class ViewPainter:
     def show_overlay(self, volume, labelmap, index: int, lut: np.ndarray, lut_version: int,
                      style: str) -> bool:
         """Label overlay of slice ``index``; False when the plane and its colours are unchanged."""
-        # one contiguous copy (the label map is written in place, and a coronal or axial
-        # plane of a C-ordered volume is strided): compared, then coloured
-        plane = np.ascontiguousarray(labelmap.slice(volume.geometry(self.view), index))
+        plane = labelmap.slice(volume.geometry(self.view), index)  # a view, in any order
         key = (labelmap, int(index), lut_version, style)
         if self._overlay_key is not None and key[0] is self._overlay_key[0] \
                 and key[1:] == self._overlay_key[1:] and self._plane is not None \
                 and np.array_equal(plane, self._plane):
             return False
+        # always a copy: the label map is written in place, so a kept view (an axial plane of
+        # a Fortran-ordered map is one) would change with it and hide the next change
+        plane = np.array(plane, order="C", copy=True)
         make = render.outline_image if style == "outline" else render.overlay_image
         self.canvas.set_overlay(make(plane, lut))
         self._overlay_key = key
