@@ -77,3 +77,22 @@ def test_model_field_follows_the_model(qtbot, make_window, backend, monkeypatch)
                     timeout=120000)
     assert w.model_label.text().startswith(f"model: {w.backend.name} · ")
     assert "OpenVINO" not in w.model_label.text()
+
+
+def test_first_size_fits_the_screen(qtbot, make_window):
+    """The window's first size is capped to the screen it opens on: at 1280×860 on a 768 px
+    laptop screen the status bar and slice strip were below the edge. The offscreen screen
+    is 800×600, smaller than the 1280×860 the window asks for."""
+    from PyQt5.QtWidgets import QApplication
+
+    w = make_window(with_model=False)
+    free = QApplication.primaryScreen().availableGeometry()
+    assert free.height() < 860 and free.width() < 1280  # so the cap is what is tested
+    w.fit_to_screen(1280, 860)  # what the constructor does (the fixture resized it after)
+    open_and_wait(qtbot, w, FLAIR, session=False)
+    qtbot.wait(100)
+    assert w.height() <= free.height() and w.width() <= free.width()
+    bottom = w.statusBar().mapTo(w, w.statusBar().rect().bottomLeft()).y()
+    assert bottom <= w.height() and w.y() + bottom <= free.bottom()
+    strip = w.slider.mapTo(w, w.slider.rect().bottomLeft()).y()
+    assert strip < bottom

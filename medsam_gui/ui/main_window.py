@@ -91,7 +91,22 @@ class MainWindow(LinkedViews, EditActions, FileActions, InteropActions, ModelAct
         self.close_scan_action.setEnabled(False)
         self.volume_loaded.connect(lambda: self.close_scan_action.setEnabled(True))
         self.volume_loaded.connect(self.surfaces_follow)
-        self.resize(1280, 860)
+        self.fit_to_screen(1280, 860)
+
+    def fit_to_screen(self, width: int, height: int) -> None:
+        """Take ``width``×``height``, or less on a smaller screen: a window taller than a
+        1366×768 laptop screen hides its status bar and slice strip below the edge."""
+        screen = self.screen() if hasattr(self, "screen") else None
+        screen = screen or QApplication.primaryScreen()
+        if screen is None:
+            self.resize(width, height)
+            return
+        free = screen.availableGeometry()
+        frame = 48  # title bar and borders, which the window manager adds after show()
+        self.resize(max(480, min(width, free.width() - 16)),
+                    max(320, min(height, free.height() - frame)))
+        self.move(free.x() + max(0, (free.width() - self.width()) // 2),
+                  free.y() + max(0, (free.height() - self.height() - frame) // 2))
 
     # ---- layout ------------------------------------------------------------------------
     def _build_widgets(self) -> None:
