@@ -9,8 +9,9 @@ from medsam_gui.annotation.labels import (
     SliceRecord,
     mask_sha256,
 )
-from medsam_gui.annotation.store import (Placement, Restored, Workspace, WorkspaceEntry,
-                                         beside_scan, place_workspace, read_dir, user_workspace)
+from medsam_gui.annotation.placement import (Placement, beside_scan, place_workspace,
+                                             user_workspace)
+from medsam_gui.annotation.store import Restored, Workspace, WorkspaceEntry, read_dir
 
 __all__ = [
     "Change", "History", "Label", "LabelMap", "LabelTable", "Placement", "Restored", "SliceRecord",

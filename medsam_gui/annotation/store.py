@@ -2,7 +2,7 @@
 
 Where: by default one folder in the user's data directory (``user_workspace()``), so scans on
 read-only media or in other people's folders are never written to; beside the scan
-(``<scan>.medsam/``) or any folder on request. ``place_workspace`` decides, finds work saved
+(``<scan>.medsam/``) or any folder on request. ``annotation.placement`` decides, finds work saved
 beside a scan earlier, and falls back to the user folder, with a note, when the chosen place
 cannot be written. A volume's subfolder is found by content hash, so a copied or renamed scan
 finds its work.
@@ -39,6 +39,7 @@ import numpy as np
 from medsam_gui.annotation import generations as gens
 from medsam_gui.annotation import lock
 from medsam_gui.annotation.labels import LabelMap, now_iso
+from medsam_gui.annotation.saved_lookup import find_saved
 from medsam_gui.annotation.saved_work import (FORMAT, JSON_FILE, LABELS_FILE, DamagedWork,
                                               NewerFormat, TornPair, has_work, read_dir,
                                               read_work, recover_label_map)
@@ -46,8 +47,8 @@ from medsam_gui.errors import MedsamError
 from medsam_gui.io.atomic import clean_stale_temps, fsync_dir
 from medsam_gui.volume import HASH_SCHEME, Volume
 
-__all__ = ["FORMAT", "JSON_FILE", "LABELS_FILE", "Placement", "Restored", "Workspace",
-           "WorkspaceEntry", "beside_scan", "place_workspace", "read_dir", "user_workspace"]
+__all__ = ["FORMAT", "JSON_FILE", "LABELS_FILE", "Restored", "Workspace", "WorkspaceEntry",
+           "read_dir", "strip_nifti"]
 PathLike = Union[str, os.PathLike]
 
 
@@ -71,7 +72,7 @@ class Restored:
     moved_aside: List[Path] = field(default_factory=list)  # damaged files kept under new names
 
 
-def _strip_nifti(name: str) -> str:
+def strip_nifti(name: str) -> str:
     low = name.lower()
     for ext in (".nii.gz", ".nii"):
         if low.endswith(ext):
@@ -87,60 +88,8 @@ def _source_stem(volume: Volume) -> str:
     elif src.kind == "dicom" and p.suffix:  # a single file of a series: name the folder
         stem = p.parent.name or p.stem
     else:
-        stem = _strip_nifti(p.name)
+        stem = strip_nifti(p.name)
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "volume"
-
-
-_SAVED_HASH = re.compile(r'"content_hash":\s*"([0-9a-f]+)"')
-_SAVED_SCHEME = re.compile(r'"content_hash_scheme":\s*(\d+)')
-_SAVED_SHAPE = re.compile(r'"shape":\s*\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]')
-HEAD_BYTES = 16384  # the "source" section comes first in annotation.json
-
-
-def saved_source(folder: Path) -> Optional[Tuple[str, int, Tuple[int, ...]]]:
-    """(content hash, hash scheme, shape) that a folder's newest annotation file names, read
-    from its first bytes only (a workspace may hold hundreds of scans), or None."""
-    candidates = [folder / JSON_FILE] + [g.folder / JSON_FILE
-                                         for g in gens.list_generations(folder)]
-    for path in candidates:
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(HEAD_BYTES).decode("utf-8", "replace")
-        except OSError:
-            continue
-        found, shape = _SAVED_HASH.search(head), _SAVED_SHAPE.search(head)
-        if found and shape:
-            scheme = _SAVED_SCHEME.search(head)
-            return (found.group(1), int(scheme.group(1)) if scheme else 1,
-                    tuple(int(v) for v in shape.groups()))
-    return None
-
-
-def find_saved(workspace: Path, volume: Volume) -> Optional[Path]:
-    """The subfolder of ``workspace`` whose saved work names this volume's content hash
-    although the folder's name does not: work saved under the legacy hash (scheme 1, before
-    the voxels were hashed in their memory order), found by that hash, and such folders after
-    their first save under the current hash. The legacy hash is computed only when a scheme-1
-    folder of the same shape exists. Nothing is renamed or rewritten here: the next save in
-    the folder records the current hash beside the kept generations."""
-    legacy: List[Tuple[Path, str]] = []
-    try:
-        subdirs = sorted(p for p in workspace.iterdir() if p.is_dir())
-    except OSError:
-        return None
-    for d in subdirs:
-        saved = saved_source(d)
-        if saved is None:
-            continue
-        digest, scheme, shape = saved
-        if digest == volume.content_hash:
-            return d
-        if scheme < HASH_SCHEME and shape == volume.shape:
-            legacy.append((d, digest))
-    for d, digest in legacy:
-        if digest == volume.legacy_content_hash:
-            return d
-    return None
 
 
 def _array_digest(labelmap: LabelMap) -> str:
@@ -488,73 +437,3 @@ class Workspace:
             probe.unlink()
         except OSError as exc:
             raise MedsamError(f"cannot write here ({exc.strerror or exc})", self.folder) from None
-
-
-# ------------------------------------------------------------------------- where work goes
-DATA_DIR_ENV = "MEDSAM_GUI_DATA_DIR"  # overrides the per-user data folder (tests, portable use)
-PLACES = ("user", "beside")  # or a folder path
-
-
-def user_data_dir() -> Path:
-    """The per-user data folder (platformdirs), or ``$MEDSAM_GUI_DATA_DIR``."""
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("medsam-gui"))
-
-
-def user_workspace() -> Path:
-    """The default workspace: one folder of the user's, a subfolder per scan content hash."""
-    return user_data_dir() / "workspaces"
-
-
-def beside_scan(volume_path: PathLike) -> Path:
-    """"<scan without .nii[.gz]>.medsam" beside a NIfTI, "<folder>.medsam" beside a DICOM
-    folder (or beside the folder of one file of a series)."""
-    p = Path(os.path.abspath(os.fspath(volume_path)))
-    if p.is_dir():
-        base = p
-    elif p.name.lower().endswith((".nii", ".nii.gz")):
-        base = p.with_name(_strip_nifti(p.name))
-    else:  # one file of a DICOM series
-        base = p.parent
-    return base.with_name(base.name + ".medsam")
-
-
-@dataclass
-class Placement:
-    workspace: Workspace
-    note: str = ""  # why it is not where the user asked, for the status bar / a dialog
-
-
-def place_workspace(volume_path: PathLike, volume: Volume, place: str = "user") -> Placement:
-    """Where the work on ``volume`` is saved.
-
-    Work saved beside the scan earlier is found and kept there (unless ``place`` is a folder the
-    user named). Otherwise ``place``: "user"
-    (default: the per-user data folder, so a scan's own folder is never written to unless the
-    user asks), "beside" the scan, or a folder path. A place that cannot be written (read-only
-    media, a PACS mount, someone else's folder) falls back to the user folder with a note.
-    """
-    beside = Workspace(beside_scan(volume_path))
-    try:
-        if place in PLACES and beside.has(volume):
-            return Placement(beside)
-    except OSError:
-        pass
-    if place == "user":
-        chosen = Workspace(user_workspace())
-    elif place == "beside":
-        chosen = beside
-    else:
-        chosen = Workspace(place)
-    try:
-        chosen.check_writable()
-        return Placement(chosen)
-    except MedsamError as exc:
-        fallback = Workspace(user_workspace())
-        if fallback.folder == chosen.folder:
-            raise
-        return Placement(fallback, f"{exc}; your work is saved in {fallback.folder} instead")

@@ -1,5 +1,5 @@
 """File ▸ Workspace: where the autosaved work goes, shown in the status bar. A mixin of
-``MainWindow`` (the rules are ``annotation.store.place_workspace``).
+``MainWindow`` (the rules are ``annotation.placement.place_workspace``).
 
 The default is the per-user data folder; "beside the scan" and a chosen folder are options,
 kept in the settings. ``--workspace DIR`` overrides all of them for one run. When a save fails
@@ -270,7 +270,7 @@ class WorkspaceActions:
             return None
         import time
 
-        from medsam_gui.annotation.store import user_data_dir
+        from medsam_gui.annotation.placement import user_data_dir
 
         folder = user_data_dir() / "rescued" / time.strftime("%Y%m%d-%H%M%S")
         try:
