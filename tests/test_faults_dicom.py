@@ -339,13 +339,13 @@ def test_window_scans_a_folder_in_a_worker_and_can_cancel(qtbot, window, tmp_pat
 
     folder = _copy(TOSHIBA, tmp_path / "slow")
     release = threading.Event()
-    real = scan._read_header
+    real = scan.read_header
 
     def blocked(path):  # a folder on a hanging disk
         release.wait(30)
         return real(path)
 
-    monkeypatch.setattr(scan, "_read_header", blocked)
+    monkeypatch.setattr(scan, "read_header", blocked)
     scan._SCAN_CACHE.clear()
     task = window.open_path(str(folder))  # returns at once: the window keeps working
     progress = window.scan_progress

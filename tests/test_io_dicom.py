@@ -259,8 +259,8 @@ def test_listing_then_loading_reads_headers_once(tmp_path, monkeypatch):
     folder = tmp_path / "s"
     files = _copy(TOSHIBA, folder)
     calls = []
-    real = scan._read_header
-    monkeypatch.setattr(scan, "_read_header", lambda f: calls.append(f) or real(f))
+    real = scan.read_header
+    monkeypatch.setattr(scan, "read_header", lambda f: calls.append(f) or real(f))
     list_series(folder)
     load_volume(folder)
     assert len(calls) == 40

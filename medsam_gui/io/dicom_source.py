@@ -32,7 +32,7 @@ from pydicom.uid import generate_uid
 from ..errors import MedsamError
 from ..volume import Volume
 from .dicom_enhanced import clone, frame_headers, is_enhanced
-from .dicom_scan import vendor_position
+from .dicom_header import vendor_position
 
 NO_DICOM_REFERENCES = ("it was opened from {kind}, so there are no DICOM instances for a SEG or "
                        "RT Structure Set to reference; export it as NIfTI (with its label "
