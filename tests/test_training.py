@@ -60,6 +60,14 @@ def test_samples_counts_and_split_by_volume(tmp_path):
         seen_val |= vv
         assert split_by_volume(samples, 0.34, seed) == (train_s, val_s)  # deterministic
     assert len(seen_val) >= 2
+    # one large and one small annotated volume: every draw holds out the small one, which
+    # leaves enough to train on (a draw of the large one left 3 slices and refused)
+    big, small = sorted(vids, key=lambda v: -sum(s.volume_id == v for s in samples))[::2]
+    pair = [s for s in samples if s.volume_id == big] + [
+        s for s in samples if s.volume_id == small][:3]
+    for seed in range(6):
+        train_s, val_s = split_by_volume(pair, val_fraction=0.5, seed=seed)
+        assert {s.volume_id for s in val_s} == {small} and len(val_s) == 3
     # fixed validation workspace
     t, v = plan(TrainConfig([w1], val_workspaces=[w2]))
     assert {s.source_path for s in v} == {str(Path(w2).parent)} or all(

@@ -189,7 +189,9 @@ def split_by_volume(samples: Sequence[Sample], val_fraction: float = 0.2, seed: 
     """(train, val): whole volumes go to one side (neighbouring slices would leak).
 
     ``val_volumes`` (content hashes) fixes the validation volumes; otherwise
-    ``round(n * val_fraction)`` volumes (at least one) are drawn with ``seed``.
+    ``round(n * val_fraction)`` volumes (at least one) are drawn with ``seed``, and when that
+    draw leaves too little to train or validate on, the smallest volumes that can validate
+    are held out instead.
     """
     groups: "OrderedDict[str, List[Sample]]" = OrderedDict()
     for s in sorted(samples, key=lambda s: (s.volume_id, s.axis, s.index, s.label)):
@@ -206,9 +208,27 @@ def split_by_volume(samples: Sequence[Sample], val_fraction: float = 0.2, seed: 
         order = ids[:]
         random.Random(seed).shuffle(order)
         val_ids = set(order[:n_val])
+        if not _enough_left(groups, val_ids):
+            val_ids = _smallest_that_validate(groups, n_val) or val_ids
     train = [s for v in ids if v not in val_ids for s in groups[v]]
     val = [s for v in ids if v in val_ids for s in groups[v]]
     return train, val
+
+
+def _enough_left(groups: Dict[str, List[Sample]], val_ids: set) -> bool:
+    n_train = sum(len(g) for v, g in groups.items() if v not in val_ids)
+    n_val = sum(len(g) for v, g in groups.items() if v in val_ids)
+    return n_train >= MIN_TRAIN_SAMPLES and n_val >= MIN_VAL_SAMPLES
+
+
+def _smallest_that_validate(groups: Dict[str, List[Sample]], n_val: int) -> Optional[set]:
+    """The ``n_val`` smallest volumes that can each validate, when holding them out leaves
+    enough to train on; the random draw can hold out the one large annotated scan of two and
+    leave a few slices to train on, which the user could not see or fix."""
+    fits = sorted((v for v, g in groups.items() if len(g) >= MIN_VAL_SAMPLES),
+                  key=lambda v: (len(groups[v]), v))[:n_val]
+    chosen = set(fits)
+    return chosen if len(chosen) == n_val and _enough_left(groups, chosen) else None
 
 
 SLICE_GAP = 2  # slices left out of training on each side of a validation block
