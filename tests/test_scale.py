@@ -233,15 +233,47 @@ def test_undo_history_bound_drops_oldest_with_a_note():
 
 def test_scan_larger_than_free_memory_is_refused_before_allocation(monkeypatch):
     from medsam_gui.errors import MedsamError
-    from medsam_gui.io import nifti
+    from medsam_gui.io import limits, nifti
 
     def no_allocation(*args, **kwargs):
         raise AssertionError("the voxels were read although they cannot fit")
 
-    monkeypatch.setattr(nifti, "available_memory", lambda: 300_000)  # 0.3 MB free
+    monkeypatch.setattr(limits, "available_memory", lambda: 300_000)  # 0.3 MB free
     monkeypatch.setattr(nifti, "_read_voxels", no_allocation)
     with pytest.raises(MedsamError, match=r"needs 722\.0 KiB .* more than this machine has "
                                           r"free now \(293\.0 KiB"):
         load_volume(CT)  # 122×101×30 int16
     monkeypatch.undo()
     assert load_volume(CT).shape == (122, 101, 30)
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["nii.gz", "nii"])
+def test_read_reports_progress_and_stops_on_cancel(tmp_path, monkeypatch, gz):
+    """A read under ``limits.read_progress`` reports its bytes in order up to the whole image,
+    and a cancel stops it part way with ``LoadCancelled`` (nothing returned)."""
+    import nibabel as nib
+
+    from medsam_gui.io import limits, nifti
+
+    src = load_volume(CT)
+    data = np.tile(src.data, (1, 1, 8))  # 122×101×240 int16: several read chunks
+    path = tmp_path / ("big.nii.gz" if gz else "big.nii")
+    nib.save(nib.Nifti1Image(np.asfortranarray(data), src.affine), str(path))
+    if not gz:
+        monkeypatch.setattr(nifti, "PLAIN_CHUNK", 1 << 20)  # ~6 chunks
+    seen = []
+    with limits.read_progress(lambda d, t: seen.append((d, t))):
+        vol = load_volume(path)
+    assert np.array_equal(vol.data, data)
+    assert seen[-1][0] == seen[-1][1] >= data.nbytes and len(seen) >= 3
+    assert [d for d, _t in seen] == sorted(d for d, _t in seen)
+    calls = []
+
+    def cancel_after_two():
+        calls.append(1)
+        return len(calls) > 2
+
+    with limits.read_progress(None, cancel_after_two), pytest.raises(limits.LoadCancelled):
+        load_volume(path)
+    assert len(calls) == 3  # stopped at the first tick after the cancel, not at the end
+    assert load_volume(path).shape == data.shape  # nothing left installed after the block

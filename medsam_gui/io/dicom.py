@@ -34,7 +34,8 @@ from .dicom_mosaic import cut_tile
 from .dicom_scan import (NO_UID, DicomSlice, SeriesGroup, SeriesInfo, description, discover,
                          first_number, list_dicom_series, modality_of, no_images_error,
                          notes_of, openable, skipped_of)
-from .nifti import check_array_size, non_finite_note
+from .limits import check_array_size
+from .nifti import non_finite_note
 
 __all__ = ["load_dicom", "list_dicom_series", "SeriesInfo"]
 

@@ -24,9 +24,10 @@ import numpy as np
 
 from ..errors import MedsamError
 from ..volume import SourceInfo, Volume
-from .nifti import (CHUNK, DEFLATE_MAX_RATIO, _inflate_error, _regular_size, _size_text,
-                    _spatial_shape, check_array_size, choose_volume, guess_modality,
-                    non_finite_note)
+from .limits import DEFLATE_MAX_RATIO, check_array_size
+from .limits import size_text as _size_text
+from .nifti import (CHUNK, _inflate_error, _regular_size, _spatial_shape, choose_volume,
+                    guess_modality, non_finite_note)
 
 PathArg = Union[str, "os.PathLike[str]"]
 NRRD_SUFFIXES = (".nrrd", ".nhdr")

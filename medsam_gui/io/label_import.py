@@ -25,8 +25,8 @@ from ..errors import MedsamError
 from ..volume import Volume
 from .dicom_seg import dicom_object_kind, read_seg
 from .label_descriptions import LabelDescription, description_paths, read_descriptions
-from .nifti import (_check_truncation, _open, _read_voxels, _spatial_shape, check_array_size,
-                    is_nifti_path)
+from .limits import check_array_size
+from .nifti import _check_truncation, _open, _read_voxels, _spatial_shape, is_nifti_path
 from .itk_formats import is_itk_path, is_slicer_seg_path
 from .mgh import is_mgh_path
 from .resample import onto_volume_grid

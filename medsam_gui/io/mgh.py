@@ -17,9 +17,10 @@ from nibabel.freesurfer.mghformat import MGHHeader
 
 from ..errors import MedsamError
 from ..volume import SourceInfo, Volume
+from .limits import check_array_size
 from .nifti import (_check_truncation, _gzip_hint, _raw_header_bytes, _read_voxels,
-                    _regular_size, _spatial_shape, check_array_size, choose_volume,
-                    guess_modality, header_shape_dtype, non_finite_note)
+                    _regular_size, _spatial_shape, choose_volume, guess_modality,
+                    header_shape_dtype, non_finite_note)
 
 MGH_SUFFIXES = (".mgh", ".mgz")
 MGH_HEADER_BYTES = 284

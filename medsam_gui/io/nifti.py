@@ -28,14 +28,11 @@ from nibabel.volumeutils import apply_read_scaling
 
 from ..errors import MedsamError
 from ..volume import SourceInfo, Volume
+from .limits import DEFLATE_MAX_RATIO, check_array_size, size_text, tick
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-# Refuse headers whose voxel array could not be held in memory (checked before allocating).
-MAX_VOXEL_BYTES = 16 << 30
-# deflate cannot expand data by more than 1032:1 (zlib's documented limit), so a compressed file
-# of n bytes holds at most this many times n bytes of image
-DEFLATE_MAX_RATIO = 1032
 CHUNK = 1 << 20
+PLAIN_CHUNK = 8 << 20  # an uncompressed file is read this much at a time (progress, cancel)
 # (NIfTI version, smallest vox_offset of a single .nii file: header + 4 extension-flag bytes)
 HEADER_SIZES = {348: (1, 352), 540: (2, 544)}
 MAGICS = {1: b"n+1\0", 2: b"n+2\0\r\n\x1a\n"}
@@ -73,53 +70,6 @@ def voxel_file(path: Path, img: "nib.Nifti1Pair") -> Path:
     fm = img.file_map.get("image")
     name = getattr(fm, "filename", None)
     return Path(name) if name else path
-
-
-def _memory_limit() -> int:
-    try:
-        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        physical = MAX_VOXEL_BYTES
-    return int(min(MAX_VOXEL_BYTES, physical))
-
-
-def available_memory() -> Optional[int]:
-    """Memory the system can give this process now without swapping (Linux ``MemAvailable``),
-    or None where it does not say."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def check_array_size(shape: Tuple[int, ...], itemsize: int, path: Path) -> None:
-    """Refuse absurd dimensions, and an image larger than the memory free now, before
-    anything is allocated (a scan that would not fit is refused with a message, instead of
-    the system killing the program part way through the read)."""
-    n = 1
-    for s in shape:
-        n *= int(s)
-    limit = _memory_limit()
-    dims = "×".join(str(int(s)) for s in shape)
-    if n * itemsize > limit:
-        raise MedsamError(
-            f"header dimensions {dims} need {n * itemsize / 2**30:.1f} GiB, more than this "
-            f"machine can hold ({limit / 2**30:.1f} GiB); the header is corrupt or the image "
-            "is too large",
-            path,
-        )
-    free = available_memory()
-    if free is not None and n * itemsize > free:
-        raise MedsamError(
-            f"the image ({dims}) needs {_size_text(n * itemsize)} of memory for its voxels, "
-            f"more than this machine has free now ({_size_text(free)}): close other programs, "
-            "or open a smaller part of it (one volume of a 4D series, a cropped copy)",
-            path,
-        )
 
 
 def non_finite_note(data: np.ndarray, path: Path, context: str = "") -> Optional[str]:
@@ -196,14 +146,6 @@ def _looks_like_unrescaled_ct(sample: np.ndarray) -> bool:
     soft = np.count_nonzero((s >= 874) & (s < 1324)) / n
     bone = np.count_nonzero((s >= 1324) & (s < 4096)) / n
     return soft >= 0.25 and gap < 0.05 and air + soft + bone >= 0.85
-
-
-def _size_text(n: int) -> str:
-    """A byte count for people: "7.0 GiB (7516192768 bytes)"."""
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift:
-            return f"{n / (1 << shift):.1f} {unit} ({n} bytes)"
-    return f"{n} bytes"
 
 
 def special_file_kind(mode: int) -> Optional[str]:
@@ -410,20 +352,20 @@ def _check_truncation(path: Path, img: nib.Nifti1Image, shape: Tuple[int, ...]) 
         if need > most:
             dims = "×".join(str(int(s)) for s in shape)
             raise MedsamError(
-                f"the header promises {_size_text(nbytes)} of voxels ({dims} "
-                f"{img.header.get_data_dtype()}), but a compressed file of {_size_text(have)} "
-                f"can hold at most {_size_text(most)}: the header is corrupt or the file is "
+                f"the header promises {size_text(nbytes)} of voxels ({dims} "
+                f"{img.header.get_data_dtype()}), but a compressed file of {size_text(have)} "
+                f"can hold at most {size_text(most)}: the header is corrupt or the file is "
                 "truncated", path)
         return
     if have < need:
         raise MedsamError(
             f"the file is truncated: the header promises {need} bytes, the file has {have} "
-            f"({_size_text(need - have)} missing)", path)
+            f"({size_text(need - have)} missing)", path)
 
 
 def _short_stream(path: Path, have: int, need: int) -> MedsamError:
     return MedsamError(f"the file is truncated: the header promises {need} bytes of header and "
-                       f"voxels, the decompressed file holds {have} ({_size_text(need - have)} "
+                       f"voxels, the decompressed file holds {have} ({size_text(need - have)} "
                        "missing)", path)
 
 
@@ -451,6 +393,7 @@ def _stream_gzip(path: Path, need: int, out: Optional[np.ndarray], start: int,
         if view is not None and a < b:
             view[a - start: b - start] = memoryview(piece)[a - pos: b - pos]
         pos += len(piece)
+        tick(min(pos, need), need, path)  # the caller's progress; stops here on its cancel
 
     member: Optional["zlib._Decompress"] = zlib.decompressobj(16 + zlib.MAX_WBITS)
     pending = b""
@@ -513,14 +456,16 @@ def _read_plain(path: Path, need: int, start: int, nbytes: int) -> np.ndarray:
     out = np.empty(nbytes, np.uint8)
     view = memoryview(out)
     got = 0
+    tick(0, nbytes, path)
     try:
         with open(path, "rb", buffering=0) as f:
             f.seek(start)
             while got < nbytes:
-                n = f.readinto(view[got: got + (64 << 20)])
+                n = f.readinto(view[got: got + PLAIN_CHUNK])
                 if not n:
                     break
                 got += n
+                tick(got, nbytes, path)  # the caller's progress; stops here on its cancel
     except OSError as exc:
         raise MedsamError(f"cannot read the file ({exc.strerror or exc})", path) from None
     if got < nbytes:  # shrank since it was checked

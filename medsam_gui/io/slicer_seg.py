@@ -25,7 +25,8 @@ import numpy as np
 from ..errors import MedsamError
 from ..volume import Volume
 from .itk_formats import LPS_TO_RAS, _check_files, nrrd_header, staged_file
-from .nifti import _regular_size, check_array_size
+from .limits import check_array_size
+from .nifti import _regular_size
 from .segments import Export, ImportedSegments, Segment
 
 PathArg = Union[str, "os.PathLike[str]"]
