@@ -10,7 +10,7 @@ from typing import Optional
 from PyQt5.QtCore import QTimer
 from PyQt5.QtWidgets import QApplication, QFileDialog, QMenu, QMessageBox
 
-from medsam_gui.annotation import History, LabelMap, LabelTable, place_workspace
+from medsam_gui.annotation import History, LabelMap, LabelTable, lock, place_workspace
 from medsam_gui.engine.intensity import volume_modality
 from medsam_gui.errors import MedsamError
 from medsam_gui.ui.tools import Annotator
@@ -59,6 +59,8 @@ class FileActions:
         self._save_error_shown = False
         self.unexported = False
         self._tasks = []
+        self._open_task: Optional[Task] = None  # the open in progress (cancel_open stops it)
+        self.open_progress = None  # its progress bar and Cancel button, made on first use
         self.last_saved_folder: Optional[Path] = None
         self._edits = self._saved_edits = 0  # label changes made / covered by the last save
         self.workspace_owner = f"window-{os.getpid()}-{id(self):x}"  # this window's lock token
@@ -79,10 +81,19 @@ class FileActions:
         return os.path.dirname(recent[0]) if recent else os.getcwd()
 
     def open_path(self, path: str, series_uid: Optional[str] = None) -> Optional[Task]:
-        """Load a NIfTI file or DICOM folder in a worker; errors end in a dialog."""
+        """Load a NIfTI file or DICOM folder in a worker; errors end in a dialog.
+
+        The status bar shows the read's progress and a Cancel button (``cancel_open``); a
+        cancelled open leaves the window as it was (the scan open before stays open and
+        editable) and gives back the workspace lock the worker took for the new scan."""
         from medsam_gui.io import load_volume
+        from medsam_gui.io.limits import LoadCancelled, check_cancel, read_progress
 
         path = os.fspath(path)
+        if self.opening:
+            self.statusBar().showMessage("Another scan is being opened: wait for it or cancel "
+                                         "it (Cancel in the status bar) first.", 6000)
+            return None
         if os.path.isdir(path) and series_uid is None:  # list its series in a worker first
             from medsam_gui.ui.series_dialog import scan_folder
 
@@ -92,21 +103,101 @@ class FileActions:
         place = self.workspace_place()
         owner = self.workspace_owner
 
-        def work(_task):
-            volume = load_volume(path, series_uid=series_uid)
-            placement = place_workspace(path, volume, place)
+        def work(task: Task):
+            shown = [-1]
+
+            def progress(done: int, total: int) -> None:
+                percent = 100 * done // max(1, total)
+                if percent != shown[0]:  # at most 101 signals, however many chunks
+                    shown[0] = percent
+                    task.report(percent, 100)
+
+            with read_progress(progress, task.is_cancelled):
+                volume = load_volume(path, series_uid=series_uid)
+                check_cancel()
+                placement = place_workspace(path, volume, place)  # hashes the voxels
+                check_cancel()
             workspace = placement.workspace
             workspace.owner = owner
-            return volume, workspace.open(volume), workspace, placement.note
+            folder = workspace.volume_dir(volume)
+            held_before = lock.holds(folder, owner)  # the scan open now is this one
+            restored = workspace.open(volume)  # takes the lock
+            if task.cancelled:
+                if not held_before:
+                    lock.release(folder, owner)
+                raise LoadCancelled("the open was cancelled", path)
+            return volume, restored, workspace, placement.note, folder, held_before
+
+        def loaded(result) -> None:
+            volume, restored, workspace, note, folder, held_before = result
+            if task.cancelled:  # cancelled after the worker had ended: undo its lock too
+                if not held_before:
+                    lock.release(folder, owner)
+                return failed(LoadCancelled("the open was cancelled", path))
+            self._end_open()
+            self._on_loaded(path, volume, restored, workspace, note)
+            self.show_load_warnings()
+
+        def failed(exc) -> None:
+            self._end_open()
+            if isinstance(exc, LoadCancelled) or task.cancelled:
+                self.statusBar().showMessage(f"Open of {os.path.basename(path)} cancelled; "
+                                             "nothing changed.", 8000)
+                return
+            self.statusBar().clearMessage()
+            self.show_error("Cannot open", error_text(exc))
 
         self.statusBar().showMessage(f"Opening {path} …")
         self._set_busy(True)
-        return run_task(work, lambda r: (self._set_busy(False), self._on_loaded(path, *r),
-                                         self.show_load_warnings()),
-                        lambda exc: (self._set_busy(False),
-                                     self.statusBar().clearMessage(),
-                                     self.show_error("Cannot open", error_text(exc))),
-                        name="load")
+        task = run_task(work, loaded, failed, name="load", on_progress=self._open_progress)
+        self._open_task = task
+        self._show_open_progress(True)
+        return task
+
+    # ---- progress and cancel of an open -------------------------------------------------
+    @property
+    def opening(self) -> bool:
+        """Is a scan being opened (its worker not yet handled)?"""
+        return getattr(self, "_open_task", None) is not None
+
+    def cancel_open(self) -> None:
+        """Stop the open in progress; the window stays as it was."""
+        task = getattr(self, "_open_task", None)
+        if task is not None:
+            task.cancel()
+            self.statusBar().showMessage("Cancelling the open …")
+
+    def _open_widgets(self):
+        if getattr(self, "open_progress", None) is None:
+            from PyQt5.QtWidgets import QProgressBar, QPushButton
+
+            self.open_progress = QProgressBar(self)
+            self.open_progress.setRange(0, 100)
+            self.open_progress.setMaximumWidth(180)
+            self.open_progress.setFormat("reading %p%")
+            self.open_cancel_button = QPushButton("Cancel", self)
+            self.open_cancel_button.setToolTip("Stop opening this scan (the open scan stays)")
+            self.open_cancel_button.clicked.connect(self.cancel_open)
+            self.statusBar().addPermanentWidget(self.open_progress)
+            self.statusBar().addPermanentWidget(self.open_cancel_button)
+        return self.open_progress, self.open_cancel_button
+
+    def _show_open_progress(self, show: bool) -> None:
+        bar, button = self._open_widgets()
+        bar.setRange(0, 0)  # busy until the reader reports (DICOM and the other formats do not)
+        bar.setVisible(show)
+        button.setVisible(show)
+
+    def _open_progress(self, done: int, total: int) -> None:
+        if self.opening:
+            bar = self._open_widgets()[0]
+            bar.setRange(0, 100)
+            bar.setValue(int(done))
+
+    def _end_open(self) -> None:
+        self._open_task = None
+        self._set_busy(False)
+        self._show_open_progress(False)
 
     def show_load_warnings(self) -> None:
         """The bar above the views: what the load of this volume warned about or left out."""
