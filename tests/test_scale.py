@@ -277,3 +277,50 @@ def test_read_reports_progress_and_stops_on_cancel(tmp_path, monkeypatch, gz):
         load_volume(path)
     assert len(calls) == 3  # stopped at the first tick after the cancel, not at the end
     assert load_volume(path).shape == data.shape  # nothing left installed after the block
+
+
+def test_label_map_in_the_smallest_dtype_promotes_at_256_and_round_trips(tmp_path):
+    """uint8 in memory, the workspace and the export while labels are <= 255; painting label
+    256 promotes the map to uint16 (undo and redo work across it), and the export and a
+    reopened workspace keep every value."""
+    import nibabel as nib
+
+    from medsam_gui.annotation.exporting import export_labels
+    from medsam_gui.annotation.history import History
+
+    vol = load_volume(CT)
+    ws = Workspace(tmp_path / "ws")
+    ws.open(vol)
+    lm = LabelMap(vol.shape, LabelTable([Label(1, "liver", PALETTE[0])]))
+    assert lm.array.dtype == np.uint8 and lm.array.flags.f_contiguous
+    geom = vol.geometry("axial")
+    mask = np.zeros(geom.slice_shape, bool)
+    mask[20:40, 20:50] = True
+    history = History()
+    history.push(lm.paint(geom, 10, mask, 1))
+    ws.save(vol, lm)
+    again = Workspace(tmp_path / "ws").load(vol)
+    assert again.array.dtype == np.uint8 and np.array_equal(again.array, lm.array)
+    out = export_labels(lm, vol, tmp_path / "small.nii.gz").path
+    assert nib.load(str(out)).get_data_dtype() == np.uint8
+
+    lm.table.labels.append(Label(256, "label 256", PALETTE[1]))
+    mask256 = np.zeros(geom.slice_shape, bool)
+    mask256[30:60, 40:70] = True  # overlaps label 1
+    history.push(lm.paint(geom, 10, mask256, 256))
+    assert lm.array.dtype == np.uint16 and lm.array.flags.f_contiguous
+    got = geom.take(lm.array, 10)
+    assert (got[mask256] == 256).all() and (got[mask & ~mask256] == 1).all()
+    after = lm.array.copy()
+    history.undo(lm)
+    assert not (lm.array == 256).any() and (geom.take(lm.array, 10)[mask] == 1).all()
+    history.redo(lm)
+    assert np.array_equal(lm.array, after)
+
+    ws.save(vol, lm)
+    again = Workspace(tmp_path / "ws").load(vol)
+    assert again.array.dtype == np.uint16 and np.array_equal(again.array, after)
+    out = export_labels(lm, vol, tmp_path / "big.nii.gz").path
+    img = nib.load(str(out))
+    assert img.get_data_dtype() == np.uint16
+    assert np.array_equal(np.asanyarray(img.dataobj), after)

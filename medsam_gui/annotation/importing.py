@@ -23,7 +23,7 @@ import numpy as np
 from ..io.segments import ImportedSegments
 from ..volume import ViewGeometry
 from .change import Change, RecordKey
-from .labels import PALETTE, Label, LabelMap, LabelTable, SliceRecord
+from .labels import PALETTE, Label, LabelMap, LabelTable, SliceRecord, label_dtype
 from .review import label_values
 
 MODES = ("replace", "merge")
@@ -73,7 +73,7 @@ def import_segmentation(labelmap: LabelMap, imported: ImportedSegments, geometry
         if start + len(values) > 65535:
             raise ValueError("no free label values left for the imported labels")
         mapping = {v: start + n for n, v in enumerate(values, 1)}
-        array = labelmap.array.copy(order="K")
+        array = labelmap.array.astype(label_dtype(start + len(values)), order="K")  # a copy
         free = array == 0
         for v, new in mapping.items():
             array[free & (imported.array == v)] = new

@@ -22,7 +22,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from medsam_gui.annotation.generations import file_sha256, list_generations
-from medsam_gui.annotation.labels import PALETTE, Label, LabelMap, LabelTable, SliceRecord
+from medsam_gui.annotation.labels import (PALETTE, Label, LabelMap, LabelTable, SliceRecord,
+                                          as_label_array)
 from medsam_gui.errors import MedsamError
 
 FORMAT_NAME = "medsam-gui-workspace"
@@ -132,7 +133,7 @@ def read_labels_array(lpath: Path, shape: Tuple[int, ...]) -> np.ndarray:
             raise DamagedWork("the label map holds values that are not whole numbers", lpath)
     if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(np.uint16).max):
         raise DamagedWork("the label map holds values outside 0..65535", lpath)
-    return arr.astype(np.uint16)
+    return as_label_array(arr)  # uint8 unless a label is above 255
 
 
 def read_pair(folder: Path) -> Tuple[dict, LabelMap]:

@@ -304,7 +304,8 @@ def run(args: argparse.Namespace, backend=None) -> Path:
     from tqdm import tqdm
 
     from medsam_gui.annotation.exporting import export_labels
-    from medsam_gui.annotation.labels import PALETTE, Label, LabelMap, LabelTable, SliceRecord
+    from medsam_gui.annotation.labels import (PALETTE, Label, LabelMap, LabelTable, SliceRecord,
+                                              label_dtype)
     from medsam_gui.engine import key_slices, propagation
     from medsam_gui.engine.backends import load_backend
     from medsam_gui.engine.session import Session
@@ -317,7 +318,7 @@ def run(args: argparse.Namespace, backend=None) -> Path:
     note = f" ({backend.runtime_note})" if backend.runtime_note else ""
     print(f"image encoder: {backend.runtime_label} on {backend.device}{note}", file=sys.stderr)
     # in the volume's (Fortran) order: the export needs no transposing copy
-    labels = np.zeros(volume.shape, np.uint16, order="F")
+    labels = np.zeros(volume.shape, label_dtype(max(p.label for p in prompts)), order="F")
     records = {}
 
     def record(geom, k, label, **kw):
