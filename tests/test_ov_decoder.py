@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from medsam_gui.engine import Session, load_backend, ov_decoder, ov_encoder, refine
+from medsam_gui.engine.backends import Backend
 from medsam_gui.engine.evaluate import dice, gt_box_dice, mask_box, mean, pick_slices
 
 from test_openvino_encoder import cases
@@ -113,14 +114,14 @@ def test_auto_follows_the_measurement_and_remembers_it(pair, monkeypatch, tmp_pa
     monkeypatch.setenv("MEDSAM_OPENVINO_CACHE", str(tmp_path))
     for t_pt, t_ov, runtime in ((0.010, 0.020, "pytorch"), (0.020, 0.010, "openvino f32")):
         monkeypatch.setattr(ov_decoder, "measure_pair", lambda *_a, **_k: (t_pt, t_ov))
-        monkeypatch.setattr(ov_decoder, "OpenVinoDecoder", lambda *_a, **_k: dec)
+        monkeypatch.setattr(Backend, "openvino_decoder", lambda *_a, **_k: dec)
         ov.use_openvino_decoder("auto")
         assert ov.decoder_runtime == runtime, ov.decoder_note
         assert f"PyTorch {t_pt * 1e3:.1f} ms" in ov.decoder_note
         # remembered: the next load neither measures nor builds what it will not use
         monkeypatch.setattr(ov_decoder, "measure_pair", None)
         if runtime == "pytorch":
-            monkeypatch.setattr(ov_decoder, "OpenVinoDecoder", None)
+            monkeypatch.setattr(Backend, "openvino_decoder", None)
         ov.use_openvino_decoder("auto")
         assert ov.decoder_runtime == runtime
         (tmp_path / "decoder-choices.json").unlink()
@@ -146,7 +147,7 @@ def test_a_failing_decoder_conversion_falls_back_to_pytorch(monkeypatch):
     def broken(*_a, **_k):
         raise RuntimeError("conversion failed")
 
-    monkeypatch.setattr(ov_decoder, "OpenVinoDecoder", broken)
+    monkeypatch.setattr(Backend, "openvino_decoder", broken)
     b = load_backend(precision="ov_f32", decoder="openvino")
     assert b.decoder_runtime == "pytorch" and "conversion failed" in b.decoder_note
     img = np.zeros((240, 240), np.uint8)

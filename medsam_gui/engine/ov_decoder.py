@@ -307,9 +307,7 @@ def decoder_for(backend, choice: str, precision: str) -> Tuple[Optional[OpenVino
             remember_choice(key, {"seen": True}, folder)
             return None, "decoder on PyTorch: these weights are converted at their next load"
     try:
-        dec = OpenVinoDecoder(backend.model.prompt_encoder, backend.model.mask_decoder,
-                              backend._dense_pe, backend.decoder_sha256, precision,
-                              folder=folder)
+        dec = backend.openvino_decoder(precision, folder)  # built from the cached files
     except Exception as exc:  # conversion or compilation failed
         log.warning("mask decoder stays on PyTorch: %s", exc)
         return None, f"OpenVINO not used: {type(exc).__name__}: {exc}"

@@ -1,13 +1,21 @@
 """Checkpoint files: reading a state dict safely, its sha256, and the image encoder's digest
-(which names cached embeddings and OpenVINO exports)."""
+(which names cached embeddings and OpenVINO exports).
+
+The digests of a checkpoint that loaded and checked well are remembered by the file's path,
+size and modification time (``known_digests``), as make and git trust a file's stat: a start
+whose converted runtime models are cached then needs neither to hash the file nor to read its
+tensors, and need not build the PyTorch model at all (``backends.load_backend``)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import pickle
 import re
-from typing import Tuple
+from pathlib import Path
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -100,3 +108,58 @@ def parts_digest(state: dict, prefixes: Tuple[str, ...]) -> str:
             h.update(str(t.dtype).encode())
             h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+# ------------------------------------------------------------------- remembered digests
+DIGESTS_FILE = "weights-digests.json"
+log = logging.getLogger(__name__)
+
+
+def _stat_key(path: str) -> Optional[str]:
+    """realpath|size|mtime_ns of ``path`` (None when it cannot be stat'ed)."""
+    try:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+    except OSError:
+        return None
+    return f"{real}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def _read_digests(folder: Path) -> dict:
+    try:
+        with open(folder / DIGESTS_FILE, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def known_digests(path: str, folder: Path) -> Optional[Dict[str, str]]:
+    """{"sha256", "encoder", "decoder"} remembered for ``path`` while its path, size and
+    modification time are unchanged; None otherwise (then read and digest it)."""
+    key = _stat_key(path)
+    found = _read_digests(folder).get(key) if key else None
+    if not isinstance(found, dict) or not all(
+            isinstance(found.get(k), str) and len(found[k]) == 64
+            for k in ("sha256", "encoder", "decoder")):
+        return None
+    return {k: found[k] for k in ("sha256", "encoder", "decoder")}
+
+
+def remember_digests(path: str, digests: Dict[str, str], folder: Path) -> None:
+    """Remember the digests of a checkpoint that loaded and checked well (atomic write; on
+    failure the next start digests the file again)."""
+    key = _stat_key(path)
+    if key is None:
+        return
+    data = _read_digests(folder)
+    real = key.split("|", 1)[0]
+    data = {k: v for k, v in data.items() if k.split("|", 1)[0] != real}  # older stats
+    data[key] = {k: digests[k] for k in ("sha256", "encoder", "decoder")}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{DIGESTS_FILE}-{os.getpid()}"
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        os.replace(tmp, folder / DIGESTS_FILE)
+    except OSError as exc:
+        log.warning("cannot remember checkpoint digests in %s (%s)", folder, exc)
