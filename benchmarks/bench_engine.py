@@ -4,6 +4,7 @@
     python benchmarks/bench_engine.py [--full] [--no-preload] [--skip-allocators]
     python benchmarks/bench_engine.py --runtimes-only    # the encoder runtime table alone
     python benchmarks/bench_engine.py --decoder          # decoder runtimes, start-up, busy box
+    python benchmarks/bench_engine.py --startup [--around N]  # busy box + start-up only
 
 The main process starts like the app (tcmalloc preloaded when installed, else the THP
 allocator; --no-preload keeps plain glibc malloc). The allocator table runs the encoder in
@@ -43,11 +44,17 @@ def parse() -> argparse.Namespace:
                    help="decoder runtimes ÷ plain PyTorch, GT-box Dice per runtime, cold/warm "
                         "start of medsam-segment, box latency while slices encode")
     p.add_argument("--boxes", type=int, default=20, help="--decoder: boxes per runtime")
+    p.add_argument("--startup", action="store_true",
+                   help="only the busy-box table and start-up table (cold/warm, first mask, "
+                        "one box and --propagate through the CLI)")
+    p.add_argument("--around", type=int, default=10,
+                   help="start-up table: --propagate over the seed slice ± this many")
     return p.parse_args()
 
 
 ARGS = parse()
-if not (ARGS.no_preload or ARGS.encoder_child or ARGS.runtime_child or ARGS.decoder):
+if not (ARGS.no_preload or ARGS.encoder_child or ARGS.runtime_child or ARGS.decoder
+        or ARGS.startup):
     from medsam_gui.launch import prefer_fast_allocator
 
     prefer_fast_allocator()
@@ -315,69 +322,140 @@ def decoder_stage(n_boxes: int) -> None:
     busy_box(auto, plain)
 
 
-def busy_box(auto, plain) -> None:
-    """Box latency while a background thread encodes slices ÷ idle, per backend."""
+def busy_latencies(session, box, first: int, count: int, idle_n: int = 10):
+    """(idle, busy, precompute s): box latencies on axial slice 63 before and after, and
+    while a background thread precomputes axial slices first..first+count-1 (a box every
+    30 ms, as a user drawing)."""
+    session.predict("axial", 63, box)
+
+    def lat(n):
+        ts = []
+        for _ in range(n):
+            t = time.perf_counter()
+            session.predict("axial", 63, box)
+            ts.append(time.perf_counter() - t)
+            time.sleep(0.03)
+        return ts
+
+    idle = lat(idle_n)
+    indices = list(range(first, first + count))
+    worker = threading.Thread(target=session.precompute, args=("axial", indices[len(indices) // 2]),
+                              kwargs={"indices": indices})
+    t0 = time.perf_counter()
+    worker.start()
+    time.sleep(0.2)
+    busy = []
+    while worker.is_alive():
+        busy += lat(1)
+    worker.join()
+    pre_s = time.perf_counter() - t0
+    idle += lat(idle_n)
+    return idle, busy, pre_s
+
+
+def busy_box(auto, plain, count: int = 8) -> None:
+    """Box latency while a background thread encodes slices ÷ idle, per backend; the OpenVINO
+    background encoder (one thread fewer) beside the foreground one doing the background
+    work (as before), with the precompute's seconds per slice."""
     vol, gt = setup()
-    print("\n== box latency while 8 slices encode in the background ==")
-    print("| backend | idle median ms | busy median ms | busy ÷ idle | busy p95 ÷ idle p95 |")
-    print("|---|---|---|---|---|")
-    for name, b in (("plain PyTorch fp32 (gated encoder)", plain), ("auto", auto)):
-        session = Session(vol, b, EmbeddingCache())
-        box = tuple(gt_box(vol, gt, 63))
-        session.predict("axial", 63, box)
-
-        def lat(n):
-            ts = []
-            for _ in range(n):
-                t = time.perf_counter()
-                session.predict("axial", 63, box)
-                ts.append(time.perf_counter() - t)
-                time.sleep(0.03)
-            return ts
-
-        idle = lat(10)
-        worker = threading.Thread(target=session.precompute, args=("axial", 134),
-                                  kwargs={"indices": list(range(130, 138))})
-        worker.start()
-        time.sleep(0.2)
-        busy = []
-        while worker.is_alive():
-            busy += lat(1)
-        worker.join()
-        idle += lat(10)
+    box = tuple(gt_box(vol, gt, 63))
+    print(f"\n== box latency while {count} slices encode in the background (load "
+          f"{os.getloadavg()[0]:.1f}) ==")
+    print("| backend | idle median ms | busy median ms | busy ÷ idle | busy p95 ÷ idle p95 | "
+          "precompute s/slice |")
+    print("|---|---|---|---|---|---|")
+    rows = [("plain PyTorch fp32 (gated encoder)", plain, False),
+            ("auto, background on the foreground encoder (before)", auto, True),
+            ("auto (background encoder)", auto, False)]
+    first = 100
+    for name, b, foreground in rows:
+        if foreground:  # the background work on the foreground encoder, as before
+            b.background_encoder = lambda _b=b: _b._ov
+        try:
+            idle, busy, pre_s = busy_latencies(Session(vol, b, EmbeddingCache()), box, first,
+                                               count)
+        finally:
+            b.__dict__.pop("background_encoder", None)
+        first += count
         print(f"| {name} [{b.runtime_label} / decoder {b.decoder_runtime}] | {med(idle)*1e3:.0f} | "
-              f"{med(busy)*1e3:.0f} | {med(busy)/med(idle):.2f} | {p95(busy)/p95(idle):.2f} |",
-              flush=True)
+              f"{med(busy)*1e3:.0f} | {med(busy)/med(idle):.2f} | {p95(busy)/p95(idle):.2f} | "
+              f"{pre_s / count:.2f} |", flush=True)
 
 
-def startup_table() -> None:
-    """medsam-segment, one box on the demo volume: process start to written mask, cold (empty
-    runtime cache: convert + compile) then warm, beside plain PyTorch fp32."""
+PAT2 = DATA / "brain_tumour_brats2015" / "brats_2013_pat0002_1"
+# a child medsam-segment that says when its first mask was made and what it imported
+CHILD = """
+import sys, time
+from medsam_gui.engine import session as S
+predict = S.Session.predict
+def timed(self, *a, **k):
+    out = predict(self, *a, **k)
+    if not hasattr(S, "_first"):
+        S._first = time.time()
+        print(f"FIRST_MASK {S._first}", file=sys.stderr, flush=True)
+    return out
+S.Session.predict = timed
+from medsam_gui.cli import segment_main
+rc = segment_main(sys.argv[1:])
+heavy = [m for m in ("torchvision", "segment_anything", "timm") if m in sys.modules]
+print("HEAVY " + (",".join(heavy) or "-"), file=sys.stderr)
+sys.exit(rc)
+"""
+
+
+def startup_table(around: int = 10) -> None:
+    """medsam-segment on BRATS pat0002 FLAIR: one box, then --propagate (seed ± ``around``
+    slices), process start to first mask and to the label map written, cold (empty runtime
+    cache: convert, compile, digest the weights) and warm, beside plain PyTorch fp32; a
+    propagation ÷ (slices × plain fp32 encoder time measured in this run)."""
     import tempfile
 
-    script = Path(sys.executable).with_name("medsam-segment")
-    demo = REPO / "resources" / "demo" / "brats_2013_pat0001_flair.nii.gz"
-    print("\n== start-up: medsam-segment, one box, process start to mask written ==")
-    print("| run | wall s | ÷ plain PyTorch fp32 |\n|---|---|---|")
-    base = None
+    img = PAT2 / "Flair_subtrMeanDivStd.nii.gz"
+    gt = np.asarray(nib.load(str(PAT2 / "OTMultiClass.nii.gz")).dataobj) > 0
+    k = int(np.argmax(gt.sum((0, 1))))
+    xs, ys = np.nonzero(gt[:, :, k])
+    box = ["2", str(k), str(xs.min()), str(ys.min()), str(xs.max()), str(ys.max())]
+    plain = load_backend(precision="fp32", decoder="pytorch", device="cpu")
+    vol = load_volume(img)
+    x = plain.model_input(Session(vol, plain).model_slice("axial", 0))
+    enc_s = time_encoder(plain, x, reps=3)[0]
+    del plain
+    print(f"\n== start-up: medsam-segment on BRATS pat0002 (load {os.getloadavg()[0]:.1f}); "
+          f"plain fp32 encoder {enc_s:.2f} s/slice in this run ==")
+    print("| run | wall s | first mask s | ÷ plain fp32 (same command) | slices | "
+          "÷ (slices × plain fp32 encoder) | torchvision/timm/segment_anything imported |")
+    print("|---|---|---|---|---|---|---|")
+    prop = ["--propagate", "--extent", str(k - around), str(k + around)]
+    runs = [("one box, plain PyTorch fp32", [], {"MEDSAM_NO_OPENVINO": "1"}),
+            ("one box, auto, cold (empty runtime cache)", [], {}),
+            ("one box, auto, warm", [], {}), ("one box, auto, warm again", [], {}),
+            ("--propagate, plain PyTorch fp32", prop, {"MEDSAM_NO_OPENVINO": "1"}),
+            ("--propagate, auto, warm", prop, {})]
+    base = {}
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [("plain PyTorch fp32", ["--precision", "fp32"], {"MEDSAM_NO_OPENVINO": "1"}),
-                ("auto, cold (empty runtime cache)", [], {}),
-                ("auto, warm", [], {}), ("auto, warm again", [], {})]
         for name, extra, env_extra in runs:
             env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD",)}
-            env.update(env_extra, MEDSAM_OPENVINO_CACHE=str(Path(tmp) / "ov"))
+            env.update(env_extra, MEDSAM_OPENVINO_CACHE=str(Path(tmp) / "ov"),
+                       MEDSAM_NO_PRELOAD="1")
             out = Path(tmp) / "out.nii.gz"
-            t = time.perf_counter()
-            r = subprocess.run([str(script), str(demo), "--box", "2", "63", "58", "76", "103",
-                                "166", "--out", str(out)] + extra, env=env, capture_output=True,
-                               text=True)
-            el = time.perf_counter() - t
+            t = time.time()
+            r = subprocess.run([sys.executable, "-c", CHILD, str(img), "--box", *box,
+                                "--out", str(out)] + extra, env=env, capture_output=True,
+                               text=True, cwd=REPO)
+            el = time.time() - t
             if r.returncode:
-                print(f"| {name} | failed: {r.stderr.strip()[-200:]} | |")
+                print(f"| {name} | failed: {r.stderr.strip()[-300:]} | |")
                 continue
-            base = base or el
-            print(f"| {name} | {el:.1f} | {el / base:.2f} |", flush=True)
+            first = next(float(line.split()[1]) - t for line in r.stderr.splitlines()
+                         if line.startswith("FIRST_MASK"))
+            heavy = next(line.split()[1] for line in r.stderr.splitlines()
+                         if line.startswith("HEAVY"))
+            lab = np.asarray(nib.load(str(out)).dataobj) > 0
+            n = int(np.count_nonzero(lab.any((0, 1))))
+            kind = name.split(",")[0]
+            base.setdefault(kind, el)
+            print(f"| {name} | {el:.1f} | {first:.1f} | {el / base[kind]:.2f} | {n} | "
+                  f"{el / (n * enc_s):.3f} | {heavy} |", flush=True)
 
 
 def main() -> None:
@@ -489,27 +567,7 @@ def main() -> None:
           f"slices/s, precompute {20 / pre_s:.2f} slices/s: ratio {raw_s / pre_s:.3f}")
 
     # 6. box latency during precompute ÷ idle
-    box = tuple(gt_box(vol, gt, 63))
-
-    def latencies(n):
-        ts = []
-        for _ in range(n):
-            t = time.perf_counter()
-            session.predict("axial", 63, box)
-            ts.append(time.perf_counter() - t)
-            time.sleep(0.03)
-        return ts
-
-    idle = latencies(20)
-    worker = threading.Thread(target=session.precompute, args=("axial", 135),
-                              kwargs={"indices": list(range(130, 140))})
-    worker.start()
-    time.sleep(0.2)
-    busy = []
-    while worker.is_alive():
-        busy += latencies(1)
-    worker.join()
-    idle += latencies(20)
+    idle, busy, _ = busy_latencies(session, tuple(gt_box(vol, gt, 63)), 130, 10, idle_n=20)
     print(f"\n== box latency during precompute ({len(busy)} boxes) ==\nidle median "
           f"{med(idle)*1e3:.1f} ms p95 {p95(idle)*1e3:.1f}; busy median {med(busy)*1e3:.1f} ms p95 "
           f"{p95(busy)*1e3:.1f}: ratio median {med(busy)/med(idle):.2f}, p95 "
@@ -553,10 +611,14 @@ if __name__ == "__main__":
         runtime_child(ARGS.runtime_child)
     elif ARGS.runtimes_only:
         runtime_table()
-    elif ARGS.decoder:
+    elif ARGS.decoder or ARGS.startup:
         print(f"CPU: {cpu_model()} · torch {torch.__version__} · threads "
               f"{torch.get_num_threads()} · load {os.getloadavg()[0]:.1f}")
-        decoder_stage(ARGS.boxes)
-        startup_table()
+        if ARGS.decoder:
+            decoder_stage(ARGS.boxes)
+        else:
+            busy_box(load_backend(device="cpu"),
+                     load_backend(precision="fp32", decoder="pytorch", device="cpu"))
+        startup_table(ARGS.around)
     else:
         main()

@@ -165,10 +165,11 @@ class Session:
                     stored = self.cache.put(key, stored)
         return stored
 
-    def _encode(self, axis: str, index: int, transform: Optional[InputTransform] = None
-                ) -> Tuple[CacheKey, torch.Tensor]:
+    def _encode(self, axis: str, index: int, transform: Optional[InputTransform] = None,
+                background: bool = False) -> Tuple[CacheKey, torch.Tensor]:
         """Key and image come from one transform (default: the input current once the lock is
-        held), so a model-input switch never files an embedding under the wrong key."""
+        held), so a model-input switch never files an embedding under the wrong key.
+        ``background``: a precompute's slice (``Backend.encode``)."""
         n = self.volume.n_slices(axis)
         if not 0 <= int(index) < n:
             raise IndexError(f"{axis} slice {index} outside 0..{n - 1}")
@@ -177,7 +178,9 @@ class Session:
             key = self.key(axis, index, transform)
             stored = self._cached(key)  # another thread may have encoded it meanwhile
             if stored is None:
-                emb = self.backend.encode([self.model_slice(axis, index, transform)])
+                # a backend without a background variant encodes as usual
+                encode = getattr(self.backend, "encode_background", None) if background else None
+                emb = (encode or self.backend.encode)([self.model_slice(axis, index, transform)])
                 stored = self.cache.put(key, emb)
         return key, stored
 
@@ -228,7 +231,8 @@ class Session:
         """Encode ``center`` first, then outward; returns how many slices were encoded.
 
         ``indices`` restricts the set (still visited centre-out). Cancel is checked between
-        slices; each slice holds the encoder lock only while it is encoded.
+        slices; each slice holds the encoder lock only while it is encoded. Slices are encoded
+        as background work (``Backend.encode``): a box drawn meanwhile stays quick.
         """
         n = self.volume.n_slices(axis)
         order = outward_order(int(center), n)
@@ -243,7 +247,7 @@ class Session:
             if cancel is not None and cancel():
                 break
             if not self.cache.in_memory(self.key(axis, i)):
-                self._encode(axis, i)
+                self._encode(axis, i, background=True)
             done += 1
             if progress:
                 progress(done, total)
