@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import DICOM, PAT1, PAT2
+from conftest import ABDOMEN, DICOM, PAT1, PAT2
 from medsam_gui.dataset import Dataset, dataset_status, discover
 from medsam_gui.dataset.adapt import decide
 from medsam_gui.dataset.cli import main
@@ -216,3 +216,23 @@ def test_adoption_rule_on_paired_dice():
     noisy = base + rng.normal(0.025, 0.3, 120)
     assert not decide(base, noisy).adopt  # mean gain within its own bootstrap spread
     assert not decide([], []).adopt
+
+
+def test_exclude_patterns_ignore_the_folders_above_the_source(tmp_path, capsys):
+    """``--exclude '*seg*'`` drops the label files, not every scan whose absolute path holds
+    "seg" (here the data folder's name, through the links); adding an excluded scan again
+    takes it back."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name, target in (("ct.nii.gz", "example_ct_sm.nii.gz"),
+                         ("mr.nii.gz", "example_mr_sm.nii.gz"),
+                         ("ct_seg.nii.gz", "example_seg.nii.gz")):
+        os.symlink(ABDOMEN / target, scans / name)
+    assert "seg" in str((scans / "ct.nii.gz").resolve())
+    ds_dir = tmp_path / "study"
+    rc, out, _ = _run(capsys, "create", ds_dir, scans, "--exclude", "*seg*")
+    assert rc == 0 and "2 cases (1 excluded)" in out
+    assert [c.id for c in Dataset.open(ds_dir).active()] == ["ct", "mr"]
+    rc, out, _ = _run(capsys, "add", ds_dir, scans / "ct_seg.nii.gz")
+    assert rc == 0 and "ct_seg was excluded: taken back" in out
+    assert [c.id for c in Dataset.open(ds_dir).active()] == ["ct", "ct_seg", "mr"]

@@ -155,6 +155,10 @@ def _add(args) -> int:
     existing = [ds.find(c.image, c.series_uid) for c in cases]
     added = ds.add_cases(cases)
     target = added[0] if added else existing[0]
+    for c in existing:
+        if c is not None and c.excluded:  # adding it again is the user's word: take it back
+            ds.set_excluded(c.id, False)
+            print(f"{c.id} was excluded: taken back")
     if args.labels:
         folder, n, notes = import_labels(ds, target, args.labels, names=_label_names(ds))
         for note in notes:

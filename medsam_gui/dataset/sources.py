@@ -18,6 +18,7 @@ A SOURCE is one of
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fnmatch
 import json
@@ -215,8 +216,17 @@ def discover(source: PathLike) -> Found:
 
 
 def excluded(case: Case, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatch(case.image, pat) or fnmatch.fnmatch(case.id, pat)
-               or fnmatch.fnmatch(os.path.basename(case.image), pat) for pat in patterns)
+    """Whether ``case`` matches one of the ``--exclude`` patterns: on its id, its file or
+    folder name, or its path below the source folder. The absolute path is matched only by
+    absolute patterns: ``*seg*`` must not drop every case of ``/data/segmentation_study/``."""
+    names = [case.id, os.path.basename(case.image)]
+    if case.source:
+        with contextlib.suppress(ValueError):
+            rel = os.path.relpath(case.image, case.source)
+            if not rel.startswith(".."):
+                names.append(rel)
+    return any(fnmatch.fnmatch(n, pat) for pat in patterns for n in names) or any(
+        fnmatch.fnmatch(case.image, pat) for pat in patterns if os.path.isabs(pat))
 
 
 def discover_all(sources: Sequence[PathLike], exclude: Sequence[str] = ()
