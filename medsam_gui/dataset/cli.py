@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("dataset")
     c.add_argument("sources", nargs="+")
     c.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN",
-                   help="leave out cases whose path, file name or id matches (shell pattern)")
+                   help="leave out cases whose file name, id or path below SOURCE matches (shell "
+                        "pattern; an absolute pattern matches the absolute path)")
     c.add_argument("--name", default=None)
     c.add_argument("--import-labels", action="store_true",
                    help="import the segmentations a source provides (nnU-Net labelsTr, a CSV "
