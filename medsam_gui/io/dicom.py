@@ -10,14 +10,14 @@ another matrix size, undecodable pixels, an exact duplicate…) is kept in
 missing from an otherwise regular stack, their positions stay in the volume as blank slices
 (``source.extra["missing_slices"]``), so every other slice keeps its true position; a stack too
 irregular for one grid is refused. The affine maps these indices to RAS+
-millimetres (DICOM's LPS with x and y negated). Discovery is in ``dicom_scan``.
+millimetres (DICOM's LPS with x and y negated). Discovery is in ``dicom_scan``, decoding one
+slice's pixels in ``dicom_pixels``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import warnings as py_warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -25,26 +25,18 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_dataset
 
 from ..errors import MedsamError
 from ..volume import SourceInfo, Volume
 from .dicom_enhanced import frame_order_key
-from .dicom_mosaic import cut_tile
-from .dicom_scan import (NO_UID, DicomSlice, SeriesGroup, SeriesInfo, description, discover,
-                         first_number, list_dicom_series, modality_of, no_images_error,
-                         notes_of, openable, skipped_of)
+from .dicom_pixels import FramePixels, Unusable, pixel_bytes, slice_pixels
+from .dicom_header import description, first_number, modality_of
+from .dicom_scan import (NO_UID, DicomSlice, SeriesGroup, SeriesInfo, discover, list_dicom_series,
+                         no_images_error, notes_of, openable, skipped_of)
 from .limits import check_array_size
 from .nifti import non_finite_note
 
 __all__ = ["load_dicom", "list_dicom_series", "SeriesInfo"]
-
-# what pydicom needs to decode pixels; reading only these skips big private headers
-PIXEL_TAGS = ["Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
-              "SamplesPerPixel", "PhotometricInterpretation", "PlanarConfiguration",
-              "NumberOfFrames", "ExtendedOffsetTable", "ExtendedOffsetTableLengths",
-              "PixelData", "FloatPixelData", "DoubleFloatPixelData"]
-
 
 def _choose(groups: List[SeriesGroup], folder: Path, series_uid: Optional[str],
             file: Optional[str], warnings: List[str]) -> SeriesGroup:
@@ -121,22 +113,6 @@ def _other_parts(groups: List[SeriesGroup], group: SeriesGroup) -> Dropped:
     return out
 
 
-def _pixel_bytes(s: DicomSlice) -> bytes:
-    """The stored pixel data (compressed or not), to tell exact duplicates from conflicts."""
-    if s.pixel_offset is not None:
-        with open(s.path, "rb") as fp:
-            fp.seek(int(s.pixel_offset))
-            return fp.read()
-    try:
-        ds = pydicom.dcmread(s.path)
-    except Exception:
-        return b""
-    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
-        if keyword in ds:
-            return bytes(ds[keyword].value)
-    return b""
-
-
 def _drop_duplicates(slices: List[DicomSlice], folder: Path, dropped: Dropped
                      ) -> List[DicomSlice]:
     """Leave out exact copies (same SOPInstanceUID, same pixel data, same position), naming
@@ -151,7 +127,7 @@ def _drop_duplicates(slices: List[DicomSlice], folder: Path, dropped: Dropped
 
     def pixels_of(s: DicomSlice) -> str:  # frames of one file share it: read each file once
         if s.path not in digests:
-            digests[s.path] = hashlib.sha256(_pixel_bytes(s)).hexdigest()
+            digests[s.path] = hashlib.sha256(pixel_bytes(s)).hexdigest()
         return digests[s.path]
 
     for (sop, _frame), same in by_sop.items():
@@ -235,111 +211,19 @@ def _names(slices: List[DicomSlice], folder: Path) -> str:
     return ", ".join(names[:NAMED]) + (f" and {more} more" if more > 0 else "")
 
 
-def _pixels_at_offset(s: DicomSlice) -> np.ndarray:
-    """Decode the pixel data element found during discovery, without parsing the header again."""
-    ts = s.header.file_meta.TransferSyntaxUID
-    with open(s.path, "rb") as fp:
-        fp.seek(int(s.pixel_offset))  # type: ignore[arg-type]
-        tail = read_dataset(fp, ts.is_implicit_VR, ts.is_little_endian)
-    ds = Dataset()
-    ds.file_meta = s.header.file_meta
-    ds.set_original_encoding(ts.is_implicit_VR, ts.is_little_endian)
-    for keyword in PIXEL_TAGS:
-        if keyword in s.header:
-            ds[keyword] = s.header[keyword]
-        elif keyword in tail:
-            ds[keyword] = tail[keyword]
-    return ds.pixel_array
-
-
-class _Unusable(Exception):
-    """This slice's pixels cannot be used; the message is the reason."""
-
-
-def _pixels(s: DicomSlice, rows: int, cols: int) -> np.ndarray:
-    """The slice's stored pixels; ``_Unusable`` (with the reason) when there are none or the
-    decoder fails."""
-    if s.pixel_offset is not None:
-        try:
-            with py_warnings.catch_warnings():  # a damaged file is named below, not warned
-                py_warnings.simplefilter("ignore")
-                px = _pixels_at_offset(s)
-            if px.shape == (rows, cols) or rows < 0:
-                return px
-        except Exception:  # anything unusual: take the ordinary full read below
-            pass
-    try:
-        with py_warnings.catch_warnings():  # e.g. "End of file reached before delimiter"
-            py_warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(s.path, specific_tags=PIXEL_TAGS)
-    except Exception as exc:
-        raise _Unusable(f"cannot read DICOM file ({type(exc).__name__}: {exc})") from None
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        if s.pixel_offset is not None:  # discovery saw the element start: the file is cut short
-            size = os.path.getsize(s.path)
-            raise _Unusable(f"damaged pixel data: the file ends at byte {size}, inside its "
-                            "pixel data (cut short?)")
-        raise _Unusable("no pixel data")
-    try:
-        px = ds.pixel_array
-    except Exception as exc:
-        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        what = f"{ts.name} ({ts})" if ts is not None and hasattr(ts, "name") else "?"
-        text = " ".join(str(exc).split())[:200]
-        raise _Unusable(f"pixel data cannot be decoded, transfer syntax {what}: "
-                        f"{type(exc).__name__}: {text}") from None
-    if px.shape != (rows, cols) and rows >= 0:
-        raise _Unusable(f"pixel array {px.shape} does not match Rows×Columns {rows}×{cols}")
-    return px
-
-
-class _FramePixels:
-    """Decoded pixels of the last multi-frame or mosaic file read: its frames are consecutive
-    in a volume, so one file is decoded once and only one is held."""
-
-    def __init__(self) -> None:
-        self.path: Optional[str] = None
-        self.array: Optional[np.ndarray] = None
-        self.error: Optional[str] = None
-
-    def get(self, s: DicomSlice, rows: int, cols: int) -> np.ndarray:
-        if s.path != self.path:
-            self.path, self.array, self.error = s.path, None, None
-            try:
-                self.array = _pixels(DicomSlice(s.path, s.header, s.position), -1, -1)
-            except _Unusable as exc:
-                self.error = str(exc)
-        if self.error is not None:
-            raise _Unusable(self.error)
-        array = self.array
-        assert array is not None and s.frame is not None
-        if s.tiles:
-            px = cut_tile(array, s.frame, s.tiles)
-        else:
-            if array.ndim == 2:
-                array = array[None]
-            if s.frame >= array.shape[0]:
-                raise _Unusable(f"frame {s.frame + 1} is missing from the pixel data "
-                                f"({array.shape[0]} frames)")
-            px = array[s.frame]
-        if px.shape != (rows, cols):
-            raise _Unusable(f"frame pixels {px.shape} do not match Rows×Columns {rows}×{cols}")
-        return px
-
-
 def _read_slices(slices: List[DicomSlice], rows: int, cols: int, folder: Path,
                  dropped: Dropped) -> Tuple[List[DicomSlice], List[np.ndarray]]:
     """Read pixels of the chosen slices; a file whose pixels are missing or cannot be decoded
     is dropped with its reason. Refused when fewer than two slices (or under half) are left."""
     check_array_size((cols, rows, len(slices)), 4, folder)
     kept, arrays, bad = [], [], []
-    frames = _FramePixels()
+    frames = FramePixels()
     for s in slices:
         try:
             arrays.append(frames.get(s, rows, cols) if s.frame is not None
-                          else _pixels(s, rows, cols))
+                          else slice_pixels(s, rows, cols))
             kept.append(s)
-        except _Unusable as exc:
+        except Unusable as exc:
             bad.append((s.path, str(exc)))
     if bad and (len(kept) < 2 or len(kept) < len(slices) * MAX_BLANK_FRACTION):
         if len(bad) == 1:

@@ -34,7 +34,6 @@ import copy
 from typing import List, Optional, Tuple
 
 from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 
 # top-level attributes copied into every frame's header (what discovery, the loader and the
 # DICOM writers read from a slice header)

@@ -30,7 +30,6 @@ from ..errors import MedsamError
 from .dicom_enhanced import frame_headers, is_enhanced
 from .dicom_header import (DamagedHeader, classify, description, modality_of, no_pixels_reason,
                            read_header, unreadable_reason, vendor_position)
-from .dicom_header import first_number  # noqa: F401 (dicom.py imports it from here)
 from .dicom_mosaic import mosaic_count, tile_headers
 
 MAX_FILES = 20000
