@@ -1,18 +1,23 @@
 """medsam-segment --batch on real BRATS cases and the real model: one corrupt scan and one
 malformed entry fail alone (exit code 1, named in the summary) while the good cases are
 written and match the ground truth; a second run resumes (written cases skipped); 2 worker
-processes and a local 2-worker Dask cluster write the same labels as one worker."""
+processes and a local 2-worker Dask cluster write the same labels as one worker; with
+--workers, a worker process that dies (killed by a signal, or exiting in a native crash) costs
+only its case, retried once in a fresh worker (through the CLI in a subprocess)."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import PAT1, PAT2
+from conftest import ABDOMEN, PAT1, PAT2
 from medsam_gui.engine.segment_cli import main
 
 pytestmark = pytest.mark.needs_data
@@ -150,3 +155,81 @@ def test_local_dask_cluster_of_two_workers(cases, tmp_path, capsys):
     assert "2 written, 0 skipped (already written), 0 failed, of 2 cases" in err
     assert "a local Dask cluster (2 processes)" in err
     _same_as_one_worker(cases, tmp_path)
+
+
+# The CLI with its case runner wrapped: a case whose output is named "dies-*" ends its worker
+# process each time (os._exit, as a native crash would); one named "killed-once-*" is killed by
+# SIGKILL (as kill -9 or the out-of-memory killer would) the first time only. Spawned workers
+# run this script's top level too, so the wrap reaches them.
+CRASHING_CLI = textwrap.dedent("""
+    import os, signal, sys
+    from medsam_gui.engine import segment_cli
+
+    _run = segment_cli.run
+
+    def run(args, backend=None):
+        name = os.path.basename(args.out)
+        if name.startswith("dies-"):
+            os._exit(3)
+        marker = args.out + ".was-killed"
+        if name.startswith("killed-once-") and not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _run(args, backend=backend)
+
+    segment_cli.run = run
+    if __name__ == "__main__":
+        sys.exit(segment_cli.main())
+""")
+
+
+def test_a_dying_worker_costs_only_its_case_retried_once(tmp_path):
+    """Two workers; of four small abdominal cases one kills its worker every time and one the
+    first time: the first is failed after one retry, the rest are written and right; a second
+    run skips the written ones."""
+    scans = {"ct": (ABDOMEN / "example_ct_sm.nii.gz", ABDOMEN / "example_seg.nii.gz"),
+             "mr": (ABDOMEN / "example_mr_sm.nii.gz", ABDOMEN / "example_seg_mr.nii.gz")}
+    truth = {}
+    for key, (_, seg) in scans.items():
+        liver = np.asarray(nib.load(str(seg)).dataobj) == 5
+        truth[key] = (liver,) + _truth_box_of(liver)
+    plan = [("ct", "ok-ct"), ("ct", "dies-ct"), ("mr", "killed-once-mr"), ("mr", "ok-mr")]
+    entries = [{"image": str(scans[k][0]), "boxes": [truth[k][2]], "out": f"{name}.nii.gz"}
+               for k, name in plan]
+    (tmp_path / "m.json").write_text(json.dumps(entries))
+    (tmp_path / "cli.py").write_text(CRASHING_CLI)
+    cmd = [sys.executable, str(tmp_path / "cli.py"), "--batch", str(tmp_path / "m.json"),
+           "--workers", "2", "--report", str(tmp_path / "r.json"), "--precision",
+           "channels_last"]
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1, run.stderr  # some failed, the batch ran to its end
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [(o["status"], o["attempts"]) for o in report] == [
+        ("done", 1), ("failed", 2), ("done", 2), ("done", 1)], run.stderr
+    assert "died twice on this case (it exited with code 3)" in report[1]["error"]
+    assert "case 1: the worker process died (it exited with code 3); running it again" \
+        in run.stderr
+    assert "case 2: the worker process died (killed by SIGKILL" in run.stderr
+    assert "3 written, 0 skipped (already written), 1 failed, of 4 cases" in run.stderr
+    for (key, name) in [plan[0], plan[2], plan[3]]:
+        liver, k, _box = truth[key]
+        got = _labels(tmp_path / f"{name}.nii.gz")
+        dice = _dice(got[:, :, k], liver[:, :, k])
+        print(name, f"liver Dice {dice:.3f} on slice {k}")
+        assert dice > 0.8
+    left = sorted(f for f in os.listdir(tmp_path) if f.startswith("dies-"))
+    assert left == [], left  # no output, no temporary file of the crashed case
+    # resume: the written cases are skipped; the dying one runs (and dies) again, alone
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1, run.stderr
+    assert [o["status"] for o in json.loads((tmp_path / "r.json").read_text())] == [
+        "skipped", "failed", "skipped", "skipped"]
+    assert "0 written, 3 skipped (already written), 1 failed, of 4 cases" in run.stderr
+
+
+def _truth_box_of(mask: np.ndarray) -> "tuple[int, dict]":
+    """(the mask's largest axial slice, a box entry around it there)."""
+    k = int(mask.sum(axis=(0, 1)).argmax())
+    rows, cols = np.flatnonzero(mask[:, :, k].any(1)), np.flatnonzero(mask[:, :, k].any(0))
+    box = [int(rows[0]), int(cols[0]), int(rows[-1]), int(cols[-1])]
+    return k, {"axis": 2, "slice": k, "box": box, "label": 1}

@@ -19,9 +19,14 @@ every case. Each case is exactly one ``medsam-segment IMAGE --boxes BOXES --out 
   and renamed into place at the end, so an existing output is a whole one); ``--overwrite``
   runs them again.
 - ``--workers N``: N processes on this machine, each with its own model and 1/N of the CPU
-  threads. ``--cluster ADDRESS``: the cases go to a Dask distributed scheduler
-  (``tcp://host:8786``), or ``local:N`` starts a local cluster of N worker processes; needs the
-  ``cluster`` extra. Dask was chosen over Ray by measurement (README, "Batch runs").
+  threads (``batch_pool``); a worker that dies costs only its case, which runs once more in a
+  fresh worker before it is reported as failed. ``--cluster ADDRESS``: the cases go to a Dask
+  distributed scheduler (``tcp://host:8786``), or ``local:N`` starts a local cluster of N worker
+  processes (``batch_dask``; needs the ``cluster`` extra). Dask was chosen over Ray by
+  measurement (README, "Batch runs").
+
+This module holds what every way of running shares: the manifest, one case, resume and the
+summary; with one worker the cases run in this process.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class Outcome:
     error: str = ""
     seconds: float = 0.0
     log: str = ""  # what medsam-segment said on stderr for this case
+    attempts: int = 1  # 2: its first worker process died and it ran again in a fresh one
 
 
 @dataclass
@@ -226,7 +232,7 @@ def run_case(case: Case, case_args: Sequence[str], threads: Optional[int] = None
     except BaseException as exc:  # one bad case never stops the rest
         if isinstance(exc, KeyboardInterrupt):
             raise
-        text = _describe(exc)
+        text = describe_error(exc)
         if tmp:
             text = text.replace(tmp, "the manifest's boxes")
         return Outcome(case.n, case.out, "failed", text, time.perf_counter() - t0,
@@ -238,7 +244,8 @@ def run_case(case: Case, case_args: Sequence[str], threads: Optional[int] = None
     return Outcome(case.n, case.out, "done", "", time.perf_counter() - t0, log.getvalue())
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """An exception as one line for the summary."""
     if isinstance(exc, MedsamError):
         return str(exc)
     if isinstance(exc, OSError):
@@ -253,105 +260,9 @@ Done = Callable[[Outcome], None]
 
 
 def _in_process(todo: Sequence[Case], case_args: Sequence[str], done: Done) -> None:
+    """One worker: the cases one after the other in this process."""
     for case in todo:
         done(run_case(case, case_args))
-
-
-def _init_worker() -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl+C
-
-
-def _process_pool(todo: Sequence[Case], case_args: Sequence[str], workers: int,
-                  done: Done) -> None:
-    """N spawned processes (a forked torch may hang); each loads the model once, with 1/N of
-    the CPU threads. If a worker dies (a crash in a native library), the cases it and the
-    others still held run again one by one in fresh processes, so the crash names its case."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    lost = []
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                             initializer=_init_worker) as pool:
-        futures = {pool.submit(run_case, c, list(case_args), threads): c for c in todo}
-        try:
-            for f in as_completed(futures):
-                try:
-                    done(f.result())
-                except BrokenProcessPool:
-                    lost.append(futures[f])
-        except KeyboardInterrupt:  # the cases not started are dropped, not waited for
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-    if lost:
-        _process_pool_one_by_one(sorted(lost, key=lambda c: c.n), case_args, done)
-
-
-def _process_pool_one_by_one(todo: Sequence[Case], case_args: Sequence[str],
-                             done: Done) -> None:
-    """After a crash: each case in a fresh single worker, so a crash names its case."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    threads = os.cpu_count() or 1
-    for case in todo:
-        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"),
-                                 initializer=_init_worker) as pool:
-            try:
-                done(pool.submit(run_case, case, list(case_args), threads).result())
-            except BrokenProcessPool:
-                done(Outcome(case.n, case.out, "failed", "the worker process died on this "
-                             "case"))
-
-
-def _dask(todo: Sequence[Case], case_args: Sequence[str], address: str,
-          done: Done) -> Tuple[int, str]:
-    """The cases as Dask tasks; each worker process keeps its model between tasks."""
-    try:
-        from distributed import Client, LocalCluster, as_completed
-    except ImportError:
-        raise MedsamError("--cluster needs Dask distributed: pip install "
-                          "'medsam-gui[cluster]'") from None
-    cluster = None
-    if address.startswith("local:"):
-        try:
-            n = int(address.split(":", 1)[1])
-        except ValueError:
-            raise MedsamError(f"--cluster {address}: local:N needs a number of workers") \
-                from None
-        threads = max(1, (os.cpu_count() or 1) // max(n, 1))
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
-        client = Client(cluster)
-        where = f"a local Dask cluster ({n} processes)"
-    else:
-        threads = None  # the workers' own setting
-        try:
-            client = Client(address, timeout="30s")
-        except (OSError, TimeoutError) as exc:
-            raise MedsamError(f"cannot reach the Dask scheduler at {address} ({exc})") \
-                from None
-        where = f"the Dask cluster at {address}"
-    try:
-        workers = len(client.scheduler_info().get("workers", {})) or 1
-        futures = client.map(run_case, list(todo), case_args=list(case_args),
-                             threads=threads, pure=False)
-        by_key = {f.key: c for f, c in zip(futures, todo)}
-        for f in as_completed(futures):
-            try:
-                done(f.result())
-            except Exception as exc:  # the worker died, or the task could not be sent
-                case = by_key[f.key]
-                done(Outcome(case.n, case.out, "failed", _describe(exc)))
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    return workers, where
 
 
 def run_batch(manifest: str, case_args: Sequence[str] = (), workers: int = 1,
@@ -386,17 +297,24 @@ def run_batch(manifest: str, case_args: Sequence[str] = (), workers: int = 1,
         bar.update(1)
         bar.set_postfix(failed=len(summary.failed), refresh=False)
 
+    def note(text: str) -> None:
+        bar.write(text, file=sys.stderr)
+
     try:
         if not todo:
             pass
         elif cluster:
-            summary.workers, summary.where = _dask(todo, case_args, cluster, done)
-        elif workers == 1 or len(todo) == 1:
+            from medsam_gui.engine.batch_dask import run_dask
+
+            summary.workers, summary.where = run_dask(todo, case_args, cluster, done)
+        elif workers == 1:
             summary.workers = 1
             _in_process(todo, case_args, done)
         else:
+            from medsam_gui.engine.batch_pool import run_pool
+
             summary.workers = min(workers, len(todo))
-            _process_pool(todo, case_args, summary.workers, done)
+            run_pool(todo, case_args, summary.workers, done, note)
     finally:
         bar.close()
     summary.outcomes.sort(key=lambda o: o.n)
