@@ -49,6 +49,7 @@ def parse() -> argparse.Namespace:
                         "one box and --propagate through the CLI)")
     p.add_argument("--around", type=int, default=10,
                    help="start-up table: --propagate over the seed slice ± this many")
+    p.add_argument("--no-busy", action="store_true", help="--startup without the busy-box table")
     return p.parse_args()
 
 
@@ -426,10 +427,11 @@ def startup_table(around: int = 10) -> None:
           "÷ (slices × plain fp32 encoder) | torchvision/timm/segment_anything imported |")
     print("|---|---|---|---|---|---|---|")
     prop = ["--propagate", "--extent", str(k - around), str(k + around)]
-    runs = [("one box, plain PyTorch fp32", [], {"MEDSAM_NO_OPENVINO": "1"}),
+    fp32 = ["--precision", "fp32"]
+    runs = [("one box, plain PyTorch fp32", fp32, {"MEDSAM_NO_OPENVINO": "1"}),
             ("one box, auto, cold (empty runtime cache)", [], {}),
             ("one box, auto, warm", [], {}), ("one box, auto, warm again", [], {}),
-            ("--propagate, plain PyTorch fp32", prop, {"MEDSAM_NO_OPENVINO": "1"}),
+            ("--propagate, plain PyTorch fp32", prop + fp32, {"MEDSAM_NO_OPENVINO": "1"}),
             ("--propagate, auto, warm", prop, {})]
     base = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -616,7 +618,7 @@ if __name__ == "__main__":
               f"{torch.get_num_threads()} · load {os.getloadavg()[0]:.1f}")
         if ARGS.decoder:
             decoder_stage(ARGS.boxes)
-        else:
+        elif not ARGS.no_busy:
             busy_box(load_backend(device="cpu"),
                      load_backend(precision="fp32", decoder="pytorch", device="cpu"))
         startup_table(ARGS.around)
