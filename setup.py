@@ -69,7 +69,10 @@ setup(
         "platformdirs",
         "tqdm",
     ],
-    extras_require={"test": ["pytest", "pytest-qt", "slicerio"],
+    # int8: NNCF post-training quantisation of the image encoder (engine/ov_int8.py); the
+    # tests use it too. nncf 3.4 works with OpenVINO 2026.4
+    extras_require={"test": ["pytest", "pytest-qt", "slicerio", "nncf>=3.4"],
+                    "int8": ["nncf>=3.4"],
                     # medsam-segment --batch --cluster: Dask distributed (README, Batch runs)
                     "cluster": ["distributed>=2024.1"]},
     entry_points={

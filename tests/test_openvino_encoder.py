@@ -2,7 +2,9 @@
 cached, with a clean fallback, and safe beside a preloaded allocator (real slices, real model).
 
 The OpenVINO tests need a process without tcmalloc/jemalloc preloaded (the README's test
-command); where the runtime is blocked or missing they are skipped with the reason.
+command); where the runtime is blocked or missing they are skipped with the reason. The int8
+tests need NNCF (``pip install medsam-gui[int8]``; the test extra has it): without it the
+quantisation test is skipped, saying so.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medsam_gui.engine import Session, load_backend, ov_encoder
+from medsam_gui.engine import Session, load_backend, ov_encoder, ov_int8, runtime
 from medsam_gui.engine.evaluate import dice, gt_box_dice, mask_box, mean, pick_slices
 from medsam_gui.io import load_volume
 from medsam_gui.launch import find_tcmalloc
 
-from conftest import ABDOMEN, PAT1, REPO
+from conftest import ABDOMEN, PAT1, PAT2, REPO
 
 pytestmark = pytest.mark.needs_data
 BLOCKED = ov_encoder.blocked_reason()
@@ -139,3 +141,80 @@ def test_the_real_entry_point_runs_the_runtime_encoder(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "image encoder: openvino" in run.stderr
     assert np.asarray(nib.load(str(out)).dataobj).any()
+
+
+# ------------------------------------------------------------------------------ int8 (NNCF)
+NO_NNCF = ov_int8.nncf_missing()
+needs_nncf = pytest.mark.skipif(NO_NNCF is not None, reason=f"int8: {NO_NNCF}")
+
+
+@needs_openvino
+def test_auto_picks_int8_only_within_tolerance_and_measured_faster(monkeypatch):
+    cpu = runtime.pick_device("cpu")
+    base = runtime.cpu_baseline()
+    # int8 failed the ground-truth bar (bench_runtime_accuracy.py): auto never picks it, even
+    # where a remembered measurement says it is faster
+    assert runtime.INT8_WITHIN_TOLERANCE is False
+    monkeypatch.setattr(ov_int8, "measured_speed", lambda *a, **k: {"int8": True})
+    assert runtime.resolve_precision("auto", cpu, "litemedsam") == base
+    assert load_backend(decoder="pytorch").precision == base
+    # the rule itself: within tolerance AND measured faster on this machine
+    monkeypatch.setattr(runtime, "INT8_WITHIN_TOLERANCE", True)
+    assert runtime.resolve_precision("auto", cpu, "litemedsam") == "ov_int8"
+    monkeypatch.setattr(ov_int8, "measured_speed", lambda *a, **k: {"int8": False})
+    assert runtime.resolve_precision("auto", cpu, "litemedsam") == base
+    monkeypatch.setattr(ov_int8, "measured_speed", lambda *a, **k: None)  # not measured yet
+    assert runtime.resolve_precision("auto", cpu, "litemedsam") == base
+    assert runtime.resolve_precision("ov_int8", cpu, "litemedsam") == "ov_int8"  # asked for
+
+
+def _gt_dice(backend, vol, truth, n):
+    slices = pick_slices(vol.geometry("axial"), truth, n)
+    return mean(gt_box_dice(Session(vol, backend), "axial", truth, slices))
+
+
+@needs_openvino
+@needs_nncf
+def test_int8_is_quantised_cached_by_settings_and_close_to_f32(ov32, tmp_path, monkeypatch):
+    """A small quantisation (3 calibration slices of the bundled demo, pat0001; no bias
+    correction: it costs a second pass) into an empty cache folder, end to end through load_backend; scored on
+    pat0002 and the abdominal CT, never on the calibration case."""
+    import openvino as ov
+
+    for suffix in (".xml", ".bin"):  # the f32 model as converted before: no second export
+        (tmp_path / ov32._ov.path.name).with_suffix(suffix).write_bytes(
+            ov32._ov.path.with_suffix(suffix).read_bytes())
+    small = {**ov_int8.SETTINGS, "slices": 3, "bias_correction": "none"}
+    monkeypatch.setenv("MEDSAM_OPENVINO_CACHE", str(tmp_path))
+    monkeypatch.setattr(ov_int8, "SETTINGS", small)
+    b8 = load_backend(precision="ov_int8", decoder="pytorch")
+    enc = b8._ov
+    assert (b8.runtime, b8.runtime_label) == ("openvino", "openvino int8"), b8.runtime_note
+    assert enc.quantise_seconds > 0 and enc.path.parent == tmp_path
+    assert enc.path.name.startswith(ov32._ov.path.stem + "-int8-")  # weights digest, size, OV
+    fq = [op for op in ov.Core().read_model(str(enc.path)).get_ops()
+          if op.get_type_name() == "FakeQuantize"]
+    assert len(fq) > 50  # really quantised (measured: 200+ quantisers)
+    faster = enc.speed["int8_ms"] < ov_int8.FASTER * enc.speed["baseline_ms"]
+    assert enc.speed["int8"] == faster
+    assert ov_int8.measured_speed(small, tmp_path) == enc.speed  # remembered for auto
+
+    again = load_backend(precision="ov_int8", decoder="pytorch")
+    assert again._ov.quantise_seconds == 0 and again._ov.path == enc.path  # read, not redone
+    inputs = ov_int8.calibration_inputs(3)
+    assert ov_int8.settings_digest(inputs, small) in enc.path.name
+    other = ov_int8.settings_digest(inputs, {**small, "preset": "performance"})
+    assert other not in enc.path.name  # other settings, other file
+
+    flair = load_volume(PAT2 / "Flair_subtrMeanDivStd.nii.gz")
+    gt = np.asarray(nib.load(str(PAT2 / "OTMultiClass.nii.gz")).dataobj) > 0
+    ct = load_volume(ABDOMEN / "example_ct_sm.nii.gz")
+    liver = np.asarray(nib.load(str(ABDOMEN / "example_seg.nii.gz")).dataobj) == 5
+    scores = {name: (_gt_dice(b8, vol, truth, 3), _gt_dice(ov32, vol, truth, 3))
+              for name, vol, truth in (("BRATS pat0002 FLAIR", flair, gt),
+                                       ("abdominal CT liver", ct, liver))}
+    # still a segmentation of the structure, but a calibration this small costs accuracy
+    # (measured: FLAIR 0.803 against f32 0.904); the production settings (12 slices, bias
+    # correction) are scored in bench_runtime_accuracy.py and did not meet the 0.01 bar
+    assert all(got >= ref - 0.15 for got, ref in scores.values()), scores
+    assert any(got != ref for got, ref in scores.values()), scores  # int8 really ran

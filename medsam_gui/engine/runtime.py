@@ -3,7 +3,10 @@
 On CPU the image encoder runs on OpenVINO when it can (``engine.ov_encoder``): ``ov_f32`` is
 exact (max relative difference to PyTorch fp32 ~1e-5) and faster than PyTorch with any
 allocator; ``ov_bf16`` on CPUs with AMX or AVX-512 BF16 is faster still and as accurate
-against ground truth (see ``BF16_WITHIN_TOLERANCE``), so ``auto`` picks it there. Without
+against ground truth (see ``BF16_WITHIN_TOLERANCE``), so ``auto`` picks it there. ``ov_int8``
+(``engine.ov_int8``: NNCF post-training quantisation, quantised once and cached) is an explicit
+choice; ``auto`` would take it only within the same Dice bar AND measured faster on the machine
+(``INT8_WITHIN_TOLERANCE``, ``ov_int8.measured_speed``), which it did not meet so far. Without
 OpenVINO (not installed, or a process with tcmalloc preloaded, where it aborts) the PyTorch
 variants below apply. CUDA and MPS always run PyTorch.
 
@@ -33,7 +36,7 @@ import torch
 
 from medsam_gui.errors import MedsamError
 
-PRECISIONS = ("auto", "fp32", "channels_last", "bf16", "ov_f32", "ov_bf16")
+PRECISIONS = ("auto", "fp32", "channels_last", "bf16", "ov_f32", "ov_bf16", "ov_int8")
 # auto on a CPU with bf16 units (AMX / AVX-512 BF16) picks OpenVINO bf16: its ground-truth-box
 # Dice was within 0.01 of fp32's on every kind of labelled scan in the test data
 # (benchmarks/bench_runtime_accuracy.py, 8 slices per structure, Intel Xeon with AMX; per kind,
@@ -42,6 +45,19 @@ PRECISIONS = ("auto", "fp32", "channels_last", "bf16", "ov_f32", "ov_bf16")
 # −0.078). On CPUs without bf16 units it would be emulated and slower: never picked. OpenVINO f32
 # gave the same Dice as PyTorch fp32 to three decimals everywhere.
 BF16_WITHIN_TOLERANCE = True
+# auto picks OpenVINO int8 (engine.ov_int8: NNCF post-training quantisation calibrated on the
+# bundled demo volume) only if this is True AND int8 was measured faster than the baseline
+# below on this machine (remembered in the runtime cache folder). False: ground-truth-box Dice
+# was NOT within 0.01 of f32 on every kind (benchmarks/bench_runtime_accuracy.py, AMD EPYC
+# AVX2; table in its docstring): BRATS T1c and the DICOM CT fell further.
+INT8_WITHIN_TOLERANCE = False
+
+
+def cpu_baseline() -> str:
+    """The OpenVINO encoder precision ``auto`` uses on this CPU when int8 does not win."""
+    from medsam_gui.engine import ov_encoder
+
+    return "ov_bf16" if BF16_WITHIN_TOLERANCE and ov_encoder.cpu_has_fast_bf16() else "ov_f32"
 
 
 def pick_device(device: Optional[str] = None) -> torch.device:
@@ -105,9 +121,14 @@ def resolve_precision(precision: str, device: torch.device, kind: str) -> str:
         from medsam_gui.engine import ov_encoder
 
         if ov_encoder.blocked_reason() is None:
-            if BF16_WITHIN_TOLERANCE and ov_encoder.cpu_has_fast_bf16():
-                return "ov_bf16"
-            return "ov_f32"  # exact (max rel. difference ~1e-5) and faster than PyTorch
+            if INT8_WITHIN_TOLERANCE:
+                from medsam_gui.engine.ov_int8 import measured_speed
+
+                speed = measured_speed()  # measured at an explicit ov_int8 load
+                if speed is not None and speed["int8"]:
+                    return "ov_int8"
+            # f32: exact (max rel. difference ~1e-5) and faster than PyTorch
+            return cpu_baseline()
     return "channels_last"  # exact; bf16 autocast failed the Dice >= 0.99 bar on MR slices
 
 

@@ -67,7 +67,7 @@ in stored values otherwise.
 """
 
 
-PRECISION_CHOICES = ("auto", "fp32", "channels_last", "ov_f32", "ov_bf16")
+PRECISION_CHOICES = ("auto", "fp32", "channels_last", "ov_f32", "ov_bf16", "ov_int8")
 FORMATS = ("nifti", "nrrd", "metaimage", "slicer-seg", "seg", "rtstruct")
 
 
@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
                    help="image encoder runtime and precision. auto: OpenVINO f32 on CPU when "
                         "installed (exact, fastest), else PyTorch channels_last; fp32: plain "
-                        "PyTorch; ov_f32 / ov_bf16: OpenVINO. The choice is printed.")
+                        "PyTorch; ov_f32 / ov_bf16: OpenVINO; ov_int8: OpenVINO int8 (needs "
+                        "medsam-gui[int8]; quantised once, then cached). The choice is printed.")
     p.add_argument("--device", help="cpu, cuda, mps (default: best available)")
     p.add_argument("--series", metavar="UID",
                    help="DICOM folder with several series: the one to segment, by the UID "
