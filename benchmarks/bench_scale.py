@@ -11,8 +11,14 @@ each size, every measurement is a fresh process (time and its own peak RSS from 
                 to a NIfTI label map (model load, encoder, decoder, export);
 - ``propagate`` (``--propagate`` slices) ``medsam-segment --propagate`` from the same box;
 
-and one process runs the steps of ``open`` + box + export one by one, each step's time and
-peak RSS above the RSS before it (``/proc/self/clear_refs``).
+and one process runs the steps of ``open`` + box + a propagation through ``--steps-propagate``
+slices (200; only the empty-mask stop, each slice written into the label map as it comes, as
+the window does) + export one by one, each step's time, its peak RSS above the RSS before it
+(``/proc/self/clear_refs``) and the process's peak RSS during it. The tiled CT repeats 20
+slices, so the propagation encodes each distinct slice once and reuses its embedding for the
+copies (``--encode-all`` to encode all): every slice's embedding is still put in the cache and
+held as in a real run, so the memory is that of a real run (plus at most 20 fp16 embeddings,
+40 MiB, in the reuse table); its time is not (about a tenth of the encoder calls).
 
 Ratios: time ÷ nibabel's read of the same file; memory ÷ the volume's bytes. The issue's done
 criterion: one box on 800 slices costs at most 2× nibabel's read beyond the same box on 20
@@ -23,6 +29,21 @@ slices, and at most 2× the volume's bytes of extra peak memory.
 uint8 levels, and GT-box Dice on BRATS tumour slices with either.
 
     python benchmarks/bench_scale.py [--slices 20 200 800] [--propagate 200] [--percentiles]
+
+Measured (2026-12-03, AMD EPYC, 2 logical CPUs shared with other jobs, load average ~20: the
+times are noisy, the memory is not), label map uint8, peak RSS during each step in the one
+process, (peak - RSS with the model loaded, 796 MiB) ÷ the volume's bytes V:
+
+    slices  V MiB | load   | encode+box | propagate 200 (embeddings held) | export
+        20     10 | 1.29×V |    21.0×V  |  35.1×V (19 slices, 40 MiB)     | 35.6×V
+       200    100 | 1.04×V |     3.01×V |  10.1×V (199 slices, 400 MiB)   | 10.2×V
+       800    400 | 1.01×V |     1.50×V |  2.79×V (200 slices, 402 MiB)   | 2.83×V
+
+The propagation's own peak above the RSS before it, on 800 slices, is 1.28×V (513 MiB): the
+200 fp16 embeddings the memory tier keeps (2 MiB each, within its bound) and the encoder's
+working memory; the steps are written into the map as they come, one mask held per step.
+Done criterion (one box through the CLI, beyond 20 slices): 200 slices 1.86× the read and
+1.00×V; 800 slices 1.55× the read and 1.00×V (before the uint8 label map: 1.80×V).
 """
 
 from __future__ import annotations
@@ -61,9 +82,11 @@ def reset():
 out = {}
 def step(name, fn):
     before = status("VmRSS"); reset(); t = time.perf_counter(); r = fn()
-    out[name] = [time.perf_counter() - t, status("VmHWM") - before]
+    # time, peak above the RSS before the step, the process's peak RSS during the step
+    out[name] = [time.perf_counter() - t, status("VmHWM") - before, status("VmHWM")]
     return r
 path, k, box, target = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+n_prop, reuse = int(sys.argv[5]), sys.argv[6] == "1"
 from medsam_gui.io import load_volume
 from medsam_gui.engine import intensity
 from medsam_gui.engine.backends import load_backend
@@ -71,6 +94,7 @@ from medsam_gui.engine.session import Session
 from medsam_gui.annotation.labels import LabelMap, LabelTable, Label, PALETTE
 from medsam_gui.annotation.exporting import export_labels
 backend = load_backend("litemedsam", None, "cpu", "auto")
+out["start"] = status("VmRSS")  # python + torch + the model, before the scan
 vol = step("load", lambda: load_volume(path))
 step("hash", lambda: vol.content_hash)
 tr = step("input stats", lambda: intensity.resolve(vol))
@@ -83,8 +107,34 @@ pbox = (min(a[2], b[2]), min(a[1], b[1]), max(a[2], b[2]), max(a[1], b[1]))
 pred = step("encode+box", lambda: session.predict("axial", k, pbox))
 lm = step("label map", lambda: LabelMap(vol.shape, LabelTable([Label(1, "liver", PALETTE[0])])))
 geom.take(lm.array, k)[pred.mask] = 1
+if n_prop:
+    import hashlib, math, torch
+    from medsam_gui.engine import propagation
+    if reuse:  # the tiled CT repeats its 20 slices: each distinct model input is encoded once
+        memo, encode = {}, backend.encode  # (fp16, like the cache: 20 × 2 MiB at most)
+        def reuse_encode(images):
+            key = hashlib.blake2b(images[0].tobytes(), digest_size=16).digest()
+            if key not in memo:
+                memo[key] = encode(images).to(torch.float16)
+            return memo[key].to(torch.float32)
+        backend.encode = reuse_encode
+    n = vol.n_slices("axial")
+    lo = max(0, min(k - n_prop // 2, n - 1 - n_prop)); hi = min(n - 1, lo + n_prop)
+    # only the empty-mask stop, within n_prop slices: the tiled CT's liver runs through them
+    rules = propagation.StopRules(0.0, math.inf, math.inf, 1, 3.0, (lo, hi))
+    def prop():
+        filled = 0
+        for ev in propagation.propagate(session, "axial", k, [pred.mask], rules):
+            if isinstance(ev, propagation.Step):  # written as it comes, as the window does
+                sl = geom.take(lm.array, ev.index)
+                sl[ev.mask & (sl == 0)] = 1
+                filled += 1
+        return filled
+    out["propagated"] = step("propagate", prop)
+    out["cache MiB"] = session.cache.nbytes / 2**20  # embeddings held in memory after it
 step("export", lambda: export_labels(lm, vol, target, "nifti"))
 out["label dtype"] = str(lm.array.dtype)
+out["final peak"] = status("VmHWM")
 print(json.dumps(out))
 """
 
@@ -171,7 +221,8 @@ def scale(args: argparse.Namespace) -> None:
                                                str(out), str(p)], env)
             got = np.asanyarray(nib.load(str(out)).dataobj)[:, :, k] > 0
             _, _, so, _ = run(STEPS, [str(p), str(k), json.dumps(box.tolist()),
-                                      str(folder / f"steps_{n}.nii.gz")], env)
+                                      str(folder / f"steps_{n}.nii.gz"), str(args.steps_propagate),
+                                      "0" if args.encode_all else "1"], env)
             steps = json.loads(so.strip().splitlines()[-1])
             rows.append(dict(n=n, vbytes=vbytes, nib=(nib_t, nib_m), base=(base_t, base_m),
                              open=(open_t, open_m), box=(box_t, box_m),
@@ -208,12 +259,24 @@ def report(rows: List[dict], prop) -> None:
               f"box Dice vs reference liver {r['dice']:.3f}; "
               f"label map {r['steps']['label dtype']})")
     print("\nsteps in one process (s ÷ read; peak above the RSS before the step, ÷ volume bytes)")
-    names = [k for k in rows[0]["steps"] if k != "label dtype"]
+    names = [k for k, v in rows[0]["steps"].items() if isinstance(v, list)]
     print(f"{'slices':>6} | " + " | ".join(f"{k:^21}" for k in names))
     for r in rows:
-        cells = [f"{t:5.2f}s {t / r['nib'][0]:4.2f}× {m / (r['vbytes'] / MiB):5.2f}×V"
-                 for t, m in (r["steps"][k] for k in names)]
+        cells = [f"{v[0]:5.2f}s {v[0] / r['nib'][0]:4.2f}× {v[1] / (r['vbytes'] / MiB):5.2f}×V"
+                 for v in (r["steps"][k] for k in names)]
         print(f"{r['n']:>6} | " + " | ".join(f"{c:^21}" for c in cells))
+    print("\npeak RSS of the process during each step, MiB, and (peak - RSS with the model "
+          "loaded, before the scan) ÷ the volume's bytes (V)")
+    print(f"{'slices':>6} {'V MiB':>6} {'model':>6} | " + " | ".join(f"{k:^15}" for k in names)
+          + " | propagated, embeddings held")
+    for r in rows:
+        v, start = r["vbytes"] / MiB, r["steps"]["start"]
+        cells = [f"{r['steps'][k][2]:6.0f} {(r['steps'][k][2] - start) / v:5.2f}×V"
+                 for k in names]
+        extra = (f"{r['steps'].get('propagated', 0)} slices, {r['steps'].get('cache MiB', 0):.0f}"
+                 " MiB" if "propagated" in r["steps"] else "")
+        print(f"{r['n']:>6} {v:6.0f} {start:6.0f} | " + " | ".join(f"{c:^15}" for c in cells)
+              + " | " + extra)
     small = rows[0]
     print(f"\ndone criterion, against {small['n']} slices:")
     for r in rows[1:]:
@@ -287,6 +350,14 @@ def main() -> None:
     parser.add_argument("--slices", type=int, nargs="+", default=[20, 200, 800])
     parser.add_argument("--propagate", type=int, default=0, metavar="SLICES",
                         help="also propagate one box through a scan of this many slices")
+    parser.add_argument("--steps-propagate", type=int, default=200, metavar="SLICES",
+                        help="the one-process steps propagate the box through this many slices "
+                             "(only the empty-mask stop; 0: no propagation step)")
+    parser.add_argument("--encode-all", action="store_true",
+                        help="the propagation step encodes every slice (by default each of the "
+                             "20 distinct slices of the tiled CT is encoded once and its "
+                             "embedding reused for its copies: the same embeddings, cached and "
+                             "held the same way, in a tenth of the encoder time)")
     parser.add_argument("--percentiles", action="store_true",
                         help="only the subsampled-percentile measurement")
     args = parser.parse_args()

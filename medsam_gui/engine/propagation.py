@@ -193,6 +193,8 @@ def propagate(session, axis: str, seed: int, seed_masks: Sequence[np.ndarray],
                 del fronts[d]
                 yield Stop(d, i, "; ".join(dict.fromkeys(front["reasons"])), front["at"], seed)
                 continue
+            if len(alive) == 1:  # one object: its mask is the union (held once, not twice)
+                step.mask = alive[0]
             front["objects"], front["at"] = alive, i
             yield step
 
