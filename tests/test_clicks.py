@@ -4,8 +4,9 @@ the state kept per slice gives the same masks as a replay from the box.
 
 The standard protocol (``engine.refine.corrective_click``): the reference box, then 5 clicks,
 each at the centre of the largest error region, positive on a miss, negative on a leak, all
-clicks kept. One slice per kind (the slice ``benchmarks/bench_clicks.py --stride 4`` uses);
-the thresholds come from that benchmark (see the numbers beside each).
+clicks kept. The middle one of the 3 slices ``benchmarks/bench_clicks.py`` takes of a structure;
+one structure per BRATS sequence and the DICOM CT, a large and a small organ on the abdominal
+CT and MR (single slices of those 3 mm scans can lose a little: 1-pixel boundary errors).
 """
 
 from __future__ import annotations
@@ -43,16 +44,20 @@ def _slices():
     dcm = load_volume(DICOM / "ct_abdomen_siemens_jpeg2000")
     dcm_lab = on_grid(DICOM / "reference" / "ct_abdomen_siemens_jpeg2000_totalseg_labels.nii.gz",
                       dcm)
+    ct = load_volume(ABDOMEN / "example_ct_sm.nii.gz")
+    mr = load_volume(ABDOMEN / "example_mr_sm.nii.gz")
     cases = [
         ("BRATS FLAIR", load_volume(PAT1 / "Flair_subtrMeanDivStd.nii.gz"), gt > 0),
         ("BRATS T1c", load_volume(PAT1 / "T1c_subtrMeanDivStd.nii.gz"), np.isin(gt, (1, 3, 4))),
-        ("abdominal CT", load_volume(ABDOMEN / "example_ct_sm.nii.gz"), ct_seg == 3),
-        ("abdominal MR", load_volume(ABDOMEN / "example_mr_sm.nii.gz"), mr_seg == 1),
-        ("DICOM CT", dcm, dcm_lab == 6),
+        ("abdominal CT", ct, ct_seg == 5),  # liver
+        ("abdominal CT", ct, ct_seg == 3),  # left kidney
+        ("abdominal MR", mr, mr_seg == 5),  # liver
+        ("abdominal MR", mr, mr_seg == 1),  # spleen
+        ("DICOM CT", dcm, dcm_lab == 6),  # stomach
     ]
     for kind, vol, truth3d in cases:
         g = vol.geometry("axial")
-        k = pick_slices(g, truth3d, 4)[3]
+        k = pick_slices(g, truth3d, 3)[1]
         yield kind, vol, g.take(truth3d, k).astype(bool), k
 
 
@@ -64,7 +69,7 @@ def curves(backend):
     from medsam_gui.engine.evaluate import dice, mask_box
 
     cache = EmbeddingCache()
-    out = {}
+    out = {}  # kind -> [(new, old, session, k, box, clicks, truth)]
     for kind, vol, truth, k in _slices():
         session = Session(vol, backend, cache)
         box = mask_box(truth)
@@ -81,25 +86,28 @@ def curves(backend):
         for c in clicks:  # the old path on the same clicks
             state = refine.step(backend, emb, truth.shape, state, c, "points")
             old.append(dice(state.mask, truth))
-        out[kind] = (np.array(new), np.array(old), session, k, box, clicks, truth)
+        out.setdefault(kind, []).append((np.array(new), np.array(old), session, k, box, clicks,
+                                         truth))
     return out
 
 
 def test_each_click_moves_the_mask_toward_the_truth_on_every_kind(curves):
-    for kind, (new, old, *_rest) in curves.items():
-        print(kind, np.round(new, 3), "old path", np.round(old, 3))
-    gains = np.array([c[0][[1, 3, 5]] - c[0][0] for c in curves.values()])
-    # bench_clicks (9 structures, 1 slice each), mean over kinds: box 0.856, then +0.044 /
-    # +0.064 / +0.071 after 1 / 3 / 5 clicks; worst kind (abdominal CT, box Dice 0.95, thin
-    # boundary errors) -0.015 after 3 clicks, -0.005 after 5
-    assert np.all(gains.mean(axis=0) >= 0.02), gains
-    assert gains.min() >= -0.02, gains
-    assert np.all(gains[:, 2] >= -0.01), gains  # after 5 clicks no kind is worse than its box
+    gains = {}
+    for kind, runs in curves.items():
+        new = np.mean([r[0] for r in runs], axis=0)
+        print(kind, np.round(new, 3), "old path", np.round(np.mean([r[1] for r in runs], 0), 3))
+        gains[kind] = new[[1, 3, 5]] - new[0]
+    # bench_clicks (27 structures, 3 slices each): every click raises every kind's mean Dice
+    # (smallest step +0.0014); so after 1, 3 and 5 clicks no kind is below its box alone
+    for kind, g in gains.items():
+        assert np.all(g >= 0), (kind, g)
+    assert np.mean(list(gains.values()), axis=0)[2] >= 0.02, gains
 
 
 def test_clicks_beat_the_old_sparse_prompt_path(curves):
-    gain_new = np.mean([c[0][[1, 3, 5]] - c[0][0] for c in curves.values()], axis=0)
-    gain_old = np.mean([c[1][[1, 3, 5]] - c[1][0] for c in curves.values()], axis=0)
+    runs = [r for rs in curves.values() for r in rs]
+    gain_new = np.mean([r[0][[1, 3, 5]] - r[0][0] for r in runs], axis=0)
+    gain_old = np.mean([r[1][[1, 3, 5]] - r[1][0] for r in runs], axis=0)
     assert np.all(gain_new > gain_old + 0.02), (gain_new, gain_old)
 
 
@@ -107,7 +115,7 @@ def test_box_alone_is_the_official_path_and_state_replays_the_same(curves, backe
     from medsam_gui.engine import refine
 
     kind = "BRATS FLAIR"
-    _new, _old, session, k, box, clicks, truth = curves[kind]
+    _new, _old, session, k, box, clicks, truth = curves[kind][0]
     emb = session.embed("axial", k)
     plain = session.predict("axial", k, box)
     mask, iou = backend.decode(emb, truth.shape, box)

@@ -12,11 +12,17 @@ so ``Session.predict`` keeps the state per slice and pays one or two decoder cal
 - ``local`` (the default): a positive click re-prompts only the region around it: a box
   centred on the click, sized from the distance r between the click and the current mask's
   edge (a click in the middle of an error region is about that far from its border), is
-  decoded alone; the part of its mask connected to the click, within 1.5 r of it, is added.
+  decoded alone; the part of its mask connected to the click, within 1.2 r of it, is added.
   A negative click removes a disk of 0.7 r around it (r: its distance to the mask's outside),
   without the model: a box around a leak holds the true structure too, and removing the
   model's mask there cut into it (abdominal CT, 3 clicks: 0.897 with the model's mask,
-  0.936 with the disk, box alone 0.951; ``neg_disk=0`` restores the model's mask).
+  0.936 with the disk, box alone 0.951); ``neg="comp"`` removes instead the part of the mask
+  the local box calls outside, connected to the click (worse on BRATS T1c and DICOM CT).
+  The decoded box keeps a floor of 3 decoder-frame pixels, the edit does not (``fine``).
+  Measured (``bench_clicks.py``, 27 structures, 3 slices each, mean per kind): every click
+  raises the mean Dice of every kind (smallest step +0.0014; before, with reach 1.5 r and the
+  edit floored like the box: -0.0003), and a step lowers a structure's mean on 5 of 135 steps
+  (before 10; worst -0.012 both).
 - ``local+mask``: ``local`` for positive clicks, ``mask_prompt`` for negative ones.
 
 Every method keeps the clicks' own promise: a positive click's pixel ends inside the mask and
@@ -86,8 +92,16 @@ def _keep_promise(mask: np.ndarray, clicks: Sequence[Click], radius: float = 1.5
 
 
 def _local(backend, embedding, shape, state: RefineState, click: Click,
-           scale: float = 2.0, reach: float = 1.5, neg_disk: float = 0.7) -> np.ndarray:
-    """The ``local`` step: add or remove the model's mask of a box around the click."""
+           scale: float = 2.0, reach: float = 1.2, neg_disk: float = 0.7,
+           neg: str = "disk", fine: bool = True) -> np.ndarray:
+    """The ``local`` step: add the model's mask of a box around a positive click, remove a disk
+    around a negative one (``neg="comp"``: the part of the mask the local box calls outside).
+
+    r is the click's distance to the mask's edge. The decoded box is 2 ``scale`` r wide, r at
+    least 3 pixels of the 256 decoder frame (the model needs context); what is added or
+    removed is sized from r itself (``fine``; at least one pixel): on a 512² CT a boundary
+    band 2 pixels wide has r = 1, and the frame's floor of 6 pixels made the edit cut 4 pixels
+    into the organ (DICOM CT liver, spleen, aorta)."""
     mask = state.mask if state.mask is not None else np.zeros(shape, bool)
     h, w = shape
     y, x = _pixel(click, shape)
@@ -101,21 +115,31 @@ def _local(backend, embedding, shape, state: RefineState, click: Click,
     else:
         r = 0.05 * max(h, w)
     floor = 3.0 * max(h, w) / 256.0  # a few pixels of the decoder frame
-    r = max(r, floor)
-    half = scale * r
+    r_box = max(r, floor)
+    r = max(r, 1.0) if fine else r_box
+    half = scale * r_box
     box = (max(x - half, 0.0), max(y - half, 0.0), min(x + half, w - 1.0), min(y + half, h - 1.0))
     yy, xx = np.ogrid[:h, :w]
-    if not positive and neg_disk > 0:  # remove a disk, no model
-        return mask & ~((yy - y) ** 2 + (xx - x) ** 2 <= (neg_disk * r) ** 2)
+    disk = (yy - y) ** 2 + (xx - x) ** 2 <= (neg_disk * r) ** 2
+    if not positive and neg == "disk":  # remove a disk, no model
+        return mask & ~disk
     local, _iou, _ = decode_logits(backend, embedding, shape, box)
     near = (yy - y) ** 2 + (xx - x) ** 2 <= (reach * r) ** 2
-    region = local & near
-    lab, _n = ndimage.label(region)
-    if lab[y, x]:
-        region = lab == lab[y, x]
-    else:  # the local box found nothing under the click: a disk of the estimated radius
+    if not positive:  # the part of the mask the local model calls outside, around the click
+        region = _component(mask & ~local & near, y, x)
+        return mask & ~(region if region.any() else disk)
+    region = _component(local & near, y, x)
+    if not region.any():  # the local box found nothing under the click: a disk of radius r/2
         region = (yy - y) ** 2 + (xx - x) ** 2 <= (0.5 * r) ** 2
-    return mask | region if positive else mask & ~region
+    return mask | region
+
+
+def _component(region: np.ndarray, y: int, x: int) -> np.ndarray:
+    """The 4-connected component of ``region`` that holds (y, x) (empty if it holds none)."""
+    if not region[y, x]:
+        return np.zeros_like(region)
+    lab, _n = ndimage.label(region)
+    return lab == lab[y, x]
 
 
 def corrective_click(truth: np.ndarray, mask: np.ndarray) -> Optional[Click]:
@@ -144,7 +168,9 @@ def start(backend, embedding, shape, box: Optional[Box]) -> RefineState:
 
 def step(backend, embedding, shape, state: RefineState, click: Click,
          method: str = DEFAULT_METHOD, **local_kw) -> RefineState:
-    """The state after one more click (``local_kw``: ``scale``, ``reach`` of ``local``)."""
+    """The state after one more click (``local_kw``: ``scale``, ``reach``, ``neg_disk``,
+    ``neg``, ``fine`` of ``local``). Every click so far keeps its pixel on its side, so a
+    later edit never undoes an earlier click."""
     if method not in METHODS:
         raise ValueError(f"unknown refinement {method!r}; expected one of {', '.join(METHODS)}")
     shape = (int(shape[0]), int(shape[1]))
