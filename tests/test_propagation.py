@@ -197,6 +197,35 @@ def test_repropagation_never_overwrites_a_persons_slice(pat1, backend, cache):
     assert np.array_equal(ann.labelmap.array, before)
 
 
+def test_repropagation_drops_old_fills_its_fronts_no_longer_reach(pat1, backend, cache):
+    """Re-propagating from a key slice replaces the old unreviewed fills of the gaps beside it:
+    where the new fronts stop sooner, the old fills beyond are removed (as a propagation from
+    all key slices, the command line's, would not have them), in the same undo step; a
+    cancelled run removes nothing."""
+    seed, session, ann, geom = boxed_annotator(pat1, backend, cache)
+    wide = propagation.StopRules(extent=(seed - 4, seed + 4))
+    assert propagate_into(ann, session, "axial", seed, 1, wide).indices == \
+        list(range(seed - 4, seed)) + list(range(seed + 1, seed + 5))
+    ann.accept("axial", seed - 4)  # a person's slice is never removed
+    calls = []
+    cancelled = propagate_into(ann, session, "axial", seed, 1, wide,
+                               cancel=lambda: calls.append(1) or len(calls) > 1)
+    assert {s.reason for s in cancelled.stops} == {"cancelled"}
+    assert np.flatnonzero(review.present_slices(ann.labelmap, geom, 1)).tolist() == \
+        list(range(seed - 4, seed + 5))
+    filled = ann.labelmap.array.copy()
+    strict = propagation.StopRules(extent=(seed - 4, seed + 4), min_iou=1.01)  # stops at once
+    again = propagate_into(ann, session, "axial", seed, 1, strict)
+    assert again.indices == []
+    assert np.flatnonzero(review.present_slices(ann.labelmap, geom, 1)).tolist() == \
+        [seed - 4, seed]
+    assert ("axial", seed + 2, 1) not in ann.labelmap.records
+    assert review.slice_states(ann.labelmap, geom, 1)[seed + 2] == review.EMPTY  # not a key
+    ann.undo()
+    assert np.array_equal(ann.labelmap.array, filled)
+    assert ann.labelmap.records[("axial", seed + 2, 1)].method == "propagated"
+
+
 def test_cancel_leaves_a_consistent_map_and_one_undo_step(pat1, backend, cache):
     seed, session, ann, geom = boxed_annotator(pat1, backend, cache)
     after_box = ann.labelmap.array.copy()

@@ -3,7 +3,9 @@
 Propagation goes through ``engine.key_slices`` as on the command line: the slices a person
 drew, edited or accepted are the structure's key slices (``key_masks``; one cleared to empty is
 an empty key slice that no front fills or crosses), and Propagate on a slice re-propagates the
-gaps beside it from both ends, meeting where the key slices say.
+gaps beside it from both ends, meeting where the key slices say; old unreviewed fills in those
+gaps that the new fronts do not reach are removed, so the result is what a propagation from all
+key slices (the command line's) gives.
 
 A ``FillRun`` takes the slices of one run as they come (``add_step`` for a propagated slice,
 ``add_interpolated`` for an interpolated one), writes each at once so the window can show it,
@@ -13,13 +15,13 @@ person drew or reviewed are fixed when the run starts (``protected``) and never 
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
 from medsam_gui.annotation import Change, SliceRecord, mask_sha256, review
 from medsam_gui.annotation.interpolate import Filled
-from medsam_gui.engine.key_slices import propagate_keys
+from medsam_gui.engine.key_slices import propagate_keys, rewritten_span
 from medsam_gui.engine.propagation import Result, Step, Stop, StopRules
 
 
@@ -64,6 +66,8 @@ class FillRun:
         self.filled: Dict[int, SliceRecord] = {}
         self.stops: List[Stop] = []
         self._front: Dict[int, tuple] = {}  # propagated slice -> (key slice, direction)
+        # slices (first, last) whose old unreviewed fills a whole run replaces (propagation)
+        self.replaces: Optional[Tuple[int, int]] = None
 
     def writable(self, index: int) -> bool:
         return int(index) not in self.protected
@@ -101,8 +105,31 @@ class FillRun:
                                                                    self.value)]
         return change
 
-    def finish(self, description: str) -> Optional[Change]:
-        """Push everything written as one undo step (None when nothing changed)."""
+    def clear_stale(self, span: Tuple[int, int]) -> List[int]:
+        """Remove this label's unreviewed fills on slices ``span`` (first, last) that this run
+        did not write: old fills beyond where the new fronts stopped. Call it only after a run
+        that ended by itself (not cancelled); returns the slices cleared."""
+        geom = self.annotator.volume.geometry(self.view)
+        states = review.slice_states(self.annotator.labelmap, geom, self.value)
+        cleared = []
+        for i in range(max(span[0], 0), min(span[1], len(states) - 1) + 1):
+            if i in self.filled or not self.writable(i) or states[i] != review.FILLED:
+                continue
+            empty = np.zeros(self.annotator.labelmap.slice(geom, i).shape, bool)
+            change = self.annotator.fill(self.view, i, self.value, empty,
+                                         SliceRecord(self.view, i, self.value, status="model"))
+            key = (self.view, i, self.value)
+            change.records_after[key] = None  # no record: an empty slice, not an empty key
+            self.annotator.labelmap.records.pop(key, None)
+            self.changes.append(change)
+            cleared.append(i)
+        return cleared
+
+    def finish(self, description: str, completed: bool = True) -> Optional[Change]:
+        """Push everything written as one undo step (None when nothing changed); a run that
+        ``completed`` (not cancelled, no error) first clears the stale fills it replaces."""
+        if completed and self.replaces is not None:
+            self.clear_stale(self.replaces)
         change = self.annotator.push_fills(self.changes, description)
         self.changes = []
         return change
@@ -128,8 +155,19 @@ def propagate_into(annotator, session, view: str, seed: int, value: int,
         else:
             run.add_stop(event)
             stops.append(event)
-    run.finish(f"propagate label {value} from {view} {seed}")
+    if keys[int(seed)]:
+        run.replaces = stale_span(keys, seed, rules, annotator.volume.n_slices(view))
+    run.finish(f"propagate label {value} from {view} {seed}",
+               completed=not any(stop.reason == "cancelled" for stop in stops))
     return Result(steps, stops)
+
+
+def stale_span(keys, seed: int, rules: StopRules, n: int) -> Tuple[int, int]:
+    """The slices where a re-propagation from ``seed`` replaces old fills, within the extent
+    the user set."""
+    lo, hi = rewritten_span(keys, seed, n)
+    first, last = rules.limits(n)
+    return max(lo, first), min(hi, last)
 
 
 def interpolate_into(annotator, view: str, value: int,
@@ -142,4 +180,5 @@ def interpolate_into(annotator, view: str, value: int,
     return run.finish(f"interpolate label {value} on {view}")
 
 
-__all__ = ["FillRun", "interpolate_into", "key_masks", "propagate_into", "seed_masks"]
+__all__ = ["FillRun", "interpolate_into", "key_masks", "propagate_into", "seed_masks",
+           "stale_span"]

@@ -23,7 +23,7 @@ from medsam_gui.annotation import review, review_queue
 from medsam_gui.engine.key_slices import propagate_keys
 from medsam_gui.engine.propagation import Step, StopRules
 from medsam_gui.errors import MedsamError
-from medsam_gui.ui.filling import FillRun, key_masks
+from medsam_gui.ui.filling import FillRun, key_masks, stale_span
 from medsam_gui.ui.workers import error_text, run_task
 
 PROPAGATE_TIP = ("Follow the active label's mask on this slice up and down through the volume "
@@ -166,6 +166,7 @@ class PropagationActions:
                       provenance)
         rules = self.propagation_rules()
         first, last = rules.limits(self.volume.n_slices(view))
+        run.replaces = stale_span(keys, seed, rules, self.volume.n_slices(view))
         self.precomputer.stop()
         self._start_fill(run, max(last - first, 1), f"Propagating label {value}…")
 
@@ -244,7 +245,8 @@ class PropagationActions:
         self.fill_cancel.hide()
         if run is None or run.annotator is not self.annotator:
             return  # the scan was closed meanwhile
-        change = run.finish(description)
+        cancelled = any(stop.reason == "cancelled" for stop in run.stops)
+        change = run.finish(description, completed=exc is None and not cancelled)
         self._refresh_overlay()
         if change is not None:
             self.changed()
