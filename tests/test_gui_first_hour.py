@@ -260,7 +260,15 @@ def test_stop_reasons_in_a_readers_words():
     assert stop_words(Stop(1, 155, "volume edge", 154)) == \
         "higher slices: reached the last slice of the scan"
     said = stop_words(Stop(1, 101, "area grew 2.3x (limit 2.0x)", 100))
-    assert said == "higher slices: stopped after slice 100 (area grew 2.3x (limit 2.0x))"
+    assert said == ("higher slices: stopped after slice 100 (the mask grew 2.3× from one slice "
+                    "to the next, limit 2×)")
+    said = stop_words(Stop(-1, 40, "moved 0.412 of its diameter (limit 0.35); model IoU 0.41 "
+                                   "below 0.50", 41))
+    assert said == ("lower slices: stopped after slice 41 (the mask jumped sideways by 41% of "
+                    "its width, limit 35%; the model was unsure: score 0.41, below 0.50)")
+    assert stop_words(Stop(1, 70, "met the front from key slice 80", 69)).endswith(
+        "(met the fill from slice 80)")
+    assert stop_words(Stop(1, 70, "cancelled", 69)).endswith("(cancelled)")
     assert "-1" not in stop_words(Stop(-1, -1, "volume edge", 0))
 
 

@@ -14,6 +14,7 @@ which goes to the first slice of the review queue (``confirm_export_reviewed``).
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from PyQt5.QtCore import QTimer
@@ -34,15 +35,48 @@ INTERPOLATE_TIP = ("Fill the slices between the key slices of the active label (
                    "drew or accepted) by morphological contour interpolation")
 
 
+# the engine's stop reasons (kept terse and stable: the review queue and the CLI's JSON read
+# them) in a reader's words
+_PLAIN_REASONS = [
+    (r"moved ([\d.]+) of its diameter \(limit ([\d.]+)\)", lambda m: (
+        f"the mask jumped sideways by {float(m[1]):.0%} of its width, limit "
+        f"{float(m[2]):.0%}")),
+    (r"area grew ([\d.]+)x \(limit ([\d.]+)x\)", lambda m: (
+        f"the mask grew {m[1]}× from one slice to the next, limit {float(m[2]):g}×")),
+    (r"model IoU ([\d.]+) below ([\d.]+)", lambda m: (
+        f"the model was unsure: score {m[1]}, below {m[2]}")),
+    (r"mask of (\d+) px \(< (\d+)\)", lambda m: (
+        f"the mask shrank to {m[1]} pixels, fewer than {m[2]}")),
+    (r"empty mask", lambda m: "the structure ended"),
+    (r"met the front from key slice (\d+)", lambda m: f"met the fill from slice {m[1]}"),
+    (r"empty key slice (\d+)", lambda m: f"slice {m[1]} is marked empty"),
+    (r"key slice (\d+)", lambda m: f"reached your slice {m[1]}"),
+]
+
+
+def plain_reason(reason: str) -> str:
+    """"area grew 2.3x (limit 2x)" -> "the mask grew 2.3× from one slice to the next, limit
+    2×"; reasons of several objects ("; ") each; an unknown reason as it is."""
+    said = []
+    for part in reason.split("; "):
+        for pattern, words in _PLAIN_REASONS:
+            found = re.fullmatch(pattern, part.strip())
+            if found:
+                part = words(found)
+                break
+        said.append(part)
+    return "; ".join(said)
+
+
 def stop_words(stop) -> str:
     """Why one direction ended, in a reader's words ("lower slices: stopped after slice 61 (the
-    area grew ...)", "higher slices: reached the last slice of the scan")."""
+    mask grew ...)", "higher slices: reached the last slice of the scan")."""
     way = "higher slices" if stop.direction > 0 else "lower slices"
     if stop.reason == "volume edge":
         return f"{way}: reached the {'last' if stop.direction > 0 else 'first'} slice of the scan"
     if stop.reason == "end of the given extent":
         return f"{way}: stopped at slice {stop.last_filled}, the end of the extent you set"
-    return f"{way}: stopped after slice {stop.last_filled} ({stop.reason})"
+    return f"{way}: stopped after slice {stop.last_filled} ({plain_reason(stop.reason)})"
 
 
 class PropagationActions:
