@@ -355,9 +355,8 @@ def busy_latencies(session, box, first: int, count: int, idle_n: int = 10):
 
 
 def busy_box(auto, plain, count: int = 8) -> None:
-    """Box latency while a background thread encodes slices ÷ idle, per backend; the OpenVINO
-    background encoder (one thread fewer) beside the foreground one doing the background
-    work (as before), with the precompute's seconds per slice."""
+    """Box latency while a background thread encodes slices ÷ idle, per backend, with the
+    precompute's seconds per slice."""
     vol, gt = setup()
     box = tuple(gt_box(vol, gt, 63))
     print(f"\n== box latency while {count} slices encode in the background (load "
@@ -365,18 +364,9 @@ def busy_box(auto, plain, count: int = 8) -> None:
     print("| backend | idle median ms | busy median ms | busy ÷ idle | busy p95 ÷ idle p95 | "
           "precompute s/slice |")
     print("|---|---|---|---|---|---|")
-    rows = [("plain PyTorch fp32 (gated encoder)", plain, False),
-            ("auto, background on the foreground encoder (before)", auto, True),
-            ("auto (background encoder)", auto, False)]
     first = 100
-    for name, b, foreground in rows:
-        if foreground:  # the background work on the foreground encoder, as before
-            b.background_encoder = lambda _b=b: _b._ov
-        try:
-            idle, busy, pre_s = busy_latencies(Session(vol, b, EmbeddingCache()), box, first,
-                                               count)
-        finally:
-            b.__dict__.pop("background_encoder", None)
+    for name, b in (("plain PyTorch fp32 (gated encoder)", plain), ("auto", auto)):
+        idle, busy, pre_s = busy_latencies(Session(vol, b, EmbeddingCache()), box, first, count)
         first += count
         print(f"| {name} [{b.runtime_label} / decoder {b.decoder_runtime}] | {med(idle)*1e3:.0f} | "
               f"{med(busy)*1e3:.0f} | {med(busy)/med(idle):.2f} | {p95(busy)/p95(idle):.2f} | "
@@ -393,13 +383,13 @@ def timed(self, *a, **k):
     out = predict(self, *a, **k)
     if not hasattr(S, "_first"):
         S._first = time.time()
-        print(f"FIRST_MASK {S._first}", file=sys.stderr, flush=True)
+        print(f"\\nFIRST_MASK {S._first}", file=sys.stderr, flush=True)  # after tqdm's bar
     return out
 S.Session.predict = timed
 from medsam_gui.cli import segment_main
 rc = segment_main(sys.argv[1:])
 heavy = [m for m in ("torchvision", "segment_anything", "timm") if m in sys.modules]
-print("HEAVY " + (",".join(heavy) or "-"), file=sys.stderr)
+print("\\nHEAVY " + (",".join(heavy) or "-"), file=sys.stderr)
 sys.exit(rc)
 """
 
@@ -409,6 +399,7 @@ def startup_table(around: int = 10) -> None:
     slices), process start to first mask and to the label map written, cold (empty runtime
     cache: convert, compile, digest the weights) and warm, beside plain PyTorch fp32; a
     propagation ÷ (slices × plain fp32 encoder time measured in this run)."""
+    import re
     import tempfile
 
     img = PAT2 / "Flair_subtrMeanDivStd.nii.gz"
@@ -448,10 +439,8 @@ def startup_table(around: int = 10) -> None:
             if r.returncode:
                 print(f"| {name} | failed: {r.stderr.strip()[-300:]} | |")
                 continue
-            first = next(float(line.split()[1]) - t for line in r.stderr.splitlines()
-                         if line.startswith("FIRST_MASK"))
-            heavy = next(line.split()[1] for line in r.stderr.splitlines()
-                         if line.startswith("HEAVY"))
+            first = float(re.search(r"FIRST_MASK (\S+)", r.stderr).group(1)) - t
+            heavy = re.search(r"HEAVY (\S+)", r.stderr).group(1)
             lab = np.asarray(nib.load(str(out)).dataobj) > 0
             n = int(np.count_nonzero(lab.any((0, 1))))
             kind = name.split(",")[0]

@@ -169,31 +169,6 @@ class Backend:
         self.precision = "channels_last"
         self.model.image_encoder.to(memory_format=torch.channels_last)
 
-    def background_encoder(self):
-        """The OpenVINO encoder compiled for one thread fewer than the foreground one (made on
-        first use, from the converted file; its compiled blob is cached like the other's).
-        The foreground encoder on 2 threads of 2 cores made a box decoded during a background
-        encode 1.8x slower than idle (benchmarks/bench_engine.py --decoder, busy box). Falls
-        back to the foreground encoder with one thread or on any failure."""
-        ov = getattr(self, "_ov", None)
-        threads = torch.get_num_threads() - 1
-        if ov is None or threads < 1:
-            return ov
-        with self._model_lock:
-            made_for, bg = getattr(self, "_ov_bg", (None, None))
-            if made_for is not ov:  # first use, or the foreground encoder was replaced
-                from medsam_gui.engine.ov_encoder import OpenVinoEncoder
-
-                digest = self.encoder_sha256 or self.weights_sha256
-                try:
-                    bg = OpenVinoEncoder(None, digest, self.input_size, ov.precision,
-                                         threads=threads)
-                except Exception as exc:  # a damaged cache file, ...: keep the foreground one
-                    log.warning("no background encoder (%s: %s)", type(exc).__name__, exc)
-                    bg = ov
-                self._ov_bg = (ov, bg)
-        return bg
-
     def _ov_encoder_cached(self, digest: str) -> bool:
         """Is the converted f32 encoder in the runtime cache (``ov_encoder.OpenVinoEncoder``'s
         file name)? If the name ever differs, the model is built and converted as before."""
@@ -270,13 +245,12 @@ class Backend:
     # --------------------------------------------------------------------- encode/decode
     def encode(self, slices_uint8: List[np.ndarray], background: bool = False) -> torch.Tensor:
         """(B, 256, 64, 64) float32 embeddings; one encoder call per slice (batching is slower
-        on CPU). ``background``: slices nobody waits for (a precompute); on OpenVINO they run
-        on one thread fewer (``background_encoder``), so a box decoded meanwhile keeps a
-        core, and a slice does not start while a box is decoding."""
+        on CPU). ``background``: slices nobody waits for (a precompute): on OpenVINO, whose
+        inference cannot pause, a slice does not start while a box is decoding. (An OpenVINO
+        encoder compiled for one thread fewer for such slices was measured: the box during
+        it got slower, 3.7x idle against 2.7x, and the precompute 1.5x slower; not used.)"""
         outs = []
         ov = getattr(self, "_ov", None)
-        if background and ov is not None:
-            ov = self.background_encoder()
         for s in slices_uint8:
             x = self.model_input(s)
             if ov is not None:

@@ -232,7 +232,7 @@ class Session:
 
         ``indices`` restricts the set (still visited centre-out). Cancel is checked between
         slices; each slice holds the encoder lock only while it is encoded. Slices are encoded
-        as background work (``Backend.encode``): a box drawn meanwhile stays quick.
+        as background work (``Backend.encode``): a slice does not start while a box decodes.
         """
         n = self.volume.n_slices(axis)
         order = outward_order(int(center), n)
