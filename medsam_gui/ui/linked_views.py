@@ -10,6 +10,7 @@ the active one, so a box drawn in the coronal view is a coronal box.
 
 from __future__ import annotations
 
+import weakref
 from typing import Set, Tuple
 
 import numpy as np
@@ -303,7 +304,11 @@ class LinkedViews:
 
     # ---- display window ----------------------------------------------------------------------
     def _presets(self) -> dict:
-        presets = {"Auto": render.auto_window(self.volume.data)}
+        cached = getattr(self, "_auto_window", None)  # (weak ref to the volume, window)
+        if cached is None or cached[0]() is not self.volume:  # once per scan: reads all voxels
+            cached = (weakref.ref(self.volume), render.auto_window(self.volume.data))
+            self._auto_window = cached
+        presets = {"Auto": cached[1]}
         if self.volume.source.window_preset:
             presets["DICOM"] = tuple(self.volume.source.window_preset)
         presets.update(render.presets_for(self.volume))

@@ -29,7 +29,7 @@ PRESETS: Dict[str, Window] = {
 def auto_window(data: np.ndarray, low: float = 0.5, high: float = 99.5) -> Window:
     """A window spanning the low..high percentiles of the volume (non-zero voxels when the
     background is exactly zero, as in skull-stripped MR), estimated on a subsample."""
-    flat = np.asarray(data).ravel()
+    flat = np.asarray(data).ravel(order="K")  # a view in the volume's own (Fortran) order
     step = max(1, flat.size // 2_000_000)
     sample = flat[::step].astype(np.float32, copy=False)
     sample = sample[np.isfinite(sample)]
