@@ -269,6 +269,8 @@ def test_stop_reasons_in_a_readers_words():
     assert stop_words(Stop(1, 70, "met the front from key slice 80", 69)).endswith(
         "(met the fill from slice 80)")
     assert stop_words(Stop(1, 70, "cancelled", 69)).endswith("(cancelled)")
+    assert "by 35.3% of its width, limit 35%" in stop_words(
+        Stop(1, 100, "moved 0.353 of its diameter (limit 0.35)", 99))
     assert "-1" not in stop_words(Stop(-1, -1, "volume edge", 0))
 
 

@@ -39,8 +39,8 @@ INTERPOLATE_TIP = ("Fill the slices between the key slices of the active label (
 # them) in a reader's words
 _PLAIN_REASONS = [
     (r"moved ([\d.]+) of its diameter \(limit ([\d.]+)\)", lambda m: (
-        f"the mask jumped sideways by {float(m[1]):.0%} of its width, limit "
-        f"{float(m[2]):.0%}")),
+        f"the mask jumped sideways by {_percent(float(m[1]), float(m[2]))} of its width, "
+        f"limit {float(m[2]):.0%}")),
     (r"area grew ([\d.]+)x \(limit ([\d.]+)x\)", lambda m: (
         f"the mask grew {m[1]}× from one slice to the next, limit {float(m[2]):g}×")),
     (r"model IoU ([\d.]+) below ([\d.]+)", lambda m: (
@@ -52,6 +52,11 @@ _PLAIN_REASONS = [
     (r"empty key slice (\d+)", lambda m: f"slice {m[1]} is marked empty"),
     (r"key slice (\d+)", lambda m: f"reached your slice {m[1]}"),
 ]
+
+
+def _percent(value: float, limit: float) -> str:
+    """41%; 35.3% where the whole percent would read as the limit itself (35%, limit 35%)."""
+    return f"{value:.1%}" if round(value * 100) == round(limit * 100) else f"{value:.0%}"
 
 
 def plain_reason(reason: str) -> str:
