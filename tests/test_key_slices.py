@@ -287,7 +287,7 @@ def test_window_clear_slice_makes_an_empty_key_slice(qtbot, window, mr):
     qtbot.waitUntil(lambda: not w.filling, timeout=180000)
     present = review.present_slices(w.labelmap, geom, 1)
     assert present[13:16].all() and not present[16:].any()  # stopped at the empty key slice
-    assert "empty key slice 16" in w.statusBar().currentMessage()
+    assert "slice 16 is marked empty" in w.statusBar().currentMessage()
 
 
 # ---- queue-guided corrections (real model) ---------------------------------------------------
