@@ -170,16 +170,13 @@ class Backend:
         self.model.image_encoder.to(memory_format=torch.channels_last)
 
     def _ov_encoder_cached(self, digest: str) -> bool:
-        """Is the converted f32 encoder in the runtime cache (``ov_encoder.OpenVinoEncoder``'s
-        file name)? If the name ever differs, the model is built and converted as before."""
+        """Is the converted f32 encoder in the runtime cache?"""
         try:
-            import openvino as ov
+            from medsam_gui.engine.ov_encoder import converted_path
 
-            from medsam_gui.engine.ov_encoder import cache_dir
-        except Exception:  # not installed or broken: encoder_for says why
+            return converted_path(digest, self.input_size).is_file()
+        except Exception:  # OpenVINO not installed or broken: encoder_for says why
             return False
-        ver = ov.__version__.split("-")[0]
-        return (cache_dir() / f"encoder-{digest[:16]}-{self.input_size}-ov{ver}.xml").is_file()
 
     def openvino_decoder(self, precision: str, folder: Path) -> OpenVinoDecoder:
         """The prompt encoder + mask decoder on OpenVINO (``ov_decoder.decoder_for`` calls this);

@@ -77,6 +77,14 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("medsam-gui")) / "openvino"
 
 
+def converted_path(digest: str, input_size: int, folder: Optional[Path] = None) -> Path:
+    """Where the converted f32 encoder of these weights is cached (``.xml`` + ``.bin``)."""
+    import openvino as ov
+
+    name = f"encoder-{digest[:16]}-{input_size}-ov{ov.__version__.split('-')[0]}.xml"
+    return (folder or cache_dir()) / name
+
+
 def make_core(folder: Optional[Path] = None):
     """An ``openvino.Core`` whose compiled models are cached under ``folder``/compiled, so a
     second start reads the compiled blob instead of compiling (cold vs warm start:
@@ -117,9 +125,8 @@ class OpenVinoEncoder:
         if precision not in HINTS:
             raise ValueError(f"precision must be one of {tuple(HINTS)}, got {precision!r}")
         self.precision = precision
-        folder = folder or cache_dir()
-        name = f"encoder-{digest[:16]}-{input_size}-ov{ov.__version__.split('-')[0]}.xml"
-        self.path = folder / name
+        self.path = converted_path(digest, input_size, folder)
+        folder = self.path.parent
         self.converted = False  # True when this load had to convert (not read from the cache)
         core = make_core(folder)
         model = None
