@@ -33,15 +33,10 @@ def stats(ms):
     return float(np.median(a)), float(np.percentile(a, 95))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--boxes", type=int, default=30)
-    ap.add_argument("--slices", type=int, default=40, help="slices encoded in the stall test")
-    args = ap.parse_args(argv)
-
-    import nibabel as nib
-    from PyQt5.QtCore import QSettings, Qt, QTimer
-    from PyQt5.QtTest import QTest
+def bench_window(tmp: Path, background: bool, size=(1280, 720)):
+    """(QApplication, a shown MainWindow) styled as the app is, its workspace, settings and
+    embedding cache (memory only) under ``tmp``; the model loads as in the app."""
+    from PyQt5.QtCore import QSettings
     from PyQt5.QtWidgets import QApplication
 
     from medsam_gui.engine import EmbeddingCache
@@ -51,20 +46,40 @@ def main(argv=None) -> int:
     app = QApplication.instance() or QApplication(["bench"])
     app.setStyle("Fusion")
     app.setStyleSheet(style_sheet())
-    tmp = tempfile.mkdtemp(prefix="medsam-bench-")
-    w = MainWindow(background=False, workspace_dir=tmp, cache=EmbeddingCache(),
-                   settings=QSettings(str(Path(tmp) / "s.ini"), QSettings.IniFormat))
+    w = MainWindow(background=background, workspace_dir=str(tmp / "ws"), cache=EmbeddingCache(),
+                   settings=QSettings(str(tmp / "s.ini"), QSettings.IniFormat))
     w.confirm_close = False
-    w.resize(1360, 860)
+    w.use_disk_cache = False
+    w.resize(*size)
     w.show()
+    return app, w
+
+
+def wait_for(app, cond, timeout: float = 300.0) -> None:
+    """Run the event loop until ``cond()`` (TimeoutError after ``timeout`` seconds)."""
+    end = time.time() + timeout
+    while not cond():
+        if time.time() > end:
+            raise TimeoutError
+        app.processEvents()
+        time.sleep(0.002)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--boxes", type=int, default=30)
+    ap.add_argument("--slices", type=int, default=40, help="slices encoded in the stall test")
+    args = ap.parse_args(argv)
+
+    import nibabel as nib
+    from PyQt5.QtCore import Qt, QTimer
+    from PyQt5.QtTest import QTest
+
+    tmp = tempfile.mkdtemp(prefix="medsam-bench-")
+    app, w = bench_window(Path(tmp), background=False, size=(1360, 860))
 
     def wait_until(cond, timeout=300.0):
-        end = time.time() + timeout
-        while not cond():
-            if time.time() > end:
-                raise TimeoutError
-            app.processEvents()
-            time.sleep(0.005)
+        return wait_for(app, cond, timeout)
 
     def settle(n=5):
         for _ in range(n):

@@ -53,35 +53,19 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import nibabel as nib
-    from PyQt5.QtCore import QSettings, Qt, QTimer
+    from PyQt5.QtCore import Qt, QTimer
     from PyQt5.QtTest import QTest
-    from PyQt5.QtWidgets import QApplication
 
-    from bench_scale import TILE_SLICE, box_slice, build
-    from medsam_gui.engine import EmbeddingCache
-    from medsam_gui.ui.app import style_sheet
-    from medsam_gui.ui.main_window import MainWindow
+    from bench_gui import bench_window, wait_for
+    from bench_scale import box_slice, build
 
-    app = QApplication.instance() or QApplication(["bench"])
-    app.setStyle("Fusion")
-    app.setStyleSheet(style_sheet())
     tmp = Path(tempfile.mkdtemp(prefix="medsam-bench-window-"))
     paths, vox_box, _ = build(tmp, sorted(set(args.slices)))
     os.environ["MEDSAM_GUI_DATA_DIR"] = str(tmp / "data")
-    w = MainWindow(background=True, workspace_dir=str(tmp / "ws"), cache=EmbeddingCache(),
-                   settings=QSettings(str(tmp / "s.ini"), QSettings.IniFormat))
-    w.confirm_close = False
-    w.use_disk_cache = False
-    w.resize(1280, 720)
-    w.show()
+    app, w = bench_window(tmp, background=True)
 
     def wait_until(cond, timeout=1800.0):
-        end = time.time() + timeout
-        while not cond():
-            if time.time() > end:
-                raise TimeoutError
-            app.processEvents()
-            time.sleep(0.002)
+        return wait_for(app, cond, timeout)
 
     wait_until(lambda: w.backend is not None)
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; platform {app.platformName()}; "
