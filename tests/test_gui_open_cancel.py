@@ -7,9 +7,10 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-from PyQt5.QtCore import QSettings, Qt
+from PyQt5.QtCore import Qt
 
 from conftest import ABDOMEN
+from test_gui_window import cache, make_window  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.needs_data
 CT = ABDOMEN / "example_ct_sm.nii.gz"
@@ -27,32 +28,8 @@ def big_ct(tmp_path_factory):
 
 
 @pytest.fixture
-def make_window(qtbot, tmp_path):
-    from medsam_gui.engine import EmbeddingCache
-    from medsam_gui.ui.main_window import MainWindow
-
-    windows = []
-
-    def make():
-        w = MainWindow(background=False, workspace_dir=str(tmp_path / "ws"),
-                       cache=EmbeddingCache(max_bytes=16 << 20), load_model=False,
-                       settings=QSettings(str(tmp_path / f"s{len(windows)}.ini"),
-                                          QSettings.IniFormat))
-        w.confirm_close = False
-        w.use_disk_cache = False
-        qtbot.addWidget(w)
-        w.resize(900, 700)
-        w.show()
-        qtbot.waitExposed(w)
-        windows.append(w)
-        return w
-
-    yield make
-    from PyQt5 import sip
-
-    for w in windows:
-        if not sip.isdeleted(w):
-            w.shutdown()
+def window(make_window):
+    return lambda: make_window(with_model=False)  # no model: nothing here segments
 
 
 def _open(qtbot, window, path):
@@ -71,11 +48,11 @@ def _paint(window, value=1):
     return geom, k, mask
 
 
-def test_cancel_open_keeps_the_scan_and_frees_the_lock(qtbot, make_window, big_ct, tmp_path):
+def test_cancel_open_keeps_the_scan_and_frees_the_lock(qtbot, window, big_ct, tmp_path):
     from medsam_gui.annotation import Workspace, lock
     from medsam_gui.io import load_volume
 
-    w = make_window()
+    w = window()
     _open(qtbot, w, CT)
     before_volume, before_labels = w.volume, w.labelmap
     geom, k, mask = _paint(w)
@@ -123,7 +100,7 @@ def test_cancel_open_keeps_the_scan_and_frees_the_lock(qtbot, make_window, big_c
     assert {1, 2} <= set(np.unique(saved.array).tolist())
 
     # 3. the cancelled scan opens in another window (another lock holder), not read-only
-    other = make_window()
+    other = window()
     _open(qtbot, other, big_ct)
     assert other.volume.shape == (512, 512, 300)
     assert other.workspace.read_only_reason(other.volume) == ""
