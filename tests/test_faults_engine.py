@@ -189,8 +189,11 @@ def test_nan_weights_are_refused_on_load_naming_file_and_tensor(poisoned_checkpo
     if "nan" not in poisoned_checkpoint.name:
         return
     # without the check the same file loads and answers with a wrong mask: an empty one
+    # (on PyTorch: a runtime load would remember the unchecked file's digests, and a later
+    # start would trust them without reading the weights)
     monkeypatch.setattr(weights, "check_finite", lambda state, path: None)
-    unchecked = load_backend("litemedsam", checkpoint=str(poisoned_checkpoint), device="cpu")
+    unchecked = load_backend("litemedsam", checkpoint=str(poisoned_checkpoint), device="cpu",
+                             precision="channels_last", decoder="pytorch")
     got = Session(vol, unchecked).predict(view, index, box).mask
     want = Session(vol, backend).predict(view, index, box).mask
     print(f"{poisoned_checkpoint.name}: {int(got.sum())} px against {int(want.sum())} px")

@@ -154,7 +154,9 @@ def remember_digests(path: str, digests: Dict[str, str], folder: Path) -> None:
         return
     data = _read_digests(folder)
     real = key.split("|", 1)[0]
-    data = {k: v for k, v in data.items() if k.split("|", 1)[0] != real}  # older stats
+    # drop older stats of this file and entries of files that are gone (temporary copies)
+    data = {k: v for k, v in data.items()
+            if k.split("|", 1)[0] != real and os.path.exists(k.split("|", 1)[0])}
     data[key] = {k: digests[k] for k in ("sha256", "encoder", "decoder")}
     try:
         folder.mkdir(parents=True, exist_ok=True)
