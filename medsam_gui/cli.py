@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+import os
+import sys
+from typing import Callable, List, Optional
 
 from medsam_gui.launch import prefer_fast_allocator
+
+
+def _quiet_on_closed_pipe(main: Callable[[Optional[List[str]]], int],
+                          argv: Optional[List[str]]) -> int:
+    """Run ``main``; when the reader of stdout went away (``medsam-dataset status | head``),
+    stop quietly with the shell's SIGPIPE status instead of a BrokenPipeError traceback."""
+    try:
+        rc = main(argv)
+        sys.stdout.flush()
+        return rc
+    except BrokenPipeError:
+        # the interpreter flushes stdout again at exit: point it at nothing first
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 def gui_main(argv: Optional[List[str]] = None) -> int:
@@ -22,7 +39,7 @@ def segment_main(argv: Optional[List[str]] = None) -> int:
         prefer_fast_allocator()
     from medsam_gui.engine.segment_cli import main
 
-    return main(argv)
+    return _quiet_on_closed_pipe(main, argv)
 
 
 def train_main(argv: Optional[List[str]] = None) -> int:
@@ -31,7 +48,7 @@ def train_main(argv: Optional[List[str]] = None) -> int:
         prefer_fast_allocator(encoder_runtime=False)  # training's time is PyTorch's
     from medsam_gui.training.train_cli import main
 
-    return main(argv)
+    return _quiet_on_closed_pipe(main, argv)
 
 
 def dataset_main(argv: Optional[List[str]] = None) -> int:
@@ -40,4 +57,4 @@ def dataset_main(argv: Optional[List[str]] = None) -> int:
         prefer_fast_allocator(encoder_runtime=False)  # adapt's time is PyTorch's
     from medsam_gui.dataset.cli import main
 
-    return main(argv)
+    return _quiet_on_closed_pipe(main, argv)

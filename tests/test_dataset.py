@@ -108,7 +108,10 @@ def test_create_status_mark_exclude_reopen(tmp_path, capsys):
     ds = Dataset.open(ds_dir)
     workspace_from_labels(ds.case(second).image, str(PAT2 / GT), str(ds.case_dir(second)),
                           n_slices=5, status="model")
-    assert _run(capsys, "mark", ds_dir, first, "--done", "--by", "dr. who")[0] == 0
+    rc, _, err = _run(capsys, "mark", ds_dir, first, "--done", "--by", "dr. who")
+    assert rc == 0 and f"note: {first} has no saved work" in err  # done as a case without labels
+    assert "no saved work" not in _run(capsys, "mark", ds_dir, second, "--done")[2]
+    assert _run(capsys, "mark", ds_dir, second, "--clear")[0] == 0
     st = {s.id: s for s in dataset_status(Dataset.open(ds_dir))}
     assert st[first].status == "done" and st[first].done_by == "dr. who" and st[first].done_at
     assert st[second].status == "in progress"
@@ -236,3 +239,23 @@ def test_exclude_patterns_ignore_the_folders_above_the_source(tmp_path, capsys):
     rc, out, _ = _run(capsys, "add", ds_dir, scans / "ct_seg.nii.gz")
     assert rc == 0 and "ct_seg was excluded: taken back" in out
     assert [c.id for c in Dataset.open(ds_dir).active()] == ["ct", "ct_seg", "mr"]
+
+
+def test_status_into_a_closed_pipe_stops_quietly(tmp_path):
+    """`medsam-dataset status --json | head -1`: the reader goes away before the output is
+    written; the command stops without a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    ds_dir = tmp_path / "ds"
+    assert main(["create", str(ds_dir), str(PAT1.parent), "--exclude", "*OTMultiClass*"]) == 0
+    exe = Path(sys.executable).parent / "medsam-dataset"
+    cmd = [str(exe)] if exe.exists() else [
+        sys.executable, "-c", "import sys; from medsam_gui.cli import dataset_main as m; "
+        "sys.exit(m())"]
+    proc = subprocess.Popen(cmd + ["status", str(ds_dir), "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the process has started writing (it is still importing)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -195,6 +195,15 @@ def _mark(args) -> int:
     ds = Dataset.open(args.dataset)
     for cid in args.cases:
         ds.case(cid)  # all named cases exist before any is changed
+    if args.state == "done":
+        from medsam_gui.dataset.status import read_work_summary
+
+        for cid in args.cases:
+            if read_work_summary(ds, ds.case(cid)) is None:
+                print(f"note: {cid} has no saved work: it is marked done as a case with "
+                      "nothing to label, and an export leaves it out until it has a label "
+                      "map (open it in medsam-gui, or add its labels with 'add --labels')",
+                      file=sys.stderr)
     for cid in args.cases:
         ds.set_state(cid, args.state, args.by)
     print(f"{len(args.cases)} case(s): {args.state or 'state cleared'}")
