@@ -124,3 +124,29 @@ def test_remove_label_undo():
     lm.apply(ch, undo=True)
     assert np.array_equal(lm.array, before) and lm.table.get(lab.value).name == "two"
     assert len([k for k in lm.records if k[2] == lab.value]) == 3
+
+
+@pytest.mark.needs_data
+@pytest.mark.parametrize("order", ["F", "C"])
+def test_present_slices_match_the_label_map_on_real_labels(order):
+    """The slab-skipping pass answers exactly as the whole-grid definition, on every view and
+    label of a real multi-class tumour label map (slabs with and without labels)."""
+    import nibabel as nib
+
+    from conftest import PAT1
+    from medsam_gui.annotation import review
+
+    img = nib.load(str(PAT1 / "OTMultiClass.nii.gz"))
+    arr = np.asarray(img.dataobj).astype(np.uint8)
+    lm = LabelMap(arr.shape, array=np.asfortranarray(arr) if order == "F" else
+                  np.ascontiguousarray(arr))
+    values = [int(v) for v in np.unique(arr) if v] + [9]  # 9: a label with no voxel
+    for view in VIEWS:
+        geom = view_geometry(img.affine, arr.shape, view)
+        other = tuple(a for a in range(3) if a != geom.slice_axis)
+        for v in values:
+            want = (arr == v).any(axis=other)
+            got = review.present_slices(lm, geom, v)
+            assert got.dtype == bool and np.array_equal(got, want), (view, v)
+            if v != 9:  # slabs with the label and slabs without any label both occur
+                assert 0 < got.sum() < len(got) - 16, (view, v)

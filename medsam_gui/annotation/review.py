@@ -29,10 +29,24 @@ FILLABLE = (EMPTY, FILLED)
 
 
 def present_slices(labelmap: LabelMap, geometry: ViewGeometry, value: int) -> np.ndarray:
-    """Bool per slice of ``geometry``'s view: does label ``value`` have a voxel there?"""
+    """Bool per slice of ``geometry``'s view: does label ``value`` have a voxel there?
+
+    Slabs of 16 slices with no label at all are skipped by a count (no whole-grid temporary):
+    on an 800-slice CT this keeps the pass under the eye's notice on the GUI thread."""
+    array = labelmap.array
     axis = geometry.slice_axis
     other = tuple(a for a in range(3) if a != axis)
-    return np.asarray((labelmap.array == int(value)).any(axis=other))
+    present = np.zeros(array.shape[axis], dtype=bool)
+    index = [slice(None)] * 3
+    for start in range(0, array.shape[axis], _SLAB):
+        index[axis] = slice(start, start + _SLAB)
+        slab = array[tuple(index)]
+        if np.count_nonzero(slab):
+            present[start:start + _SLAB] = (slab == int(value)).any(axis=other)
+    return present
+
+
+_SLAB = 16
 
 
 def slice_states(labelmap: LabelMap, geometry: ViewGeometry, value: int) -> List[str]:
