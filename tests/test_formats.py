@@ -334,7 +334,7 @@ def test_window_opens_a_nan_nrrd_and_exports_in_its_family(qtbot, tmp_path, ref)
     from PyQt5.QtCore import QSettings
 
     from medsam_gui.ui.main_window import MainWindow
-    from medsam_gui.ui.window_io import NIFTI_FILTER
+    from medsam_gui.ui.window_open import NIFTI_FILTER
 
     assert all(f"*.{e}" in NIFTI_FILTER for e in ("nrrd", "nhdr", "mha", "mhd", "mgz", "hdr"))
     brain = np.asanyarray(nib.load(str(PAT1 / "brainmask.nii.gz")).dataobj) > 0.5

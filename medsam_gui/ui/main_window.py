@@ -3,8 +3,9 @@
 A box travels: ``SliceView.box_drawn`` -> ``MainWindow._on_box`` -> ``Session.predict`` (on
 this thread when the slice's embedding is cached, ~50 ms; else in a worker with a busy cursor)
 -> ``Annotator.apply_prediction`` (LabelMap.paint + History) -> ``_refresh_overlay``.
-Corrections and undo live in ``edit_actions.EditActions``; opening, saving and exporting in
-``window_io.FileActions``; the Model menu and whole-volume encoding in ``model_menu``.
+Corrections and undo live in ``edit_actions.EditActions``; opening in ``window_open``, saving
+and exporting in ``window_io.FileActions``; the Model menu and whole-volume encoding in
+``model_menu``.
 """
 
 from __future__ import annotations
