@@ -37,7 +37,7 @@ from medsam_gui.engine import EmbeddingCache, ModelInput, Session, load_backend 
 from medsam_gui.engine.evaluate import gt_box_dice, mean, pick_slices  # noqa: E402
 from medsam_gui.engine.intensity import resolve, upstream_transform  # noqa: E402
 from medsam_gui.io import load_volume  # noqa: E402
-from medsam_gui.io.nifti import guess_modality  # noqa: E402
+from medsam_gui.io.voxel_facts import guess_modality  # noqa: E402
 from medsam_gui.volume import SourceInfo, Volume  # noqa: E402
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from medsam_gui.errors import MedsamError
 from medsam_gui.io import list_series, load_volume
-from medsam_gui.io.nifti import guess_modality
+from medsam_gui.io.voxel_facts import guess_modality
 from conftest import ABDOMEN, DATA, MNI, PAT1, PAT2
 
 NIFTIS = sorted(DATA.glob("**/*.nii.gz")) if DATA.is_dir() else []

@@ -253,14 +253,14 @@ def test_read_reports_progress_and_stops_on_cancel(tmp_path, monkeypatch, gz):
     and a cancel stops it part way with ``LoadCancelled`` (nothing returned)."""
     import nibabel as nib
 
-    from medsam_gui.io import limits, nifti
+    from medsam_gui.io import limits, verified_read
 
     src = load_volume(CT)
     data = np.tile(src.data, (1, 1, 8))  # 122×101×240 int16: several read chunks
     path = tmp_path / ("big.nii.gz" if gz else "big.nii")
     nib.save(nib.Nifti1Image(np.asfortranarray(data), src.affine), str(path))
     if not gz:
-        monkeypatch.setattr(nifti, "PLAIN_CHUNK", 1 << 20)  # ~6 chunks
+        monkeypatch.setattr(verified_read, "PLAIN_CHUNK", 1 << 20)  # ~6 chunks
     seen = []
     with limits.read_progress(lambda d, t: seen.append((d, t))):
         vol = load_volume(path)

@@ -34,7 +34,7 @@ from .dicom_header import description, first_number, modality_of
 from .dicom_scan import (NO_UID, DicomSlice, SeriesGroup, SeriesInfo, discover, list_dicom_series,
                          no_images_error, notes_of, openable, skipped_of)
 from .limits import check_array_size
-from .nifti import non_finite_note
+from .voxel_facts import non_finite_note
 
 __all__ = ["load_dicom", "list_dicom_series", "SeriesInfo"]
 

@@ -26,8 +26,9 @@ from ..errors import MedsamError
 from ..volume import SourceInfo, Volume
 from .limits import DEFLATE_MAX_RATIO, check_array_size
 from .limits import size_text as _size_text
-from .nifti import (CHUNK, _inflate_error, _regular_size, _spatial_shape, choose_volume,
-                    guess_modality, non_finite_note)
+from .nifti import _regular_size, _spatial_shape, choose_volume
+from .verified_read import CHUNK, inflate_error
+from .voxel_facts import guess_modality, non_finite_note
 
 PathArg = Union[str, "os.PathLike[str]"]
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
@@ -198,7 +199,7 @@ def verify_deflate(path: Path, start: int, shown: Path) -> None:
                     member = zlib.decompressobj(32 + zlib.MAX_WBITS)
                     pos += len(member.decompress(rest, CHUNK))
     except zlib.error as exc:
-        raise _inflate_error(shown, exc) from None
+        raise inflate_error(shown, exc) from None
     except OSError as exc:
         raise MedsamError(f"cannot read the file ({exc.strerror or exc})", shown) from None
     if not member.eof:

@@ -1,7 +1,7 @@
 """FreeSurfer MGH / MGZ volumes in, through nibabel's header and the NIfTI path's reader.
 
 nibabel's ``MGHHeader`` parses the header (dimensions, type, vox2ras); the voxels are then read by the same
-code as a ``.nii``/``.nii.gz`` (``nifti._read_voxels``): sizes are checked before a buffer
+code as a ``.nii``/``.nii.gz`` (``nifti._read_voxels``, ``verified_read``): sizes are checked before a buffer
 exists, and an ``.mgz`` is decompressed to its end so gzip's CRC is verified. The affine is
 the header's vox2ras (RAS+, like NIfTI's).
 """
@@ -19,8 +19,8 @@ from ..errors import MedsamError
 from ..volume import SourceInfo, Volume
 from .limits import check_array_size
 from .nifti import (_check_truncation, _gzip_hint, _raw_header_bytes, _read_voxels,
-                    _regular_size, _spatial_shape, choose_volume, guess_modality,
-                    header_shape_dtype, non_finite_note)
+                    _regular_size, _spatial_shape, choose_volume, header_shape_dtype)
+from .voxel_facts import guess_modality, non_finite_note
 
 MGH_SUFFIXES = (".mgh", ".mgz")
 MGH_HEADER_BYTES = 284

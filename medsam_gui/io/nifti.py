@@ -6,16 +6,15 @@ it has. Nothing is resampled or reoriented; the affine is nibabel's (sform, else
 pixdim fallback).
 
 Before nibabel parses the header, the raw fields it cannot judge are checked (dim[0], vox_offset
-inside the header, the magic). The voxels are read here, not through nibabel's proxy: a
-``.nii.gz`` is decompressed to its end, so gzip's CRC and length are verified (a flipped bit is
-refused, never shown), and no buffer is sized from the header's claim before the file is known
-to hold that much.
+inside the header, the magic). The voxels are read here (``verified_read``), not through
+nibabel's proxy: a ``.nii.gz`` is decompressed to its end, so gzip's CRC and length are verified
+(a flipped bit is refused, never shown), and no buffer is sized from the header's claim before
+the file is known to hold that much.
 """
 
 from __future__ import annotations
 
 import gzip
-import os
 import stat
 import struct
 import zlib
@@ -28,11 +27,11 @@ from nibabel.volumeutils import apply_read_scaling
 
 from ..errors import MedsamError
 from ..volume import SourceInfo, Volume
-from .limits import DEFLATE_MAX_RATIO, check_array_size, size_text, tick
+from .limits import DEFLATE_MAX_RATIO, check_array_size, size_text
+from .verified_read import read_gzip_verified, read_plain
+from .voxel_facts import guess_modality, non_finite_note
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-CHUNK = 1 << 20
-PLAIN_CHUNK = 8 << 20  # an uncompressed file is read this much at a time (progress, cancel)
 # (NIfTI version, smallest vox_offset of a single .nii file: header + 4 extension-flag bytes)
 HEADER_SIZES = {348: (1, 352), 540: (2, 544)}
 MAGICS = {1: b"n+1\0", 2: b"n+2\0\r\n\x1a\n"}
@@ -70,82 +69,6 @@ def voxel_file(path: Path, img: "nib.Nifti1Pair") -> Path:
     fm = img.file_map.get("image")
     name = getattr(fm, "filename", None)
     return Path(name) if name else path
-
-
-def non_finite_note(data: np.ndarray, path: Path, context: str = "") -> Optional[str]:
-    """What the open message says about NaN/infinite voxels (count, kinds, where), or None.
-
-    Such voxels are kept as they are (the voxels are never changed): the display shows NaN
-    and -inf black, like the background, and +inf white; the model input maps them the same
-    way (``engine.intensity``), and statistics leave them out. Only a volume with no finite
-    voxel at all is refused: there is nothing to show.
-    """
-    if not np.issubdtype(data.dtype, np.floating):
-        return None
-    finite = np.isfinite(data)
-    bad = int(data.size - np.count_nonzero(finite))
-    if not bad:
-        return None
-    if bad == data.size:
-        raise MedsamError(f"{bad} of {data.size} voxels are not finite (NaN or infinity): "
-                          f"there is nothing to show{context}", path)
-    n_nan = int(np.count_nonzero(np.isnan(data)))
-    n_pos = int(np.count_nonzero(data == np.inf))
-    kinds = ", ".join(f"{n} {what}" for n, what in
-                      ((n_nan, "NaN"), (n_pos, "+inf"), (bad - n_nan - n_pos, "-inf")) if n)
-    where = []
-    for axis, letter in enumerate("ijk"):
-        hit = np.flatnonzero(~finite.all(axis=tuple(a for a in range(3) if a != axis)))
-        where.append(f"{letter} {hit[0]}..{hit[-1]}")
-    return (f"{bad} of {data.size} voxels ({100.0 * bad / data.size:.1f}%) are not finite "
-            f"({kinds}), within voxels {', '.join(where)}{context}: NaN and -inf are shown "
-            "black like the background and given to the model as its darkest value, +inf "
-            "as its brightest")
-
-
-def ensure_finite(data: np.ndarray, path: Path) -> None:
-    """Refuse a volume with no finite voxel; partly non-finite volumes open (see
-    ``non_finite_note``)."""
-    non_finite_note(data, path)
-
-
-def guess_modality(data: np.ndarray) -> str:
-    """Guess "CT" or "MR" for a NIfTI volume, which has no modality field.
-
-    CT is stored in Hounsfield units: integer values, air at about -1000 and nearly everything
-    between air and dense bone/contrast. So: integer-valued data (checked on a sample), minimum
-    <= -500, and at least 60% of voxels within -1100..3100 (60%, not more, because scanners pad
-    outside the field of view with -2048 or -3024). A CT stored without its rescale (raw
-    unsigned values, HU + 1024) is recognised by its two peaks: air (HU + 1024 below 224) and
-    soft tissue (874..1324) hold >= 85% of the voxels together with bone, soft tissue >= 25%,
-    and the band between lung and fat (574..874) < 5% (on the CT in ../shared/data: 95%/32%/1%
-    and 94%/61%/3%; on raw MR: soft tissue <= 3%). Anything else (non-negative MR, z-scored or
-    8-bit templates, phase images spread over -4096..4096) is "MR". Model ▸ Modality overrides.
-    """
-    if data.size == 0:
-        return "MR"
-    flat = np.ravel(data, order="K")
-    sample = flat[:: max(1, flat.size // 200_000)]
-    lowest = None
-    if np.issubdtype(sample.dtype, np.floating):
-        sample = sample[np.isfinite(sample)]  # NaN/inf voxels say nothing about the modality
-        if sample.size == 0 or not np.array_equal(sample, np.round(sample)):
-            return "MR"
-        lowest = float(np.min(data, where=np.isfinite(data), initial=np.inf))
-    if (float(data.min()) if lowest is None else lowest) > -500:
-        return "CT" if _looks_like_unrescaled_ct(sample) else "MR"
-    inside = np.count_nonzero((sample >= -1100) & (sample <= 3100))
-    return "CT" if inside >= 0.6 * sample.size else "MR"
-
-
-def _looks_like_unrescaled_ct(sample: np.ndarray) -> bool:
-    s = sample.astype(np.float64)
-    n = float(s.size)
-    air = np.count_nonzero((s >= -200) & (s < 224)) / n
-    gap = np.count_nonzero((s >= 574) & (s < 874)) / n
-    soft = np.count_nonzero((s >= 874) & (s < 1324)) / n
-    bone = np.count_nonzero((s >= 1324) & (s < 4096)) / n
-    return soft >= 0.25 and gap < 0.05 and air + soft + bone >= 0.85
 
 
 def special_file_kind(mode: int) -> Optional[str]:
@@ -363,117 +286,6 @@ def _check_truncation(path: Path, img: nib.Nifti1Image, shape: Tuple[int, ...]) 
             f"({size_text(need - have)} missing)", path)
 
 
-def _short_stream(path: Path, have: int, need: int) -> MedsamError:
-    return MedsamError(f"the file is truncated: the header promises {need} bytes of header and "
-                       f"voxels, the decompressed file holds {have} ({size_text(need - have)} "
-                       "missing)", path)
-
-
-def _inflate_error(path: Path, exc: zlib.error) -> MedsamError:
-    text = str(exc)
-    what = ("CRC check failed" if "incorrect data check" in text else
-            "length check failed" if "incorrect length check" in text else
-            f"invalid compressed data: {text.split(': ', 1)[-1]}")
-    return MedsamError(f"the compressed file is damaged ({what}); its voxels cannot be trusted "
-                       "and are not shown", path)
-
-
-def _stream_gzip(path: Path, need: int, out: Optional[np.ndarray], start: int,
-                 notes: List[str]) -> int:
-    """Decompress the whole ``.nii.gz``, every gzip member to its end, so zlib verifies each
-    member's CRC and length; copy bytes ``start..start+len(out)`` into ``out``; return the
-    decompressed length. Zero padding after the last member is allowed (gzip allows it)."""
-    pos = 0
-    view = memoryview(out) if out is not None else None
-    end = start + len(out) if out is not None else 0
-
-    def keep(piece: bytes) -> None:
-        nonlocal pos
-        a, b = max(pos, start), min(pos + len(piece), end)
-        if view is not None and a < b:
-            view[a - start: b - start] = memoryview(piece)[a - pos: b - pos]
-        pos += len(piece)
-        tick(min(pos, need), need, path)  # the caller's progress; stops here on its cancel
-
-    member: Optional["zlib._Decompress"] = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    pending = b""
-    try:
-        with open(path, "rb") as f:
-            while True:
-                if not pending:
-                    pending = f.read(CHUNK)
-                    if not pending:
-                        break
-                if member is None:  # between members: zero padding, another member or junk
-                    pending = pending.lstrip(b"\0")
-                    if not pending:
-                        continue
-                    if pending[:1] != b"\x1f":
-                        notes.append(f"bytes after the end of the compressed data were "
-                                     f"ignored (the {pos} bytes before them passed gzip's "
-                                     "CRC check)")
-                        return pos
-                    member = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                keep(member.decompress(pending, CHUNK))
-                pending = member.unconsumed_tail
-                if member.eof:
-                    pending, member = member.unused_data, None
-            if member is not None:
-                keep(member.flush())
-    except zlib.error as exc:
-        raise _inflate_error(path, exc) from None
-    except OSError as exc:
-        raise MedsamError(f"cannot read the file ({exc.strerror or exc})", path) from None
-    if member is not None and not member.eof:
-        raise MedsamError(f"the compressed file is truncated: it ends before its end-of-stream "
-                          f"marker, after {pos} decompressed bytes of the {need} the header "
-                          "promises", path)
-    return pos
-
-
-def _read_gzip(path: Path, need: int, start: int, nbytes: int, notes: List[str],
-               slack: int = 0) -> np.ndarray:
-    """``nbytes`` decompressed bytes from ``start``, after the whole stream is verified.
-
-    The buffer is sized from the header only when gzip's trailer (the length mod 2**32)
-    agrees with it; otherwise the stream is first decompressed without keeping it, so a header
-    that lies costs no memory, and a damaged or short stream is refused before any buffer."""
-    with open(path, "rb") as f:
-        f.seek(-4, os.SEEK_END)
-        isize = int.from_bytes(f.read(4), "little")
-    if not 0 <= (isize - need) % (1 << 32) <= slack:  # slack: a format's footer (MGH)
-        length = _stream_gzip(path, need, None, 0, notes)
-        if length < need:
-            raise _short_stream(path, length, need)
-    out = np.empty(nbytes, np.uint8)
-    length = _stream_gzip(path, need, out, start, notes)
-    if length < need:
-        raise _short_stream(path, length, need)
-    return out
-
-
-def _read_plain(path: Path, need: int, start: int, nbytes: int) -> np.ndarray:
-    out = np.empty(nbytes, np.uint8)
-    view = memoryview(out)
-    got = 0
-    tick(0, nbytes, path)
-    try:
-        with open(path, "rb", buffering=0) as f:
-            f.seek(start)
-            while got < nbytes:
-                n = f.readinto(view[got: got + PLAIN_CHUNK])
-                if not n:
-                    break
-                got += n
-                tick(got, nbytes, path)  # the caller's progress; stops here on its cancel
-    except OSError as exc:
-        raise MedsamError(f"cannot read the file ({exc.strerror or exc})", path) from None
-    if got < nbytes:  # shrank since it was checked
-        raise MedsamError(f"the file is truncated: the header promises {need} bytes, the file "
-                          f"ends after {start + got}", path)
-    return out
-
-
 def _read_voxels(path: Path, img: nib.Nifti1Image, n_volumes: int, index: int,
                  notes: Optional[List[str]] = None, slack: int = 0) -> np.ndarray:
     """Volume ``index`` of the file as a 3D array (scaled as nibabel scales, native byte
@@ -489,9 +301,9 @@ def _read_voxels(path: Path, img: nib.Nifti1Image, n_volumes: int, index: int,
     notes = [] if notes is None else notes
     try:
         if _is_gzip(path):
-            raw = _read_gzip(path, offset + total, start, nbytes, notes, slack)
+            raw = read_gzip_verified(path, offset + total, start, nbytes, notes, slack)
         else:
-            raw = _read_plain(path, offset + total, start, nbytes)
+            raw = read_plain(path, offset + total, start, nbytes)
         data = raw.view(dtype).reshape(shape3, order="F")
         # nibabel moves scl_slope/inter from the header into the proxy on load
         slope = np.asanyarray(getattr(img.dataobj, "slope", 1.0))
