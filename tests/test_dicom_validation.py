@@ -18,7 +18,8 @@ from medsam_gui.annotation.labels import Label, LabelMap, LabelTable
 from medsam_gui.errors import MedsamError
 from medsam_gui.io import load_volume
 from medsam_gui.io.dicom_seg import read_seg, write_seg
-from medsam_gui.io.rtstruct import read_rtstruct, write_rtstruct
+from medsam_gui.io.rtstruct import write_rtstruct
+from medsam_gui.io.rtstruct_read import read_rtstruct
 from conftest import DICOM
 from test_dicom_vendors import CT, SAG, TOSHIBA, enhanced, mosaic_of
 

@@ -194,7 +194,7 @@ def read_segmentation(path: PathArg, volume: Volume) -> ImportedSegments:
                               "from NIfTI; open its DICOM series to import it", p)
         if kind == "SEG":
             return read_seg(p, volume)
-        from .rtstruct import read_rtstruct
+        from .rtstruct_read import read_rtstruct
 
         return read_rtstruct(p, volume)
     found = f" (it is a DICOM {kind} object)" if kind else ""
