@@ -12,13 +12,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
-from medsam_gui.engine import Session, load_backend, ov_encoder, ov_int8, runtime
+from medsam_gui.engine import (EmbeddingCache, Session, load_backend, ov_encoder,
+                               ov_encoder_parts, ov_int8, runtime)
+from medsam_gui.engine.gate import DecodeGate
 from medsam_gui.engine.evaluate import dice, gt_box_dice, mask_box, mean, pick_slices
 from medsam_gui.io import load_volume
 from medsam_gui.launch import find_tcmalloc
@@ -87,6 +91,77 @@ def test_the_export_is_reused_from_the_cache(ov32):
     again = load_backend(precision="ov_f32")
     assert again.runtime == "openvino" and not again._ov.converted
     assert again._ov.path == ov32._ov.path
+
+
+@needs_openvino
+def test_the_split_encoder_gives_the_whole_encoders_embedding_and_mask(ov32):
+    enc = ov32._ov
+    assert enc.parts is not None and len(enc.parts) == ov_encoder_parts.PARTS
+    whole = ov_encoder.OpenVinoEncoder(None, ov32.encoder_sha256, ov32.input_size, "ov_f32",
+                                       parts=1)  # read from the cache: no PyTorch model
+    assert whole.parts is None
+    vol = load_volume(PAT1 / "Flair_subtrMeanDivStd.nii.gz")
+    gt = np.asarray(nib.load(str(PAT1 / "OTMultiClass.nii.gz")).dataobj) > 0
+    k = pick_slices(vol.geometry("axial"), gt, 1)[0]
+    img = Session(vol, ov32).model_slice("axial", k)
+    x = ov32.model_input(img)
+    a, b = whole(x), enc(x)
+    assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())  # measured 0
+    box = mask_box(vol.geometry("axial").take(gt, k))
+    ma, _ = ov32.decode(a, (240, 240), box)
+    mb, _ = ov32.decode(b, (240, 240), box)
+    assert ma.sum() > 100 and np.array_equal(ma, mb)
+
+
+class _SignalGate(DecodeGate):
+    """Says when a background part has started, and holds the encoder thread there (its part
+    running) until the test has begun a decode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started, self.go = threading.Event(), threading.Event()
+
+    def start(self, begin, cancel) -> bool:
+        ok = super().start(begin, cancel)
+        if ok and cancel is not None and not self.started.is_set():
+            self.started.set()
+            self.go.wait(timeout=60)
+        return ok
+
+
+@needs_openvino
+def test_a_box_during_a_background_encode_is_served_before_it(ov32):
+    vol = load_volume(PAT1 / "Flair_subtrMeanDivStd.nii.gz")
+    gt = np.asarray(nib.load(str(PAT1 / "OTMultiClass.nii.gz")).dataobj) > 0
+    k = pick_slices(vol.geometry("axial"), gt, 1)[0]
+    session = Session(vol, ov32, EmbeddingCache())
+    emb = session.embed("axial", k)
+    img = session.model_slice("axial", k + 1)
+    expected = ov32.encode([img])
+    gate, old = _SignalGate(), ov32._gate
+    order, out = [], []
+
+    def background() -> None:
+        out.append(ov32.encode_background([img]))
+        order.append("encode")
+
+    ov32._gate = gate
+    worker = threading.Thread(target=background)
+    try:
+        worker.start()
+        assert gate.started.wait(timeout=120), "the background encode never started a part"
+        with gate.decoding():  # a box begins while the encoder's first part runs
+            gate.go.set()
+            assert gate.cancels == 1  # ... and stops that part
+            mask, _ = ov32.decode(emb, (240, 240), mask_box(vol.geometry("axial").take(gt, k)))
+            order.append("decode")
+        worker.join(timeout=300)
+    finally:
+        gate.go.set()
+        ov32._gate = old
+    assert order == ["decode", "encode"]
+    assert mask.sum() > 100
+    assert torch.equal(out[0], expected)  # the stopped part ran again: the same embedding
 
 
 def test_a_missing_or_failing_runtime_falls_back_to_pytorch(monkeypatch):

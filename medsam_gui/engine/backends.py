@@ -243,17 +243,16 @@ class Backend:
     def encode(self, slices_uint8: List[np.ndarray], background: bool = False) -> torch.Tensor:
         """(B, 256, 64, 64) float32 embeddings; one encoder call per slice (batching is slower
         on CPU). ``background``: slices nobody waits for (a precompute): on OpenVINO, whose
-        inference cannot pause, a slice does not start while a box is decoding. (An OpenVINO
+        inference cannot pause, the encoder is cut into parts and a decode cancels the part
+        in flight, which runs again after it (``ov_encoder_parts``). (An OpenVINO
         encoder compiled for one thread fewer for such slices was measured: the box during
         it got slower, 3.7x idle against 2.7x, and the precompute 1.5x slower; not used.)"""
         outs = []
         ov = getattr(self, "_ov", None)
         for s in slices_uint8:
             x = self.model_input(s)
-            if ov is not None:
-                if background:
-                    self._gate.wait_hook(None, None)
-                outs.append(ov(x).to(self.device))
+            if ov is not None:  # a background slice yields to decodes (gate.DecodeGate)
+                outs.append(ov(x, gate=self._gate if background else None).to(self.device))
                 continue
             if self.precision in ("channels_last", "bf16"):
                 x = x.contiguous(memory_format=torch.channels_last)

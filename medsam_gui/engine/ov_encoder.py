@@ -25,6 +25,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
+from medsam_gui.engine.ov_encoder_parts import PARTS, EncoderParts, split_model
 from medsam_gui.errors import MedsamError
 
 log = logging.getLogger(__name__)
@@ -114,12 +115,26 @@ def save_atomically(ov, model, path: Path) -> None:
         log.warning("cannot cache the OpenVINO model in %s (%s)", path.parent, exc)
 
 
+def parts_setting() -> int:
+    """How many parts the encoder is cut into: ``MEDSAM_OV_ENCODER_PARTS`` (1 = the whole
+    model, as before the split; for side-by-side measurements), else the measured default."""
+    env = os.environ.get("MEDSAM_OV_ENCODER_PARTS", "").strip()
+    try:
+        return max(1, int(env)) if env else PARTS
+    except ValueError:
+        raise MedsamError(f"MEDSAM_OV_ENCODER_PARTS must be a whole number, got {env!r}") from None
+
+
 class OpenVinoEncoder:
     """``encoder(x)`` for a (1, 3, S, S) float32 tensor -> embedding tensor, on OpenVINO."""
 
     def __init__(self, image_encoder: torch.nn.Module, digest: str, input_size: int,
                  precision: str = "ov_f32", threads: Optional[int] = None,
-                 folder: Optional[Path] = None, int8_settings: Optional[dict] = None):
+                 folder: Optional[Path] = None, int8_settings: Optional[dict] = None,
+                 parts: Optional[int] = None):
+        """``parts``: cut the f32/bf16 model into this many sub-models, so a background slice
+        can pause between them while a box decodes (``ov_encoder_parts``); None: the
+        ``MEDSAM_OV_ENCODER_PARTS`` setting, else ``ov_encoder_parts.PARTS``; 1: whole."""
         import openvino as ov
 
         if precision not in HINTS:
@@ -151,9 +166,20 @@ class OpenVinoEncoder:
         config = {"INFERENCE_PRECISION_HINT": HINTS[precision],
                   "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
                   "PERFORMANCE_HINT": "LATENCY"}
-        self.compiled = core.compile_model(model, "CPU", config)
-        self._request = self.compiled.create_infer_request()
         self._lock = threading.Lock()  # one inference at a time on this request
+        self.parts: Optional[EncoderParts] = None
+        n_parts = parts_setting() if parts is None else parts
+        if n_parts > 1 and precision != "ov_int8":  # int8: whole (its speed check times it)
+            try:
+                self.parts = EncoderParts(core, split_model(model.clone(), n_parts), config)
+            except Exception as exc:  # an unexpected graph: the whole model, unpausable
+                log.warning("OpenVINO encoder not split (%s: %s)", type(exc).__name__, exc)
+        if self.parts is not None and len(self.parts) > 1:
+            self.compiled, self._request = None, None
+        else:
+            self.parts = None
+            self.compiled = core.compile_model(model, "CPU", config)
+            self._request = self.compiled.create_infer_request()
         self.speed: Optional[dict] = None  # int8: its latency against f32 on this machine
         if precision == "ov_int8":
             from medsam_gui.engine.ov_int8 import remember_speed
@@ -177,8 +203,15 @@ class OpenVinoEncoder:
         save_atomically(ov, model, self.path)
         return model
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, gate=None) -> torch.Tensor:
+        """The embedding of ``x``. ``gate`` (a ``DecodeGate``, for a background slice): a split
+        encoder's parts yield to decodes (``ov_encoder_parts``); the whole model only waits for
+        no decode in flight before it starts."""
         data = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        if self.parts is not None:
+            return torch.from_numpy(self.parts.infer(data, gate))
+        if gate is not None:
+            gate.wait()
         with self._lock:
             out = self._request.infer({0: data})
             return torch.from_numpy(np.array(next(iter(out.values())), dtype=np.float32))
@@ -197,4 +230,4 @@ def encoder_for(image_encoder: torch.nn.Module, digest: str, input_size: int,
 
 
 __all__ = ["HINTS", "OpenVinoEncoder", "encoder_for", "blocked_reason", "cache_dir", "cpu_has_fast_bf16",
-           "make_core", "preloaded_allocator", "save_atomically"]
+           "make_core", "parts_setting", "preloaded_allocator", "save_atomically"]
