@@ -1,4 +1,5 @@
-"""Label map on the volume grid, its label table, per-slice provenance and compact diffs.
+"""Label map on the volume grid; its label table is ``label_table``, its per-slice provenance
+``slice_records``, its compact diffs ``change``.
 
 Every edit of a ``LabelMap`` goes through ``paint`` (or the record / label-table methods) and
 returns a ``Change`` (``annotation.change``); ``LabelMap.apply(change, undo)`` replays it either
@@ -13,26 +14,18 @@ in the smallest dtype again.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from medsam_gui.annotation.change import (Change, RecordKey, Region, _Packed, _slices,
                                           bounding_region)
+# the label map's parts, importable from here as before (hence the noqa)
+from medsam_gui.annotation.label_table import PALETTE, Color, Label, LabelTable  # noqa: F401
+from medsam_gui.annotation.slice_records import (  # noqa: F401
+    FILLED, METHODS, REVIEWED, STATUSES, UNREVIEWED_METHODS, SliceRecord, mask_sha256, now_iso)
 from medsam_gui.volume import ViewGeometry
 
-Color = Tuple[int, int, int]
-STATUSES = ("model", "edited", "accepted")
-REVIEWED = ("edited", "accepted")  # a person looked at the slice: training data
-# how a mask was made: "" a person's box/points or brush (and records from before methods were
-# recorded), "propagated" from a neighbouring slice, "interpolated" between key slices,
-# "imported" from a segmentation made elsewhere (its file name is in ``model``)
-METHODS = ("", "propagated", "interpolated", "imported")
-FILLED = ("propagated", "interpolated")
-UNREVIEWED_METHODS = FILLED + ("imported",)  # machine-made until a person accepts or edits
 MODES = ("replace", "add", "erase")
 MAX_LABEL = 65535
 
@@ -57,160 +50,6 @@ def as_label_array(array: np.ndarray) -> np.ndarray:
         raise ValueError(f"label values {lo}..{hi} outside 0..{MAX_LABEL}")
     want = label_dtype(hi)
     return array if array.dtype == want else array.astype(want, order="K")
-
-# Distinct colours for new labels (value 1 is red, like most annotation tools).
-PALETTE: Tuple[Color, ...] = (
-    (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
-    (0, 128, 128), (220, 190, 255), (170, 110, 40), (128, 0, 0), (170, 255, 195),
-    (128, 128, 0), (255, 215, 180), (0, 0, 128),
-)
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def mask_sha256(mask: np.ndarray) -> str:
-    """Hash of a binary mask (shape + packed bits): provenance of a raw model mask."""
-    m = np.ascontiguousarray(np.asarray(mask, dtype=bool))
-    h = hashlib.sha256(str(m.shape).encode())
-    h.update(np.packbits(m).tobytes())
-    return h.hexdigest()
-
-
-@dataclass
-class Label:
-    value: int
-    name: str
-    color: Color
-    visible: bool = True
-    property_type: str = ""  # DICOM SEG segment type (io.seg_terms key); "" = guess from name
-
-
-class LabelTable:
-    """Names, colours and visibility of label values (0 is background and never listed)."""
-
-    def __init__(self, labels: Optional[Sequence[Label]] = None):
-        self.labels: List[Label] = list(labels) if labels is not None else [
-            Label(1, "label 1", PALETTE[0])
-        ]
-
-    def add(self, name: Optional[str] = None, color: Optional[Color] = None) -> Label:
-        value = max((lab.value for lab in self.labels), default=0) + 1
-        if value > 65535:
-            raise ValueError("no free label value left (max 65535)")
-        label = Label(
-            value,
-            name or f"label {value}",
-            tuple(color) if color is not None else PALETTE[(value - 1) % len(PALETTE)],
-        )
-        self.labels.append(label)
-        return label
-
-    def get(self, value: int) -> Optional[Label]:
-        """The label with this value, or None (like ``dict.get``)."""
-        for lab in self.labels:
-            if lab.value == value:
-                return lab
-        return None
-
-    def _require(self, value: int) -> Label:
-        lab = self.get(value)
-        if lab is None:
-            raise KeyError(f"no label with value {value}")
-        return lab
-
-    def rename(self, value: int, name: str) -> None:
-        self._require(value).name = str(name)
-
-    def recolor(self, value: int, color: Color) -> None:
-        self._require(value).color = tuple(int(c) for c in color)  # type: ignore[assignment]
-
-    def remove(self, value: int) -> None:
-        """Drop the entry; ``LabelMap.remove_label`` also clears its voxels (undoable)."""
-        self.labels.remove(self._require(value))
-
-    def to_json(self) -> List[dict]:
-        out = []
-        for lab in self.labels:
-            d = {"value": lab.value, "name": lab.name, "color": list(lab.color),
-                 "visible": lab.visible}
-            if lab.property_type:
-                d["property_type"] = lab.property_type
-            out.append(d)
-        return out
-
-    @classmethod
-    def from_json(cls, items: List[dict]) -> "LabelTable":
-        return cls([
-            Label(int(d["value"]), str(d["name"]), tuple(int(c) for c in d["color"]),  # type: ignore[arg-type]
-                  bool(d.get("visible", True)), str(d.get("property_type", "")))
-            for d in items
-        ])
-
-
-@dataclass
-class SliceRecord:
-    """Provenance of one label on one slice: how the mask came to be and who checked it."""
-
-    axis: str
-    index: int
-    label: int
-    status: str = "model"  # "model" | "edited" | "accepted"
-    boxes: List[list] = field(default_factory=list)
-    points: List[list] = field(default_factory=list)
-    model: str = ""
-    weights_sha256: str = ""
-    model_mask_sha256: str = ""
-    iou: Optional[float] = None
-    time: str = field(default_factory=now_iso)
-    # what the model saw (engine.intensity.InputTransform.provenance()); {} = not recorded
-    model_input: Dict[str, object] = field(default_factory=dict)
-    method: str = ""  # one of METHODS
-    from_slices: List[int] = field(default_factory=list)  # propagated from [k] / between [k, m]
-    stop_reason: str = ""  # propagation: why its front stopped after this run
-
-    def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise ValueError(f"status {self.status!r} not one of {STATUSES}")
-        if self.method not in METHODS:
-            raise ValueError(f"method {self.method!r} not one of {METHODS}")
-        self.from_slices = [int(v) for v in self.from_slices]
-        self.index = int(self.index)
-        self.label = int(self.label)
-
-    @property
-    def key(self) -> RecordKey:
-        return (self.axis, self.index, self.label)
-
-    @property
-    def reviewed(self) -> bool:
-        return self.status in REVIEWED
-
-    @property
-    def unreviewed_fill(self) -> bool:
-        """Filled by propagation or interpolation, or imported, and not looked at by a person
-        since."""
-        return self.method in UNREVIEWED_METHODS and not self.reviewed
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["boxes"] = [[float(v) for v in b] for b in self.boxes]
-        d["points"] = [[float(v) for v in p] for p in self.points]
-        d["iou"] = None if self.iou is None else float(self.iou)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "SliceRecord":
-        names = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def copy(self, **changes: object) -> "SliceRecord":
-        d = asdict(self)
-        d.update(changes)
-        return SliceRecord(**d)
-
 
 class LabelMap:
     """Integer labels on the volume's source grid (uint8, uint16 from label 256 on: see the
