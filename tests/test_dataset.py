@@ -158,6 +158,20 @@ def test_add_labels_as_reviewed_and_export_nnunet_on_the_exact_grid(tmp_path, ca
     n_gt_slices = int((gt1 > 0).any(axis=(0, 1)).sum())
     pat1 = next(k for k in st if "pat0001" in Dataset.open(ds_dir).case(k).image)
     assert st[pat1].reviewed_slices == n_gt_slices
+    # a model learned from these done cases is used on CT and MR cases; one learned from CT
+    # only is not used on MR (the base model is), nor is it when its entry says nothing
+    from medsam_gui.dataset.adapt import learned_modalities
+
+    ds = Dataset.open(ds_dir)
+    assert learned_modalities(ds) == ["CT", "MR"]
+    ds.update(lambda d: d.meta.__setitem__("model", {"current": "models/v1.pth", "history": [
+        {"version": 1, "adopted": True, "path": "models/v1.pth", "modalities": ["CT"]}]}))
+    v1 = str(ds.folder / "models" / "v1.pth")
+    assert ds.model_for("CT") == v1 and ds.model_for(None) == v1
+    assert ds.model_for("MR") is None
+    ds.update(lambda d: d.meta["model"]["history"][0].pop("modalities"))  # an older manifest
+    assert ds.model_for("MR") == v1
+    ds.update(lambda d: d.meta.__setitem__("model", {"current": None, "history": []}))
     # importing over saved work is refused (nothing a person drew is replaced)
     rc, _, err = _run(capsys, "add", ds_dir, PAT1 / FLAIR, "--labels", PAT1 / GT)
     assert rc == 2 and "has saved work already" in err

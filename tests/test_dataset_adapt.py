@@ -196,3 +196,5 @@ def test_one_done_case_holds_back_slice_blocks(tmp_path, cache_dir):
     assert any("only one done case" in w for w in one.warnings)
     assert one.decision is not None and one.adopted == one.decision.adopt
     assert one.message.endswith(one.warnings[-1])
+    ds.reload()  # the step is recorded with the modality it learned from (BRATS FLAIR: MR)
+    assert ds.meta["model"]["history"][-1]["modalities"] == ["MR"]

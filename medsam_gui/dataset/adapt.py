@@ -130,6 +130,24 @@ def decide(base: Sequence[float], new: Sequence[float], min_gain: float = MIN_GA
     return Decision(True, gain, lower, "better beyond the noise")
 
 
+def learned_modalities(ds: Dataset) -> List[str]:
+    """The modalities (CT, MR, …) of the done cases a learning step learns from and checks
+    on, as their saved work recorded them; a model is used only on cases of these
+    (``Dataset.model_for``)."""
+    from medsam_gui.dataset.status import read_work_summary
+
+    found = set()
+    for cid in _done_dirs(ds):
+        try:
+            meta = read_work_summary(ds, ds.case(cid)) or {}
+        except (OSError, ValueError):
+            continue
+        modality = (meta.get("source") or {}).get("modality")
+        if modality:
+            found.add(str(modality))
+    return sorted(found)
+
+
 def _done_dirs(ds: Dataset) -> Dict[str, str]:
     """case id -> workspace folder, for done cases with saved work."""
     out = {}
@@ -308,7 +326,8 @@ def adapt(ds: Dataset, config: Optional[AdaptConfig] = None, say: Optional[Say] 
                  "adopted": decision.adopt, "base": current, "base_dice": result.base_dice,
                  "new_dice": result.new_dice, "gain": decision.gain,
                  "gain_lower_95": decision.lower, "slices": len(val_s), "held_back": held,
-                 "train_samples": len(train_s), "reason": decision.reason}
+                 "train_samples": len(train_s), "reason": decision.reason,
+                 "modalities": learned_modalities(ds)}
         if decision.adopt:
             meta = build_meta(tc, backend, new.weights_sha256, path, train_s, val_s, history,
                               len(history), result.base_dice, result.new_dice,

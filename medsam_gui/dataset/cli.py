@@ -182,7 +182,8 @@ def _status(args) -> int:
     rows = dataset_status(ds, include_excluded=args.all)
     if args.json:
         print(json.dumps({"dataset": str(ds.folder), "name": ds.name,
-                          "model": ds.current_model, "cases": [r.to_json() for r in rows]},
+                          "model": ds.current_model, "model_modalities": ds.model_modalities(),
+                          "cases": [r.to_json() for r in rows]},
                          indent=1))
     else:
         print(table_text(rows))

@@ -264,6 +264,26 @@ class Dataset:
         cur = (self.meta.get("model") or {}).get("current")
         return str(self.folder / cur) if cur else None
 
+    def model_modalities(self) -> List[str]:
+        """The modalities the current model learned from ([] for the base model, and for a
+        model adopted before they were recorded: then it is used on every case)."""
+        model = self.meta.get("model") or {}
+        cur = model.get("current")
+        for entry in reversed(model.get("history") or []):
+            if cur and entry.get("path") == cur:
+                return [str(m) for m in entry.get("modalities") or []]
+        return []
+
+    def model_for(self, modality: Optional[str]) -> Optional[str]:
+        """The checkpoint for a case of ``modality``: the current model when it learned from
+        that modality (or ``modality`` is unknown), else None, the base model. Learning from CT
+        cases says nothing about MR: measured, a model adopted on one CT case lost 0.077 Dice on
+        the next case, an MR (benchmarks/bench_dataset.py)."""
+        learned = self.model_modalities()
+        if modality and learned and str(modality) not in learned:
+            return None
+        return self.current_model
+
 
 def read_manifest(path: Path) -> dict:
     try:

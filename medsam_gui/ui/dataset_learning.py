@@ -126,8 +126,9 @@ class LearningBetweenCases:
             self.learn()
 
     def use_dataset_model(self) -> bool:
-        """Point the window at the dataset's current model (the base one after a roll back
-        to it); True when a switch was started."""
+        """Point the window at the dataset's model for the open scan's modality (the current
+        one, or the base one after a roll back to it or when the current one learned from
+        other modalities only: ``Dataset.model_for``); True when a switch was started."""
         from medsam_gui.ui.model_menu import checkpoint_kind
 
         ds, w = self.dataset, self.window
@@ -136,7 +137,12 @@ class LearningBetweenCases:
         if getattr(w, "_loading_model", False):  # a load in progress (the start-up one) would
             QTimer.singleShot(500, self._retry_model)  # end after ours and win: wait for it
             return False
-        want = ds.current_model
+        modality = getattr(getattr(w, "volume", None), "modality", None)
+        want = ds.model_for(modality)
+        if want is None and ds.current_model is not None:
+            w.statusBar().showMessage(
+                f"This {modality} scan uses the base model: {model_name(ds)} learned from "
+                f"{', '.join(ds.model_modalities())} cases only.", 10000)
         have = getattr(w.backend, "checkpoint", None) if w.backend is not None else None
         kind = getattr(w.backend, "kind", "litemedsam")
         if want is None:

@@ -189,6 +189,7 @@ class DatasetPanel(LearningBetweenCases, QWidget):
         except MedsamError as exc:
             self.window.statusBar().showMessage(str(exc), 10000)
         self.refresh()
+        self.use_dataset_model()  # a model learned from other modalities is not used here
         self.case_opened.emit(case.id)
 
     def leave_case(self) -> None:
