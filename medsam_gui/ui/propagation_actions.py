@@ -55,8 +55,13 @@ _PLAIN_REASONS = [
 
 
 def _percent(value: float, limit: float) -> str:
-    """41%; 35.3% where the whole percent would read as the limit itself (35%, limit 35%)."""
-    return f"{value:.1%}" if round(value * 100) == round(limit * 100) else f"{value:.0%}"
+    """41%; 35.3% where the whole percent would read as the limit itself (35%, limit 35%);
+    "just over 35%" where one decimal would too (the engine gives the value to 0.1%)."""
+    if round(value * 100) != round(limit * 100):
+        return f"{value:.0%}"
+    if round(value * 1000) != round(limit * 1000):
+        return f"{value:.1%}"
+    return f"just over {limit:.0%}" if value >= limit else f"{value:.1%}"
 
 
 def plain_reason(reason: str) -> str:
