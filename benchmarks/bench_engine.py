@@ -5,6 +5,11 @@
     python benchmarks/bench_engine.py --runtimes-only    # the encoder runtime table alone
     python benchmarks/bench_engine.py --decoder          # decoder runtimes, start-up, busy box
     python benchmarks/bench_engine.py --startup [--around N]  # busy box + start-up only
+    python benchmarks/bench_engine.py --startup --busy-only [--busy-parts 1,2,auto]
+
+The busy-box table puts the OpenVINO encoder as one model (before the split, as with
+MEDSAM_OV_ENCODER_PARTS=1) beside the split encoder whose background parts a decode cancels
+(engine.ov_encoder_parts, engine.gate) and beside the split with a gate between parts only.
 
 The main process starts like the app (tcmalloc preloaded when installed, else the THP
 allocator; --no-preload keeps plain glibc malloc). The allocator table runs the encoder in
@@ -50,6 +55,12 @@ def parse() -> argparse.Namespace:
     p.add_argument("--around", type=int, default=10,
                    help="start-up table: --propagate over the seed slice ± this many")
     p.add_argument("--no-busy", action="store_true", help="--startup without the busy-box table")
+    p.add_argument("--busy-only", action="store_true", help="--startup: only the busy-box table")
+    p.add_argument("--busy-parts", default="plain,1,auto",
+                   help="busy-box rows: plain PyTorch, and the auto backend by OpenVINO encoder "
+                        "parts, e.g. 1,2,auto (1: the whole model as before the split; auto: "
+                        "the default)")
+    p.add_argument("--busy-count", type=int, default=8, help="slices encoded in the background")
     return p.parse_args()
 
 
@@ -68,6 +79,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from medsam_gui.engine import EmbeddingCache, Session, load_backend  # noqa: E402
+from medsam_gui.engine.gate import DecodeGate  # noqa: E402
 from medsam_gui.engine.backends import bundled_checkpoint, read_state_dict  # noqa: E402
 from medsam_gui.io import load_volume  # noqa: E402
 
@@ -323,10 +335,10 @@ def decoder_stage(n_boxes: int) -> None:
     busy_box(auto, plain)
 
 
-def busy_latencies(session, box, first: int, count: int, idle_n: int = 10):
+def busy_latencies(session, box, first: int, count: int, idle_n: int = 10, gap: float = 0.03):
     """(idle, busy, precompute s): box latencies on axial slice 63 before and after, and
     while a background thread precomputes axial slices first..first+count-1 (a box every
-    30 ms, as a user drawing)."""
+    ``gap`` s: 30 ms, as a user drawing nonstop; 0.5 s, boxes and clicks one after another)."""
     session.predict("axial", 63, box)
 
     def lat(n):
@@ -335,7 +347,7 @@ def busy_latencies(session, box, first: int, count: int, idle_n: int = 10):
             t = time.perf_counter()
             session.predict("axial", 63, box)
             ts.append(time.perf_counter() - t)
-            time.sleep(0.03)
+            time.sleep(gap)
         return ts
 
     idle = lat(idle_n)
@@ -354,23 +366,85 @@ def busy_latencies(session, box, first: int, count: int, idle_n: int = 10):
     return idle, busy, pre_s
 
 
-def busy_box(auto, plain, count: int = 8) -> None:
+def auto_with_parts(parts: int):
+    """The auto backend with its OpenVINO encoder cut into ``parts`` (1: the whole model, the
+    path before the split)."""
+    old = os.environ.get("MEDSAM_OV_ENCODER_PARTS")
+    os.environ["MEDSAM_OV_ENCODER_PARTS"] = str(parts)
+    try:
+        return load_backend(device="cpu")
+    finally:
+        if old is None:
+            del os.environ["MEDSAM_OV_ENCODER_PARTS"]
+        else:
+            os.environ["MEDSAM_OV_ENCODER_PARTS"] = old
+
+
+def idle_encode_s(backends: dict, session_of, rounds: int = 3) -> dict:
+    """Median seconds per foreground slice encode of each backend, interleaved."""
+    times = {name: [] for name in backends}
+    for r in range(rounds):
+        for name, b in backends.items():
+            x = session_of[name].model_slice("axial", 40 + r)
+            t = time.perf_counter()
+            b.encode([x])
+            times[name].append(time.perf_counter() - t)
+    return {name: med(ts) for name, ts in times.items()}
+
+
+class GateBetweenPartsOnly(DecodeGate):
+    """Idea (a) alone, for comparison: a background part waits for no decode in flight, is
+    never cancelled, and waits for no quiet spell."""
+
+    def wait_to_start(self, quiet: float = 0.0, hold: float = 0.0) -> bool:
+        self.wait()
+        return True
+
+    def start(self, begin, cancel) -> bool:
+        return super().start(begin, None)
+
+
+def busy_box(auto, plain, count: int = 8, parts=(1, None), gaps=(0.03, 0.5)) -> None:
     """Box latency while a background thread encodes slices ÷ idle, per backend, with the
-    precompute's seconds per slice."""
+    precompute's seconds per slice and the idle (foreground) encoder's; the auto backend once
+    per encoder split in ``parts`` (1: the whole OpenVINO model as before the split; None:
+    ``auto`` as loaded, the default split), and the default split with a gate between parts
+    only (no cancel, no quiet spell), side by side in one run; one table per box ``gap``."""
     vol, gt = setup()
     box = tuple(gt_box(vol, gt, 63))
-    print(f"\n== box latency while {count} slices encode in the background (load "
-          f"{os.getloadavg()[0]:.1f}) ==")
-    print("| backend | idle median ms | busy median ms | busy ÷ idle | busy p95 ÷ idle p95 | "
-          "precompute s/slice |")
-    print("|---|---|---|---|---|---|")
+    rows = {"plain PyTorch fp32 (gated encoder)": (plain, None)} if plain is not None else {}
+    for n in parts:
+        b = auto if n is None else auto_with_parts(n)
+        split = len(b._ov.parts) if getattr(b, "_ov", None) is not None and b._ov.parts else 1
+        label = "whole encoder (before)" if split == 1 else f"encoder in {split} parts"
+        rows[f"auto, {label}"] = (b, None)
+        if n is None and split > 1:
+            rows[f"auto, encoder in {split} parts, gate between parts only"] = (
+                b, GateBetweenPartsOnly())
+    sessions = {name: Session(vol, b, EmbeddingCache()) for name, (b, _) in rows.items()}
+    enc = idle_encode_s({name: b for name, (b, _) in rows.items()}, sessions, rounds=5)
     first = 100
-    for name, b in (("plain PyTorch fp32 (gated encoder)", plain), ("auto", auto)):
-        idle, busy, pre_s = busy_latencies(Session(vol, b, EmbeddingCache()), box, first, count)
-        first += count
-        print(f"| {name} [{b.runtime_label} / decoder {b.decoder_runtime}] | {med(idle)*1e3:.0f} | "
-              f"{med(busy)*1e3:.0f} | {med(busy)/med(idle):.2f} | {p95(busy)/p95(idle):.2f} | "
-              f"{pre_s / count:.2f} |", flush=True)
+    for gap in gaps:
+        print(f"\n== box latency while {count} slices encode in the background, a box every "
+              f"{gap * 1e3:.0f} ms (load {os.getloadavg()[0]:.1f}) ==")
+        print("| backend | idle median ms | busy median ms | busy ÷ idle | idle p95 ms | "
+              "busy p95 ms | busy p95 ÷ idle p95 | boxes | parts cancelled | precompute s/slice "
+              "| idle encode s/slice |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for name, (b, gate) in rows.items():
+            own = b._gate  # the PyTorch encoder's hooks keep theirs: only OpenVINO rows swap
+            b._gate = gate or own
+            before = b._gate.cancels
+            try:
+                idle, busy, pre_s = busy_latencies(sessions[name], box, first, count, gap=gap)
+            finally:
+                cancels, b._gate = b._gate.cancels - before, own
+            first += count
+            print(f"| {name} [{b.runtime_label} / decoder {b.decoder_runtime}] | "
+                  f"{med(idle)*1e3:.0f} | {med(busy)*1e3:.0f} | {med(busy)/med(idle):.2f} | "
+                  f"{p95(idle)*1e3:.0f} | {p95(busy)*1e3:.0f} | {p95(busy)/p95(idle):.2f} | "
+                  f"{len(busy)} | {cancels} | {pre_s / count:.2f} | {enc[name]:.2f} |", flush=True)
+    print(f"(load at the end {os.getloadavg()[0]:.1f})")
 
 
 PAT2 = DATA / "brain_tumour_brats2015" / "brats_2013_pat0002_1"
@@ -419,11 +493,14 @@ def startup_table(around: int = 10) -> None:
     print("|---|---|---|---|---|---|---|")
     prop = ["--propagate", "--extent", str(k - around), str(k + around)]
     fp32 = ["--precision", "fp32"]
+    whole = {"MEDSAM_OV_ENCODER_PARTS": "1"}
     runs = [("one box, plain PyTorch fp32", fp32, {"MEDSAM_NO_OPENVINO": "1"}),
             ("one box, auto, cold (empty runtime cache)", [], {}),
             ("one box, auto, warm", [], {}), ("one box, auto, warm again", [], {}),
+            ("one box, auto, warm, whole encoder (before the split)", [], whole),
             ("--propagate, plain PyTorch fp32", prop + fp32, {"MEDSAM_NO_OPENVINO": "1"}),
-            ("--propagate, auto, warm", prop, {})]
+            ("--propagate, auto, warm", prop, {}),
+            ("--propagate, auto, warm, whole encoder (before the split)", prop, whole)]
     base = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, extra, env_extra in runs:
@@ -608,8 +685,12 @@ if __name__ == "__main__":
         if ARGS.decoder:
             decoder_stage(ARGS.boxes)
         elif not ARGS.no_busy:
+            rows = ARGS.busy_parts.split(",")
             busy_box(load_backend(device="cpu"),
-                     load_backend(precision="fp32", decoder="pytorch", device="cpu"))
-        startup_table(ARGS.around)
+                     load_backend(precision="fp32", decoder="pytorch", device="cpu")
+                     if "plain" in rows else None, count=ARGS.busy_count,
+                     parts=[None if n == "auto" else int(n) for n in rows if n != "plain"])
+        if not ARGS.busy_only:
+            startup_table(ARGS.around)
     else:
         main()

@@ -10,8 +10,9 @@ a background slice starts each part through ``start`` as an asynchronous request
 that begins while a part runs cancels it (the runtime stops within one op); the part runs again
 once the decode is over. Before a part starts, ``wait_to_start`` also waits for a short quiet
 spell after the last decode (a box is often followed by another box or a click), at most
-``HOLD`` seconds: a part started after that wait was forced and is not cancelled, so a stream
-of decodes cannot starve the encoder. The waste is at most one part per decode.
+``HOLD`` seconds: a part started after that wait was forced and is not cancelled, nor is a part
+cancelled twice already (``ov_encoder_parts.CANCELS``), so no stream of decodes can starve the
+encoder. The waste is at most one part per decode.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Callable, Iterator, Optional
 
 from torch import nn
 
-QUIET = 0.25  # s after the last decode before a background part starts
+QUIET = 0.1  # s after the last decode before a background part starts
 HOLD = 1.0  # s a background part waits for that quiet spell at most
 
 

@@ -5,7 +5,10 @@ image encoder, the cost of every new slice, runs here. The converted model is sa
 user cache folder keyed by the encoder's weights digest, the input size and the OpenVINO
 version, so the second start-up only reads and compiles it; a fine-tune of the encoder gets
 its own file. ``ov_int8`` quantises that f32 model once (``engine.ov_int8``) and caches the
-int8 model beside it, named by the weights digest and the quantisation settings.
+int8 model beside it, named by the weights digest and the quantisation settings. The f32/bf16
+model is compiled as a few consecutive parts, cut from the cached converted model at load
+(``ov_encoder_parts``, about 0.1 s, no PyTorch), so a background slice can yield to a box
+between and within parts; the compiled parts are kept in the same compiled-model cache.
 
 Two traps, measured (see ``engine.runtime``): OpenVINO's default precision on CPUs with bf16
 units is bf16, so the precision hint is always set explicitly; and a process with tcmalloc or

@@ -27,6 +27,7 @@ from typing import List, Sequence
 import numpy as np
 
 PARTS = 4  # measured on 2 cores (benchmarks/bench_engine.py --startup, busy-box table)
+CANCELS = 2  # a background part is cancelled at most this often, then runs through
 
 
 def _numel(shape) -> int:
@@ -160,8 +161,11 @@ class EncoderParts:
             return np.array(x, dtype=np.float32)
 
     def _gated(self, req, x: np.ndarray, gate) -> None:
+        cancelled = 0
         while True:
-            forced = gate.wait_to_start()
+            # a part cancelled CANCELS times runs through: boxes spaced just wider than the
+            # quiet spell but closer than a part's time must not stall the encoder for good
+            forced = gate.wait_to_start() or cancelled >= CANCELS
             if not gate.start(lambda: req.start_async({0: x}), None if forced else req.cancel):
                 continue  # a decode began between the wait and the start
             try:
@@ -170,6 +174,7 @@ class EncoderParts:
                 if not gate.finished():
                     raise
                 self.reruns += 1
+                cancelled += 1
                 continue
             gate.finished()
             return
