@@ -113,6 +113,25 @@ def test_fronts_meet_and_never_touch_or_cross_a_key_slice(mr):
         _events(ref, keys, around=11)
 
 
+def test_a_front_that_agrees_with_the_old_fill_hands_over_to_it(mr):
+    """``fills``: a front stops on the first slice where its mask agrees with the old fill,
+    leaving that fill and those beyond it (``kept_fills``); where it disagrees it writes."""
+    from medsam_gui.engine.key_slices import AGREED, kept_fills
+
+    vol, truth = mr
+    geom = vol.geometry("axial")
+    keys = {12: [geom.take(truth, 12)]}
+    fills = {i: geom.take(truth, i) for i in (9, 10, 11, 13, 14, 15)}
+    fills[13] = np.roll(fills[13], 40, axis=1)  # a wrong old fill just above the key slice
+    steps, stops = _events(Reference(vol, truth), keys, fills=fills)
+    assert [s.index for s in steps] == [13]  # rewritten; 11 and 14 agree with the old fill
+    reasons = {s.direction: (s.index, s.reason) for s in stops}
+    assert reasons == {1: (14, f"{AGREED} at slice 14"), -1: (11, f"{AGREED} at slice 11")}
+    assert kept_fills(stops, (0, 19), lambda i: i != 12) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+                                                             11] + list(range(14, 20))
+    assert kept_fills(stops, (10, 16), lambda i: i != 12) == [10, 11, 14, 15, 16]
+
+
 def test_cli_two_key_slices_and_an_empty_one(mr, tmp_path):
     from medsam_gui.engine.evaluate import dice
     from medsam_gui.engine.segment_cli import main
@@ -132,9 +151,12 @@ def test_cli_two_key_slices_and_an_empty_one(mr, tmp_path):
                  str(qpath), "--out", str(out)]) == 0
     keys = np.asarray(nib.load(str(only)).dataobj)
     labels = np.asarray(nib.load(str(out)).dataobj)
-    for k in (10, 15):  # the key slices are the boxes' masks, untouched by propagation
-        assert np.array_equal(labels[:, :, k], keys[:, :, k])
+    for k in (10, 15):  # the key slices hold the boxes' masks, untouched by propagation
         assert dice(labels[:, :, k] == 3, truth[:, :, k]) > 0.8
+    assert np.array_equal(labels[:, :, 10], keys[:, :, 10])
+    # the box on 15, a slice the first key slice's propagation fills, corrects that fill: the
+    # box's own mask with the fill inside the box added (engine.correction)
+    assert not ((keys[:, :, 15] == 3) & (labels[:, :, 15] != 3)).any()
     present = np.flatnonzero((labels == 3).any(axis=(0, 1))).tolist()
     assert min(present) == 8  # the lower front stopped at the empty key slice 7
     assert {9, 11, 12, 13, 14, 16, 17} <= set(present)
@@ -362,3 +384,39 @@ def test_queue_guided_corrections_do_not_lower_the_3d_dice():
         assert all(b >= a - 1e-6 for a, b in zip(curve, curve[1:])), curves
     # measured: +0.018, +0.029, +0.037, +0.081 after two (benchmarks/bench_queue.py)
     assert np.mean([c[-1] - c[0] for c in curves.values()]) > 0.025, curves
+
+
+def test_window_box_on_a_filled_slice_corrects_the_fill(qtbot, window, mr):
+    """A box drawn on a propagated slice corrects that fill (the fill inside the box, with the
+    box's own mask added: ``Session.predict(..., previous_mask=)``), the slice becomes a key
+    slice, and Propagate from it does not lower the 3D Dice (measured 0.587 -> 0.672)."""
+    from medsam_gui.annotation import review
+    from medsam_gui.engine import load_backend
+    from medsam_gui.engine.correction import box_mask
+    from medsam_gui.engine.evaluate import dice, mask_box
+
+    vol, truth = mr
+    w = window
+    w.backend = load_backend("litemedsam")
+    _open(qtbot, w, session=True)
+    geom = w.volume.geometry("axial")
+    box = mask_box(geom.take(truth, 12))
+    w.set_index(12)
+    w._on_box(box, False)  # the window's box handler (encodes the slice in a worker)
+    qtbot.waitUntil(lambda: (w.labelmap.slice(geom, 12) == 1).any(), timeout=60000)
+    w.propagate()
+    qtbot.waitUntil(lambda: not w.filling, timeout=180000)
+    before = dice(w.labelmap.array == 1, truth)
+    assert review.slice_states(w.labelmap, geom, 1)[15] == "filled"
+    fill = w.labelmap.slice(geom, 15) == 1
+    box = mask_box(geom.take(truth, 15))
+    own = w.session.predict("axial", 15, box).mask
+    w.set_index(15)
+    w._on_box(box, False)  # cached by the propagation: answered at once
+    fixed = w.labelmap.slice(geom, 15) == 1
+    assert np.array_equal(fixed, own | (fill & box_mask(fill.shape, box)))
+    assert review.slice_states(w.labelmap, geom, 1)[15] == "drawn"
+    w.propagate()
+    qtbot.waitUntil(lambda: not w.filling, timeout=180000)
+    assert np.array_equal(w.labelmap.slice(geom, 15) == 1, fixed)  # a key slice stays
+    assert dice(w.labelmap.array == 1, truth) >= before - 1e-3, before

@@ -57,7 +57,8 @@ SIGNALS = ("iou", "area", "shape", "end")
 WEIGHTS: Dict[str, float] = {"iou": 1.0, "area": 0.25, "shape": 0.25, "end": 0.0}
 SIZE_POWER = 1.0  # score × (slice area ÷ the label's largest slice area) ** SIZE_POWER
 _SOFT_STOPS = ("empty mask", "volume edge", "a person", "end of the given extent", "cancelled",
-               "mask of ", "key slice")  # key slice: a key slice, an empty one, the other front
+               "mask of ", "key slice",  # key slice: a key slice, an empty one, the other front
+               "agrees with the fill")  # a re-propagation handed over to the old fill
 
 
 @dataclass

@@ -57,7 +57,10 @@ structure. It is propagated from every key slice that has a box; a key slice is 
 overwritten and never crossed, so an empty key slice stops the fronts that reach it; between
 two key slices both fronts run and each slice takes the mask the model scores higher
 (medsam_gui.engine.key_slices). As in the window, a propagated mask never takes another
-label's voxels.
+label's voxels. The boxes of a structure are taken in the order given, as a person's
+corrections: a box on a slice that the earlier key slices' propagation fills corrects that
+fill (the fill inside the box, with the box's mask added), as a box drawn on a filled slice
+in the window does.
 
 What the model sees: by default the automatic rule of the scan's modality (CT: soft-tissue
 window in HU; MR and other: 0.5-99.5 percentiles of the foreground). --modality overrides the
@@ -327,6 +330,7 @@ def run(args: argparse.Namespace, backend=None) -> Path:
                           weights_sha256=backend.weights_sha256,
                           model_input=transform.provenance(), **kw)
         records[rec.key] = rec
+    boxes = {}  # (label, axis) -> key slice -> its boxes
     for prompt, (geom, k, box) in tqdm(list(zip(prompts, placed)), desc="segmenting",
                                        unit="box", file=sys.stderr):
         if prompt.empty:  # a person's word that the structure is absent here
@@ -336,13 +340,20 @@ def run(args: argparse.Namespace, backend=None) -> Path:
         pred = session.predict(geom.view, k, box)
         geom.take(labels, k)[pred.mask] = prompt.label
         groups[(prompt.label, prompt.axis)].keys[k].append(pred.mask)
+        boxes.setdefault((prompt.label, prompt.axis), {}).setdefault(k, []).append(box)
         before = records.get((geom.view, k, prompt.label))  # two objects on one key slice
         record(geom, k, prompt.label, boxes=(before.boxes if before else []) + [list(box)])
     if args.propagate:
         for (label, axis), group in groups.items():
-            geom = group.geom
-            result = key_slices.run_keys(session, geom.view, group.keys,
-                                         propagation.StopRules(extent=group.extent))
+            geom, rules = group.geom, propagation.StopRules(extent=group.extent)
+            mine = boxes.get((label, axis), {})
+            if sum(1 for k in group.keys if mine.get(k)) > 1:  # later boxes correct fills
+                group.keys = key_slices.corrected_keys(
+                    session, geom.view, [(k, mine.get(k, [])) for k in group.keys], rules)
+                for k, masks in group.keys.items():
+                    for m in masks:  # a correction only adds to the box's own mask
+                        geom.take(labels, k)[m] = label
+            result = key_slices.run_keys(session, geom.view, group.keys, rules)
             stops = {(s.seed, s.direction): key_slices.stop_text(geom.view, s)
                      for s in result.stops}
             for step in result.steps:

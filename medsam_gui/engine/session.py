@@ -3,9 +3,13 @@
 Threading: the image encoder runs under ``_encode_lock`` (one slice at a time, in whatever
 thread calls ``embed``/``precompute``); ``predict`` on a cached slice takes no lock at all and
 runs the prompt encoder + mask decoder in the caller's thread, concurrently with a running
-precompute, so a box never waits behind the queue of slices. ``previous_mask`` is accepted
-for API stability but ignored: LiteMedSAM and MedSAM were trained without mask prompts, and
-feeding a binary mask as SAM's low-res logit prompt degrades results.
+precompute, so a box never waits behind the queue of slices.
+
+A box on a filled slice: ``predict(axis, index, box, previous_mask=fill)`` with the slice's
+unreviewed fill (propagated, interpolated) corrects that fill instead of starting again
+(``engine.correction``: the fill inside the box with the box's mask added; the box's mask
+alone was worse than the fill about one time in three on the review queue's slices). Clicks
+that follow on that box refine the corrected mask. No ``previous_mask``: the box path exactly.
 
 Clicks: ``predict(axis, index, box, points)`` takes a box and all clicks so far on that slice,
 in order. With no click it is the official box path, exactly. With clicks, each click refines
@@ -30,7 +34,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tupl
 import numpy as np
 import torch
 
-from medsam_gui.engine import refine
+from medsam_gui.engine import correction, refine
 from medsam_gui.engine.backends import Backend
 from medsam_gui.engine.cache import CacheKey, EmbeddingCache, make_key
 from medsam_gui.engine.intensity import InputTransform, ModelInput, resolve
@@ -188,7 +192,8 @@ class Session:
     def predict(self, axis: str, index: int, box: Optional[Sequence[float]],
                 points: Optional[Sequence[Tuple[float, float, int]]] = None,
                 previous_mask: Optional[np.ndarray] = None) -> Prediction:
-        """Mask for ``box`` (x0, y0, x1, y1 display pixels) and optional points (x, y, 1|0)."""
+        """Mask for ``box`` (x0, y0, x1, y1 display pixels) and optional points (x, y, 1|0);
+        ``previous_mask``: the unreviewed fill on that slice the box corrects (see above)."""
         transform = self.input_transform()
         emb = self.embed(axis, index, transform)
         shape = self.volume.geometry(axis).slice_shape
@@ -196,11 +201,20 @@ class Session:
             x0, y0, x1, y1 = (float(v) for v in box)
             box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
         pts = [(float(x), float(y), int(lab)) for x, y, lab in (points or [])]
-        if pts and box is not None:
+        if previous_mask is not None and not pts and box is not None:
+            state = refine.start(self.backend, emb, shape, box)
+            state.mask, state.iou = correction.combine(previous_mask, box, state.mask, state.iou)
+            state.method = self.click_method  # the next click goes on from the correction
+            self._keep_state(self.key(axis, index, transform), state)
+            mask, iou = state.mask, state.iou
+        elif pts and box is not None:
             state = self._refined(self.key(axis, index, transform), emb, shape, box, pts)
             mask, iou = state.mask, state.iou
         else:
             mask, iou = self.backend.decode(emb, shape, box, points)
+            if box is not None:  # a new box: clicks on it start from its own mask
+                with self._clicks_lock:
+                    self._clicks.pop(self.key(axis, index, transform), None)
         return Prediction(mask, iou, axis, int(index), box, pts,  # type: ignore[arg-type]
                           transform.provenance())
 
@@ -216,12 +230,15 @@ class Session:
             state = refine.start(self.backend, emb, shape, tuple(box))
         for c in clicks[len(state.clicks):]:
             state = refine.step(self.backend, emb, shape, state, c, method)
+        self._keep_state(key, state)
+        return state
+
+    def _keep_state(self, key: CacheKey, state: refine.RefineState) -> None:
         with self._clicks_lock:
             self._clicks.pop(key, None)
             self._clicks[key] = state
             while len(self._clicks) > 8:  # a few recently clicked slices
                 self._clicks.pop(next(iter(self._clicks)))
-        return state
 
     # ----------------------------------------------------------------------- precompute
     def precompute(self, axis: str, center: int,

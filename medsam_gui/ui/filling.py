@@ -50,6 +50,23 @@ def key_masks(annotator, view: str, value: int, seed: Optional[int] = None
     return keys
 
 
+def fill_to_correct(annotator, key, slot: int) -> Optional[np.ndarray]:
+    """The unreviewed fill that a box for object ``slot`` of ``key`` (view, slice, label)
+    corrects (``Session.predict(..., previous_mask=)``), or None: the slice is not an
+    unreviewed fill, or the box adds a new object beside the fill's."""
+    view, index, value = key
+    rec = annotator.labelmap.records.get((view, int(index), int(value)))
+    if rec is None or not rec.unreviewed_fill:
+        return None
+    current = annotator.labelmap.slice(annotator.volume.geometry(view), index) == int(value)
+    objs = annotator.objects.get((view, int(index), int(value)), [])
+    if slot < len(objs) and objs[slot].mask is not None:
+        fill = objs[slot].mask & current
+    else:  # no objects (interpolated, imported): the label's whole fill there
+        fill = current if not objs else None
+    return fill if fill is not None and fill.any() else None
+
+
 class FillRun:
     """One run of propagation or interpolation of label ``value`` on ``view``."""
 
@@ -180,5 +197,5 @@ def interpolate_into(annotator, view: str, value: int,
     return run.finish(f"interpolate label {value} on {view}")
 
 
-__all__ = ["FillRun", "interpolate_into", "key_masks", "propagate_into", "seed_masks",
-           "stale_span"]
+__all__ = ["FillRun", "fill_to_correct", "interpolate_into", "key_masks", "propagate_into",
+           "seed_masks", "stale_span"]

@@ -22,6 +22,7 @@ from PyQt5.QtWidgets import (QAction, QActionGroup, QApplication, QComboBox, QDo
 
 from medsam_gui.ui.cache_strip import CacheStrip
 from medsam_gui.ui.edit_actions import EditActions
+from medsam_gui.ui.filling import fill_to_correct
 from medsam_gui.ui.interop_actions import InteropActions
 from medsam_gui.ui.label_panel import LabelPanel
 from medsam_gui.ui.linked_views import LinkedViews
@@ -300,16 +301,17 @@ class MainWindow(LinkedViews, EditActions, FileActions, InteropActions, ModelAct
     def _predict(self, key, slot: int, box, points, additive: bool) -> None:
         view, index, _ = key
         session = self.session
+        fill = None if points else fill_to_correct(self.annotator, key, slot)  # a correction
         if session.is_cached(view, index):
             try:
-                pred = session.predict(view, index, box, points or None)
+                pred = session.predict(view, index, box, points or None, fill)
             except Exception as exc:  # a failing model must not cost the window
                 self.show_error("Segmentation failed", error_text(exc))
                 return
             self._apply(key, slot, pred, additive, session.backend)
             return
         self._set_busy(True)
-        run_task(lambda _t: session.predict(view, index, box, points or None),
+        run_task(lambda _t: session.predict(view, index, box, points or None, fill),
                  lambda pred: (self._set_busy(False), self._update_strip_cache(),
                                self._apply(key, slot, pred, additive, session.backend)),
                  lambda exc: (self._set_busy(False),
