@@ -82,6 +82,7 @@ class Step:
     ious: List[float]
     object_masks: List[np.ndarray] = field(default_factory=list)
     seed: int = -1  # the key slice its front started from
+    between: Tuple[int, ...] = ()  # (a, b): shape-interpolated between these model slices
 
     @property
     def iou(self) -> float:
@@ -138,13 +139,21 @@ def propagate(session, axis: str, seed: int, seed_masks: Sequence[np.ndarray],
               rules: StopRules = StopRules(),
               writable: Optional[Callable[[int], bool]] = None,
               cancel: Optional[Callable[[], bool]] = None,
-              directions: Sequence[int] = (1, -1)) -> Iterator[Event]:
+              directions: Sequence[int] = (1, -1), stride: int = 1) -> Iterator[Event]:
     """Follow the objects of slice ``seed`` through ``axis`` of ``session.volume``.
 
     Yields a ``Step`` for each filled slice (both fronts alternately, nearest first) and one
     ``Stop`` per direction. ``writable(i)`` False makes a front stop before slice ``i``
     (a person's slice); ``cancel()`` True ends every front with reason "cancelled".
+    ``stride`` > 1: encode about one slice in ``stride`` and fill the slices between by shape
+    interpolation where the model's masks agree (``engine.sparse_propagation``).
     """
+    if stride > 1:
+        from medsam_gui.engine.sparse_propagation import propagate_sparse
+
+        yield from propagate_sparse(session, axis, seed, seed_masks, rules, writable, cancel,
+                                    directions, stride=stride)
+        return
     n = session.volume.n_slices(axis)
     if not 0 <= seed < n:
         raise IndexError(f"{axis} seed slice {seed} outside 0..{n - 1}")
