@@ -80,7 +80,8 @@ import torch  # noqa: E402
 
 from medsam_gui.engine import EmbeddingCache, Session, load_backend  # noqa: E402
 from medsam_gui.engine.gate import DecodeGate  # noqa: E402
-from medsam_gui.engine.backends import bundled_checkpoint, read_state_dict  # noqa: E402
+from medsam_gui.engine.loading import bundled_checkpoint  # noqa: E402
+from medsam_gui.engine.weights import read_state_dict  # noqa: E402
 from medsam_gui.io import load_volume  # noqa: E402
 
 

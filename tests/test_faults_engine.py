@@ -146,7 +146,7 @@ def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
 
 @pytest.fixture(scope="module")
 def bundled_raw():
-    from medsam_gui.engine.backends import bundled_checkpoint
+    from medsam_gui.engine.loading import bundled_checkpoint
 
     path, _ = bundled_checkpoint()
     return torch.load(path, map_location="cpu", weights_only=True)

@@ -323,7 +323,7 @@ def test_model_menu_and_training_dialog_wiring(qtbot, make_window, monkeypatch, 
     from PyQt5.QtCore import pyqtSignal
     from PyQt5.QtWidgets import QDialog
 
-    from medsam_gui.engine.backends import bundled_checkpoint
+    from medsam_gui.engine.loading import bundled_checkpoint
 
     w = make_window()
     open_and_wait(qtbot, w, FLAIR)

@@ -3,7 +3,7 @@
 from importlib import import_module
 
 # imported on first use, so a command that fails on its arguments does not wait for torch
-_HOME = {"KINDS": "backends", "Backend": "backends", "load_backend": "backends",
+_HOME = {"KINDS": "backends", "Backend": "backends", "load_backend": "loading",
          "EmbeddingCache": "cache", "ModelInput": "intensity", "ModelInputError": "intensity",
          "InputTransform": "intensity", "normalise_for_model": "intensity",
          "Prediction": "session", "Session": "session"}

@@ -201,7 +201,7 @@ def worker_backend(case_args: Sequence[str], threads: Optional[int] = None):
             import torch
 
             torch.set_num_threads(max(1, int(threads)))
-        from medsam_gui.engine.backends import load_backend
+        from medsam_gui.engine.loading import load_backend
 
         _BACKENDS.clear()  # one model per worker
         _BACKENDS[key] = load_backend(*key)

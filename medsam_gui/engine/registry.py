@@ -78,7 +78,7 @@ def guess_kind(file_name: str) -> str:
 
 def list_models() -> List[ModelEntry]:
     """The bundled LiteMedSAM first, then every checkpoint file in ``model_folders()``."""
-    from medsam_gui.engine.backends import bundled_checkpoint
+    from medsam_gui.engine.loading import bundled_checkpoint
 
     _, bundled_sha = bundled_checkpoint()
     entries = [ModelEntry("litemedsam", "LiteMedSAM (bundled)", None, bundled_sha,

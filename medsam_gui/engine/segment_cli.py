@@ -322,7 +322,7 @@ def run(args: argparse.Namespace, backend=None) -> Path:
     from medsam_gui.annotation.labels import (PALETTE, Label, LabelMap, LabelTable, SliceRecord,
                                               label_dtype)
     from medsam_gui.engine import key_slices, propagation, sparse_propagation
-    from medsam_gui.engine.backends import load_backend
+    from medsam_gui.engine.loading import load_backend
     from medsam_gui.engine.session import Session
 
     if backend is None:  # a --batch worker passes the model it loaded once

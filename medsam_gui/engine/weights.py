@@ -4,7 +4,7 @@
 The digests of a checkpoint that loaded and checked well are remembered by the file's path,
 size and modification time (``known_digests``), as make and git trust a file's stat: a start
 whose converted runtime models are cached then needs neither to hash the file nor to read its
-tensors, and need not build the PyTorch model at all (``backends.load_backend``)."""
+tensors, and need not build the PyTorch model at all (``loading.load_backend``)."""
 
 from __future__ import annotations
 

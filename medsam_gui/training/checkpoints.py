@@ -113,7 +113,7 @@ def base_key_order(base_checkpoint: Optional[str]) -> Optional[List[str]]:
     if not base_checkpoint or not os.path.isfile(base_checkpoint):
         return None
     try:
-        from medsam_gui.engine.backends import read_state_dict
+        from medsam_gui.engine.weights import read_state_dict
 
         return list(read_state_dict(base_checkpoint))
     except Exception:  # the order is cosmetic; the model's own order is fine too
