@@ -52,11 +52,11 @@ next slice is prompted by the previous slice's mask, until the structure ends (t
 of medsam_gui.engine.propagation: empty mask, low model score, a jump in area or position).
 --extent FIRST LAST keeps it inside those slice indices along AXIS (as MedSAM's 3D box carries
 its z-range); a JSON box may carry its own "extent": [first, last].
---fast-propagate encodes about one slice per 3 mm along AXIS and fills the slices between by
+--fast-propagate encodes about one slice per 4 mm along AXIS and fills the slices between by
 shape interpolation where the model's masks at the two ends agree (elsewhere slice by slice):
-on BRATS (1 mm) a third to a half of the encoder calls, 3D Dice within 0.01; on slices more
-than 1.5 mm apart it is the ordinary propagation, as skipping slices there cost up to 0.03
-(medsam_gui.engine.sparse_propagation, benchmarks/bench_sparse_propagation.py).
+on BRATS (1 mm) 0.57 of the encoder calls and no 3D Dice lost; on the 2 mm DICOM CT 0.6;
+where slices are more than 2 mm apart it is the ordinary propagation, as skipping 3 mm slices
+cost up to 0.03 (medsam_gui.engine.sparse_propagation, benchmarks/bench_sparse_propagation.py).
 Key slices: the boxes (and empty entries) of one label on one AXIS are key slices of one
 structure. It is propagated from every key slice that has a box; a key slice is never
 overwritten and never crossed, so an empty key slice stops the fronts that reach it; between
@@ -111,9 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extent", nargs=2, type=int, metavar=("FIRST", "LAST"),
                    help="with --propagate: slices along AXIS it may fill (default: all)")
     p.add_argument("--fast-propagate", action="store_true",
-                   help="with --propagate: encode about one slice per 3 mm along AXIS and fill "
+                   help="with --propagate: encode about one slice per 4 mm along AXIS and fill "
                         "the slices between by shape interpolation where the model's masks "
-                        "agree (changes nothing where slices are more than 1.5 mm apart)")
+                        "agree (changes nothing where slices are more than 2 mm apart)")
     p.add_argument("--queue", metavar="QUEUE.json",
                    help="with --propagate: write the review queue, a JSON list of the filled "
                         "slices most in need of a look first: {axis, slice, label, score, "
