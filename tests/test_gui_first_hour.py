@@ -72,7 +72,7 @@ def test_first_start_encodes_with_pytorch_at_once_and_switches_to_openvino(qtbot
         def __init__(self, module):
             self.module = module
 
-        def __call__(self, x):
+        def __call__(self, x, gate=None):
             calls.append(x.shape)
             with torch.no_grad():
                 return self.module(x.contiguous())

@@ -26,6 +26,7 @@ def dialog(qtbot, tmp_path, monkeypatch):
     # and may hold out pat0001, leaving too few slices to train on
     dlg.val_combo.setCurrentIndex(dlg.val_combo.findData(w2))
     qtbot.waitUntil(lambda: dlg.start_btn.isEnabled(), timeout=60_000)
+    assert dlg.counts.text().startswith("Training:")  # Start comes on only with the counts
     return dlg
 
 

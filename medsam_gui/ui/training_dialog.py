@@ -254,13 +254,15 @@ class TrainingDialog(QDialog):
             patience=self.patience.value(), seed=self.seed.value())
 
     def recount(self) -> None:
-        """Collect + split in a thread; show the counts or why training cannot start."""
+        """Collect + split in a thread; show the counts or why training cannot start. While a
+        count for older settings still runs, Start stays off and its answer is not shown."""
+        self.start_btn.setEnabled(False)
+        self._counts_ok = False
+        self.counts.setStyleSheet("")
+        self.counts.setText("counting…")
         if self._count_call is not None and self._count_call.isRunning():
             self._recount_pending = True
             return
-        self.start_btn.setEnabled(False)
-        self._counts_ok = False
-        self.counts.setText("counting…")
         config = self.config()
 
         def work():
@@ -283,6 +285,8 @@ class TrainingDialog(QDialog):
         self._count_call.start()
 
     def _counted(self, value) -> None:
+        if self._recount_pending:  # counted for settings that have changed since
+            return
         names, ct, cv = value
         self._set_label_items(names)
         self.counts.setStyleSheet("")
@@ -294,6 +298,8 @@ class TrainingDialog(QDialog):
         self.start_btn.setEnabled(self._thread is None)
 
     def _count_failed(self, message: str) -> None:
+        if self._recount_pending:
+            return
         if "at least 2 volumes" in message and "found 1" in message \
                 and self.val_combo.currentData() != SLICE_SPLIT:
             # one annotated scan: offer its slices in blocks instead of refusing
