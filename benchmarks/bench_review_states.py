@@ -8,24 +8,13 @@ side by side on a 512×512×800 label map, empty (a scan just opened) and with o
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import numpy as np
 
 from medsam_gui.annotation import LabelMap, review
+from medsam_gui.engine.ov_decoder import cpu_name
 from medsam_gui.volume import view_geometry
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def whole_grid(lm: LabelMap, geom, value: int) -> np.ndarray:
@@ -50,7 +39,7 @@ def main() -> None:
     affine = np.diag([-0.8, -0.8, 1.0, 1.0])
     lm = LabelMap(shape)
     lm.array[...] = 0  # touch every page before timing
-    print(f"CPU: {cpu_model()}; label map {shape} uint8, Fortran order")
+    print(f"CPU: {cpu_name()}; label map {shape} uint8, Fortran order")
     print("| label map | view | whole grid ms | slabs ms | slabs ÷ whole grid |")
     print("|---|---|---|---|---|")
     for name in ("empty", "one structure 100³"):

@@ -135,6 +135,27 @@ def broken_rule(rules: StopRules, prev: np.ndarray, mask: np.ndarray, iou: float
     return None
 
 
+def step_objects(session, axis: str, step: Step, objects: Sequence[np.ndarray],
+                 rules: StopRules, pad: float, reasons: List[str]) -> List[np.ndarray]:
+    """Prompt ``step``'s slice with each object's box from its mask on the slice before; add
+    the masks that keep the stop rules to ``step`` (mask, boxes, ious, object masks) and return
+    them; why the others stopped goes to ``reasons``."""
+    alive = []
+    for prev in objects:
+        box = prompt_box(prev, pad)
+        pred = session.predict(axis, step.index, box)
+        why = broken_rule(rules, prev, pred.mask, float(pred.iou))
+        if why is not None:
+            reasons.append(why)
+            continue
+        alive.append(pred.mask)
+        step.mask |= pred.mask
+        step.boxes.append(box)
+        step.ious.append(float(pred.iou))
+        step.object_masks.append(pred.mask)
+    return alive
+
+
 def propagate(session, axis: str, seed: int, seed_masks: Sequence[np.ndarray],
               rules: StopRules = StopRules(),
               writable: Optional[Callable[[int], bool]] = None,
@@ -185,19 +206,8 @@ def propagate(session, axis: str, seed: int, seed_masks: Sequence[np.ndarray],
                 yield Stop(d, i, reason, front["at"], seed)
                 continue
             step = Step(i, d, front["at"], np.zeros((h, w), bool), [], [], seed=seed)
-            alive = []
-            for prev in front["objects"]:
-                box = prompt_box(prev, pad)
-                pred = session.predict(axis, i, box)
-                why = broken_rule(rules, prev, pred.mask, float(pred.iou))
-                if why is not None:
-                    front["reasons"].append(why)
-                    continue
-                alive.append(pred.mask)
-                step.mask |= pred.mask
-                step.boxes.append(box)
-                step.ious.append(float(pred.iou))
-                step.object_masks.append(pred.mask)
+            alive = step_objects(session, axis, step, front["objects"], rules, pad,
+                                 front["reasons"])
             if not alive:
                 del fronts[d]
                 yield Stop(d, i, "; ".join(dict.fromkeys(front["reasons"])), front["at"], seed)

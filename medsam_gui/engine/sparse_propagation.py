@@ -49,7 +49,7 @@ from scipy import ndimage
 
 from medsam_gui.engine.evaluate import Box, dice
 from medsam_gui.engine.propagation import (Event, Step, Stop, StopRules, broken_rule,
-                                           prompt_box)
+                                           prompt_box, step_objects)
 
 FILLS = ("interp", "neighbour", "mean")
 AGREE = 0.8  # Dice of a jump's two ends below which the slices between are not interpolated
@@ -211,20 +211,9 @@ def propagate_sparse(session, axis: str, seed: int, seed_masks: Sequence[np.ndar
                 yield Stop(d, i, reason, front["at"], seed)
                 continue
             step = Step(i, d, front["at"], np.zeros((h, w), bool), [], [], seed=seed)
-            alive, ious = [], []
-            for prev in front["objects"]:
-                box = prompt_box(prev, pad)
-                pred = session.predict(axis, i, box)
-                why = broken_rule(rules, prev, pred.mask, float(pred.iou))
-                if why is not None:
-                    front["reasons"].append(why)
-                    continue
-                alive.append(pred.mask)
-                ious.append(float(pred.iou))
-                step.mask |= pred.mask
-                step.boxes.append(box)
-                step.ious.append(float(pred.iou))
-                step.object_masks.append(pred.mask)
+            alive = step_objects(session, axis, step, front["objects"], rules, pad,
+                                 front["reasons"])
+            ious = list(step.ious)
             if not alive:
                 del fronts[d]
                 yield Stop(d, i, "; ".join(dict.fromkeys(front["reasons"])), front["at"], seed)
