@@ -156,6 +156,36 @@ def step_objects(session, axis: str, step: Step, objects: Sequence[np.ndarray],
     return alive
 
 
+def front_start(session, axis: str, seed: int, seed_masks: Sequence[np.ndarray],
+                rules: StopRules) -> Tuple[int, Tuple[int, int], float, Tuple[int, int],
+                                           List[np.ndarray]]:
+    """What a propagation needs before its first step: the slice count along ``axis``, the
+    slice shape, the prompt box margin in pixels, the slices it may fill (``rules.limits``)
+    and the seed's non-empty object masks. A seed outside the volume is an ``IndexError``."""
+    n = session.volume.n_slices(axis)
+    if not 0 <= seed < n:
+        raise IndexError(f"{axis} seed slice {seed} outside 0..{n - 1}")
+    h, w = session.volume.geometry(axis).slice_shape
+    pad = rules.margin * max(h, w) / 256.0
+    objects = [np.asarray(m, bool) for m in seed_masks if np.asarray(m, bool).any()]
+    return n, (h, w), pad, rules.limits(n), objects
+
+
+def blocked_before(i: int, n: int, extent: Tuple[int, int],
+                   writable: Optional[Callable[[int], bool]] = None,
+                   cancel: Optional[Callable[[], bool]] = None) -> Optional[str]:
+    """Why a front may not go on to slice ``i`` before asking the model, or None."""
+    if cancel is not None and cancel():
+        return "cancelled"
+    if not 0 <= i < n:
+        return "volume edge"
+    if not extent[0] <= i <= extent[1]:
+        return "end of the given extent"
+    if writable is not None and not writable(i):
+        return "a slice a person drew or reviewed"
+    return None
+
+
 def propagate(session, axis: str, seed: int, seed_masks: Sequence[np.ndarray],
               rules: StopRules = StopRules(),
               writable: Optional[Callable[[int], bool]] = None,
@@ -175,13 +205,7 @@ def propagate(session, axis: str, seed: int, seed_masks: Sequence[np.ndarray],
         yield from propagate_sparse(session, axis, seed, seed_masks, rules, writable, cancel,
                                     directions, stride=stride)
         return
-    n = session.volume.n_slices(axis)
-    if not 0 <= seed < n:
-        raise IndexError(f"{axis} seed slice {seed} outside 0..{n - 1}")
-    h, w = session.volume.geometry(axis).slice_shape
-    pad = rules.margin * max(h, w) / 256.0
-    first, last = rules.limits(n)
-    objects = [np.asarray(m, bool) for m in seed_masks if np.asarray(m, bool).any()]
+    n, (h, w), pad, extent, objects = front_start(session, axis, seed, seed_masks, rules)
     fronts = {d: {"at": seed, "objects": list(objects), "reasons": []} for d in directions}
     if not objects:
         for d in directions:
@@ -192,15 +216,7 @@ def propagate(session, axis: str, seed: int, seed_masks: Sequence[np.ndarray],
         for d in list(fronts):
             front = fronts[d]
             i = front["at"] + d
-            reason = None
-            if cancel is not None and cancel():
-                reason = "cancelled"
-            elif not 0 <= i < n:
-                reason = "volume edge"
-            elif not first <= i <= last:
-                reason = "end of the given extent"
-            elif writable is not None and not writable(i):
-                reason = "a slice a person drew or reviewed"
+            reason = blocked_before(i, n, extent, writable, cancel)
             if reason is not None:
                 del fronts[d]
                 yield Stop(d, i, reason, front["at"], seed)

@@ -48,8 +48,8 @@ import numpy as np
 from scipy import ndimage
 
 from medsam_gui.engine.evaluate import Box, dice
-from medsam_gui.engine.propagation import (Event, Step, Stop, StopRules, broken_rule,
-                                           prompt_box, step_objects)
+from medsam_gui.engine.propagation import (Event, Step, Stop, StopRules, blocked_before,
+                                           broken_rule, front_start, prompt_box, step_objects)
 
 FILLS = ("interp", "neighbour", "mean")
 AGREE = 0.8  # Dice of a jump's two ends below which the slices between are not interpolated
@@ -108,13 +108,7 @@ def propagate_sparse(session, axis: str, seed: int, seed_masks: Sequence[np.ndar
     if fill not in FILLS:
         raise ValueError(f"fill {fill!r} not one of {FILLS}")
     stride = max(int(stride), 1)
-    n = session.volume.n_slices(axis)
-    if not 0 <= seed < n:
-        raise IndexError(f"{axis} seed slice {seed} outside 0..{n - 1}")
-    h, w = session.volume.geometry(axis).slice_shape
-    pad = rules.margin * max(h, w) / 256.0
-    first, last = rules.limits(n)
-    objects = [np.asarray(m, bool) for m in seed_masks if np.asarray(m, bool).any()]
+    n, (h, w), pad, extent, objects = front_start(session, axis, seed, seed_masks, rules)
     if not objects:
         for d in directions:
             yield Stop(d, seed + d, "the seed slice has no mask", seed, seed)
@@ -123,15 +117,7 @@ def propagate_sparse(session, axis: str, seed: int, seed_masks: Sequence[np.ndar
                   "reasons": [], "target": None, "max_jump": stride} for d in directions}
 
     def blocked(i: int) -> Optional[str]:
-        if cancel is not None and cancel():
-            return "cancelled"
-        if not 0 <= i < n:
-            return "volume edge"
-        if not first <= i <= last:
-            return "end of the given extent"
-        if writable is not None and not writable(i):
-            return "a slice a person drew or reviewed"
-        return None
+        return blocked_before(i, n, extent, writable, cancel)
 
     def count(what: str) -> None:
         if stats is not None:
