@@ -67,3 +67,21 @@ def fill_up(disk: Path) -> Path:
         except OSError:
             pass
     return filler
+
+
+def queue_labelmap(shape, geom, keys, fills):
+    """A label map of label 1 as the window holds it after a propagation: key slices reviewed
+    (``keys``: slice -> (mask,) or () for an empty key slice), fills with their model IoU
+    (``fills``: slice -> (mask, iou))."""
+    from medsam_gui.annotation.labels import LabelMap, SliceRecord
+
+    lm = LabelMap(shape)
+    for k, m in keys.items():
+        lm.records[("axial", k, 1)] = SliceRecord("axial", k, 1, status="edited")
+        if m:
+            geom.take(lm.array, k)[m[0]] = 1
+    for i, (mask, iou) in fills.items():
+        lm.records[("axial", i, 1)] = SliceRecord("axial", i, 1, iou=iou, method="propagated",
+                                                  from_slices=[i])
+        geom.take(lm.array, i)[mask] = 1
+    return lm

@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import ABDOMEN, BRATS
+from conftest import ABDOMEN, BRATS, queue_labelmap
 
 pytestmark = pytest.mark.needs_data
 
@@ -33,21 +33,6 @@ def _session(backend, path):
     from medsam_gui.io import load_volume
 
     return Session(load_volume(path), backend, EmbeddingCache(max_bytes=1 << 30))
-
-
-def _labelmap(shape, geom, keys, fills):
-    from medsam_gui.annotation.labels import LabelMap, SliceRecord
-
-    lm = LabelMap(shape)
-    for k, m in keys.items():
-        lm.records[("axial", k, 1)] = SliceRecord("axial", k, 1, status="edited")
-        if m:
-            geom.take(lm.array, k)[m[0]] = 1
-    for i, (mask, iou) in fills.items():
-        lm.records[("axial", i, 1)] = SliceRecord("axial", i, 1, iou=iou, method="propagated",
-                                                  from_slices=[i])
-        geom.take(lm.array, i)[mask] = 1
-    return lm
 
 
 def box_person(session, truth, corrections=2, correct=True):
@@ -74,7 +59,7 @@ def box_person(session, truth, corrections=2, correct=True):
     fills.update((s.index, (s.mask, s.iou)) for s in run_keys(session, "axial", keys).steps)
     curve.append(score())
     for _ in range(corrections):
-        lm = _labelmap(session.volume.shape, geom, keys, fills)
+        lm = queue_labelmap(session.volume.shape, geom, keys, fills)
         k = next(it.slice for it in review_queue.label_queue(lm, geom, 1) if it.slice not in keys)
         fill = fills.pop(k, (None,))[0]
         if planes[k].any():

@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import ABDOMEN
+from conftest import ABDOMEN, queue_labelmap
 
 pytestmark = pytest.mark.needs_data
 
@@ -313,29 +313,14 @@ def test_window_clear_slice_makes_an_empty_key_slice(qtbot, window, mr):
 
 
 # ---- queue-guided corrections (real model) ---------------------------------------------------
-def _queue_labelmap(shape, geom, keys, fills):
-    """A label map as the window holds it: key slices reviewed, fills with their model IoU."""
-    from medsam_gui.annotation.labels import LabelMap, SliceRecord
-
-    lm = LabelMap(shape)
-    for k, m in keys.items():
-        lm.records[("axial", k, 1)] = SliceRecord("axial", k, 1, status="edited")
-        if m:
-            geom.take(lm.array, k)[m[0]] = 1
-    for i, (mask, iou) in fills.items():
-        lm.records[("axial", i, 1)] = SliceRecord("axial", i, 1, iou=iou, method="propagated",
-                                                  from_slices=[i])
-        geom.take(lm.array, i)[mask] = 1
-    return lm
-
-
 def test_queue_guided_corrections_do_not_lower_the_3d_dice():
     """Each MR organ: its largest slice fixed by a person (the reference mask: a box, then the
     window's brush), propagated; then two corrections on the queue's first slice not yet
     touched (its reference mask, or an empty key slice), each re-propagated as the window does
-    (``around`` the fixed slice, old fills its fronts no longer reach removed). The 3D Dice never falls and rises on the mean. (With the
-    model's mask of the box as the first key slice instead, the left kidney fell once: 0.675
-    -> 0.665; a box alone does not always converge, see benchmarks/bench_queue.py.)"""
+    (``around`` the fixed slice, old fills its fronts no longer reach removed). The 3D Dice
+    never falls and rises on the mean. (With the model's mask of the box as the first key
+    slice instead, the left kidney fell once: 0.675 -> 0.665; a box alone does not always
+    converge, see benchmarks/bench_queue.py.)"""
     from medsam_gui.annotation import review_queue
     from medsam_gui.engine import EmbeddingCache, Session, load_backend
     from medsam_gui.engine.evaluate import dice
@@ -368,7 +353,7 @@ def test_queue_guided_corrections_do_not_lower_the_3d_dice():
         fill(run_keys(session, "axial", keys))
         curve.append(score())
         for _ in range(2):
-            lm = _queue_labelmap(vol.shape, geom, keys, fills)
+            lm = queue_labelmap(vol.shape, geom, keys, fills)
             k = next(it.slice for it in review_queue.label_queue(lm, geom, 1)
                      if it.slice not in keys)
             keys[k] = [planes[k].copy()] if planes[k].any() else []
