@@ -301,10 +301,15 @@ def queue_table(backend, cache, brats: bool = True, jitter: bool = True,
             row[s] = math.nan if np.ptp(v) == 0 else float(spearmanr(v, -d)[0])
         rows.append((name, row, cols, d))
         first = dict(zip(idx, d))[queue[0].slice]
-        firsts.append(first < np.median(d))
+        # wrong pixels (missed + leaked) of each slice: what a correction there can fix
+        wrong = np.array([int(np.count_nonzero((g.take(lm.array, i) == 1) ^ g.take(truth, i)))
+                          for i in idx])
+        first_wrong = dict(zip(idx, wrong))[queue[0].slice]
+        firsts.append((first < np.median(d), first_wrong > np.median(wrong)))
         print(f"  {name:32s} {len(idx):3d} filled  " + " ".join(
             f"{s} {row[s]:+.2f}" for s in names) + f"   queue[0] Dice {first:.3f} vs median "
-            f"{np.median(d):.3f}", flush=True)
+            f"{np.median(d):.3f}, wrong px {first_wrong} vs median {np.median(wrong):.0f}",
+            flush=True)
     print("\nSpearman of each signal with (−slice Dice), within each structure "
           "(+1: ranks the worst slices first):\n")
     print("| signal | mean | median | structures with ρ > 0 |")
@@ -314,7 +319,8 @@ def queue_table(backend, cache, brats: bool = True, jitter: bool = True,
         ok = v[~np.isnan(v)]
         print(f"| {s} | {ok.mean():+.3f} | {np.median(ok):+.3f} | {(ok > 0).sum()}/{len(ok)} |")
     print(f"\nqueue's first slice below the structure's median slice Dice: "
-          f"{sum(firsts)}/{len(firsts)}")
+          f"{sum(f[0] for f in firsts)}/{len(firsts)}; with more wrong pixels than the median "
+          f"slice: {sum(f[1] for f in firsts)}/{len(firsts)}")
     # weight search on the pooled per-structure ranks
     best = []
     for wi, wa, ws, we, wj in itertools.product((0, 0.5, 1), (0, 0.5, 1), (0, 0.5, 1),
