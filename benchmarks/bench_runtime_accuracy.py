@@ -2,6 +2,7 @@
 """Image-encoder runtimes side by side: latency ÷ plain PyTorch fp32 and ground-truth Dice.
 
     python benchmarks/bench_runtime_accuracy.py [--slices N] [--reps N] [--pytorch-dice]
+    python benchmarks/bench_runtime_accuracy.py --decoder [--slices N]   # the decoder's
     (no allocator preloaded; int8 needs the nncf package: pip install medsam-gui[int8])
 
 Runtimes: plain PyTorch fp32, OpenVINO f32, OpenVINO bf16 and OpenVINO int8 (NNCF post-training
@@ -40,6 +41,31 @@ Ground-truth-box Dice per kind (--slices 6, slice-weighted mean over the structu
 bf16 − f32 was +0.000 on every row here (no bf16 units). So int8 calibrated on one MR brain
 sequence keeps FLAIR and the abdominal CT but loses T1c, MR organs and the DICOM CT, and is not
 faster on AVX2: ``auto`` does not pick it (``engine.runtime.INT8_WITHIN_TOLERANCE = False``).
+
+Measured again on AMD EPYC with AVX-512 VNNI and AVX-512 BF16 (2 threads, 2026-12-04), int8
+now with the convolutions in float and its float ops in bf16 (``ov_int8.SETTINGS``,
+``ov_encoder.float_hint``; quantising took 27 s), --slices 16:
+
+| runtime | encoder ÷ PyTorch fp32 |
+|---|---|
+| OpenVINO f32 | 0.55 |
+| OpenVINO bf16 | 0.29 |
+| OpenVINO int8 (convolutions bf16) | 0.27 (0.80 of bf16 measured alone, interleaved) |
+
+| kind | slices | f32 | int8 | int8 − f32 | bf16 − f32 |
+|---|---|---|---|---|---|
+| BRATS FLAIR | 16 | 0.870 | 0.873 | +0.0026 | +0.0026 |
+| BRATS T1c | 16 | 0.768 | 0.763 | −0.0042 | +0.0012 |
+| abdominal MR | 48 | 0.793 | 0.803 | +0.0102 | −0.0066 |
+| abdominal CT | 73 | 0.791 | 0.799 | +0.0080 | −0.0004 |
+| DICOM CT | 64 | 0.826 | 0.825 | −0.0009 | −0.0016 |
+
+Every layer int8 (the settings before, 6 slices): BRATS T1c −0.112, DICOM CT −0.054, MR
+−0.032. Within the bar per kind now, but single structures move both ways (MR spleen +0.074,
+liver −0.027, CT liver +0.034) and a 3D propagation lost 0.012: see
+``engine.runtime.INT8_WITHIN_TOLERANCE`` (still False). The decoder (``--decoder``, 8 slices):
+OpenVINO bf16 26 ms a box, f32 43 ms, PyTorch 80 ms; bf16 − f32 per kind +0.003, +0.003,
+−0.000, −0.001, −0.000.
 """
 
 from __future__ import annotations
@@ -94,12 +120,71 @@ def latency(backends: dict, reps: int) -> dict:
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def decoder_table(n_slices: int) -> None:
+    """The prompt encoder + mask decoder on OpenVINO f32 against bf16 (and PyTorch), beside one
+    image encoder (what ``auto`` resolves to here): ms per box on real embeddings, median of
+    interleaved calls, and ground-truth-box Dice per kind (the encoder's test and bar)."""
+    from medsam_gui.engine.evaluate import mask_box
+
+    auto = load_backend(device="cpu")
+    decoders = {"PyTorch": load_backend(precision=auto.precision, device="cpu",
+                                        decoder="pytorch"),
+                "OpenVINO f32": load_backend(precision=auto.precision, device="cpu",
+                                             decoder="openvino"),
+                "OpenVINO bf16": load_backend(precision="ov_bf16", device="cpu",
+                                              decoder="openvino")}
+    if auto.precision != "ov_bf16":
+        print(f"note: the encoder here is {auto.runtime_label}; the bf16 row's is openvino bf16")
+    print(f"CPU: {cpu_model()} · fast bf16: {cpu_has_fast_bf16()} · auto: encoder "
+          f"{auto.runtime_label}, decoder {auto.decoder_runtime}")
+    times = {k: [] for k in decoders}
+    by_kind = {}
+    for kind, vol, structures in scored_cases():
+        for name, (truth, _presets) in structures.items():
+            g = vol.geometry("axial")
+            slices = pick_slices(g, truth, n_slices)
+            if not slices:
+                continue
+            cache = EmbeddingCache()  # one embedding per slice for every decoder
+            d = {k: np.array(gt_box_dice(Session(vol, b, cache), "axial", truth, slices))
+                 for k, b in decoders.items() if k != "PyTorch"}
+            by_kind.setdefault(kind, []).append((d["OpenVINO f32"], d["OpenVINO bf16"]))
+            for i in slices[:3]:
+                emb = Session(vol, auto, cache).embed("axial", i)
+                box, hw = mask_box(g.take(truth, i)), g.take(truth, i).shape
+                for k, b in decoders.items():
+                    b.decode(emb, hw, box)
+                    t0 = time.perf_counter()
+                    b.decode(emb, hw, box)
+                    times[k].append(time.perf_counter() - t0)
+            diff = d["OpenVINO bf16"] - d["OpenVINO f32"]
+            print(f"{kind} {name}: f32 {d['OpenVINO f32'].mean():.4f} bf16 "
+                  f"{d['OpenVINO bf16'].mean():.4f} (worst slice {diff.min():+.3f})", flush=True)
+    base = float(np.median(times["PyTorch"]))
+    print("\n| decoder | ms per box | ÷ PyTorch |\n|---|---|---|")
+    for k, ts in times.items():
+        print(f"| {k} | {np.median(ts) * 1e3:.1f} | {np.median(ts) / base:.2f} |")
+    print("\n| kind | slices | f32 | bf16 | bf16 − f32 |\n|---|---|---|---|---|")
+    ok = True
+    for kind, rows in by_kind.items():
+        a, b = np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
+        ok &= b.mean() - a.mean() >= -0.01
+        print(f"| {kind} | {len(a)} | {a.mean():.3f} | {b.mean():.3f} | "
+              f"{b.mean() - a.mean():+.4f} |")
+    print(f"\nbf16 decoder within 0.01 of f32 on every kind: {ok}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--slices", type=int, default=8, help="slices per structure")
     p.add_argument("--reps", type=int, default=5, help="latency rounds")
     p.add_argument("--pytorch-dice", action="store_true", help="also score plain PyTorch")
+    p.add_argument("--decoder", action="store_true", help="the decoder's runtimes instead: "
+                   "OpenVINO f32 against bf16, ms per box and ground-truth Dice per kind")
     args = p.parse_args()
+    if args.decoder:
+        decoder_table(args.slices)
+        return
     reason = blocked_reason() or nncf_missing()
     if reason:
         sys.exit(f"cannot run the OpenVINO int8 comparison here: {reason}")

@@ -107,6 +107,22 @@ def test_bf16_decoder_is_as_accurate_against_ground_truth(pair):
         assert got >= ref - 0.01, (name, got, ref)
 
 
+def test_decoder_runs_in_bf16_where_the_encoder_float_ops_do(monkeypatch):
+    """bf16 beside an encoder whose float ops are bf16 (asked for, or auto on a CPU with bf16
+    units, int8 there too), f32 otherwise; auto on this machine gets what the rule says."""
+    from medsam_gui.engine import runtime
+
+    rule = ov_encoder.decoder_precision
+    assert rule("ov_bf16") == "ov_bf16"
+    assert [rule(p) for p in ("ov_f32", "auto", "channels_last", "fp32")] == ["ov_f32"] * 4
+    for fast, want in ((True, "ov_bf16"), (False, "ov_f32")):
+        monkeypatch.setattr(ov_encoder, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        assert rule("ov_int8") == want  # int8's convolutions run as the baseline does
+        if BLOCKED is None:
+            cpu = runtime.pick_device("cpu")
+            assert rule(runtime.resolve_precision("auto", cpu, "litemedsam")) == want
+
+
 @needs_openvino
 def test_auto_follows_the_measurement_and_remembers_it(pair, monkeypatch, tmp_path):
     ov, _ = pair

@@ -207,9 +207,14 @@ class Backend:
         """Names the encoder output: kind + image-encoder weights + precision variant.
 
         Keyed by the encoder's weights, not the whole file, so a decoder-only fine-tune reuses
-        every cached embedding of its base model.
+        every cached embedding of its base model. An int8 encoder adds its quantisation
+        settings' digest and its float ops' precision: other settings, other embeddings.
         """
-        return f"{self.kind}:{self.encoder_sha256 or self.weights_sha256}:{self.precision}"
+        variant = self.precision
+        ov = getattr(self, "_ov", None)
+        if variant == "ov_int8" and ov is not None:
+            variant += f":{ov.path.stem.rsplit('-int8-', 1)[-1]}:{ov.float_hint}"
+        return f"{self.kind}:{self.encoder_sha256 or self.weights_sha256}:{variant}"
 
     # --------------------------------------------------------------- per-family geometry
     def model_input(self, slice_uint8: np.ndarray) -> torch.Tensor:

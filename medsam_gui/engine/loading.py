@@ -102,7 +102,8 @@ def load_backend(kind: str = "litemedsam", checkpoint: Optional[str] = None,
 
     ``decoder``: where the prompt encoder + mask decoder run on CPU ("auto": the faster of
     PyTorch and OpenVINO by measurement; "openvino"; "pytorch"). Its OpenVINO precision is
-    f32, bf16 only when ``precision`` is explicitly "ov_bf16"."""
+    bf16 where the image encoder's float ops are (``ov_encoder.decoder_precision``), else
+    f32."""
     if kind not in KINDS:
         raise MedsamError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
     expected = None
@@ -151,7 +152,9 @@ def load_backend(kind: str = "litemedsam", checkpoint: Optional[str] = None,
     backend.decoder_sha256 = digests["decoder"]
     backend.bundled = checkpoint is None
     backend.use_openvino()
-    backend.use_openvino_decoder(decoder, "ov_bf16" if precision == "ov_bf16" else "ov_f32")
+    from medsam_gui.engine.ov_encoder import decoder_precision
+
+    backend.use_openvino_decoder(decoder, decoder_precision(prec))
     if backend.runtime != "openvino" or backend._ov_dec is None:
         backend.model  # a part runs on PyTorch: build it now, not at the first slice or box
     return backend

@@ -271,8 +271,10 @@ class ModelActions:
         if backend.device.type != "cpu":
             return
         from medsam_gui.engine.ov_decoder import decoder_for
+        from medsam_gui.engine.ov_encoder import decoder_precision
 
-        precision = "ov_bf16" if self.precision == "ov_bf16" else "ov_f32"
+        precision = decoder_precision(backend.precision if backend.runtime == "openvino"
+                                      else self.precision)
 
         def done(result) -> None:
             decoder, note = result
