@@ -354,7 +354,9 @@ def runtimes_table(pat: str = "brats_2013_pat0001_1", around: int = 0) -> None:
     """One GT box on the largest tumour slice + propagation (cold embedding cache), per
     runtime, each ÷ (slices × the plain PyTorch fp32 encoder time measured in the same run),
     with its 3D Dice; then the same through the medsam-segment CLI (process start included,
-    runtime conversion cache warm). ``around`` > 0: only slices seed ± around (a reduced run)."""
+    runtime conversion cache warm), each CLI row ÷ the plain encoder measured just before and
+    just after it (a shared machine's speed drifts by a quarter within one run). ``around``
+    > 0: only slices seed ± around (a reduced run)."""
     import os
     import subprocess
 
@@ -413,9 +415,13 @@ def runtimes_table(pat: str = "brats_2013_pat0001_1", around: int = 0) -> None:
         # "--box AXIS SLICE X0 Y0 X1 Y1" indexes the source array: display rows/cols map back
         arr_box = cli_box(vol, seed, box)
         for name, extra, env_extra in (("plain PyTorch fp32", ["--precision", "fp32"],
-                                        {"MEDSAM_NO_OPENVINO": "1"}), ("auto", [], {})):
+                                        {"MEDSAM_NO_OPENVINO": "1"}), ("auto", [], {}),
+                                       ("auto --fast-propagate", ["--fast-propagate"], {}),
+                                       ("int8 --fast-propagate", ["--fast-propagate",
+                                                                  "--precision", "ov_int8"], {})):
             env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
             env.update(env_extra)
+            before = plain_encoder_seconds(vol, seed)  # this row's baseline: before and after
             t = time.perf_counter()
             ext = ["--extent", str(seed - around), str(seed + around)] if around else []
             r = subprocess.run([str(script), str(src), "--box", *map(str, arr_box),
@@ -425,10 +431,12 @@ def runtimes_table(pat: str = "brats_2013_pat0001_1", around: int = 0) -> None:
             if r.returncode:
                 print(f"CLI {name}: failed {r.stderr[-300:]}")
                 continue
+            row_enc = 0.5 * (before + plain_encoder_seconds(vol, seed))
             lab = np.asarray(nib.load(str(out_path)).dataobj) > 0
             n = int(np.count_nonzero(lab.reshape(-1, lab.shape[2]).any(0)))
             print(f"| CLI medsam-segment --propagate, {name} | {n} | {el:.1f} | "
-                  f"{el / (n * enc):.3f} | | | {dice(lab, gt):.3f} |", flush=True)
+                  f"{el / (n * row_enc):.3f} (plain {row_enc:.2f} s/slice around it) | | | "
+                  f"{dice(lab, gt):.3f} |", flush=True)
 
 
 def cli_box(vol, seed: int, box):
@@ -460,6 +468,8 @@ def main() -> None:
     p.add_argument("--cache-dir", help="keep embeddings on disk here between runs")
     p.add_argument("--runtimes", action="store_true", help="propagation per runtime ÷ plain "
                    "fp32 encoder, and through the CLI (issue 23)")
+    p.add_argument("--pat", default="brats_2013_pat0001_1",
+                   help="--runtimes: the BRATS case (its FLAIR whole tumour)")
     p.add_argument("--around", type=int, default=0,
                    help="--runtimes: only the seed ± this many slices (reduced run)")
     args = p.parse_args()
@@ -467,7 +477,7 @@ def main() -> None:
 
     if args.runtimes:
         print(f"CPU: {cpu_model()} · torch {torch.__version__} · {torch.get_num_threads()} threads")
-        runtimes_table(around=args.around)
+        runtimes_table(pat=args.pat, around=args.around)
         return
 
     backend = load_backend(device="cpu")

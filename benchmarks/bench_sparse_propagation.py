@@ -58,6 +58,9 @@ VARIANTS = {  # name -> propagate_sparse keyword arguments (None: today's propag
     "s4 interp agree .8": dict(stride=4, fill="interp", agree=0.8),
     "s4 interp agree .7": dict(stride=4, fill="interp", agree=0.7),
     "s8 interp agree .7": dict(stride=8, fill="interp", agree=0.7),
+    "s6 interp agree .8": dict(stride=6, fill="interp", agree=0.8),
+    "s8 interp agree .8": dict(stride=8, fill="interp", agree=0.8),
+    "s8 interp agree .85": dict(stride=8, fill="interp", agree=0.85),
     "s2 neighbour emb": dict(stride=2, fill="neighbour", agree=0.0),
     "s2 mean emb": dict(stride=2, fill="mean", agree=0.0),
     "s2 mean emb agree .8": dict(stride=2, fill="mean", agree=0.8),
@@ -65,6 +68,8 @@ VARIANTS = {  # name -> propagate_sparse keyword arguments (None: today's propag
     "≤3 mm interp agree .8": dict(mm=3.0, fill="interp", agree=0.8),
     "≤4 mm interp agree .7": dict(mm=4.0, fill="interp", agree=0.7),
     "≤4 mm interp agree .8": dict(mm=4.0, fill="interp", agree=0.8),
+    "≤6 mm interp agree .8": dict(mm=6.0, fill="interp", agree=0.8),
+    "≤8 mm interp agree .8": dict(mm=8.0, fill="interp", agree=0.8),
 }
 DEFAULT_SET = ("today,s2 interp agree .8,s3 interp agree .7,s3 interp agree .8,"
                "s4 interp agree .8 no halving,s4 interp agree .8,s4 interp agree .7,"
