@@ -127,14 +127,15 @@ def decoder_table(n_slices: int) -> None:
     from medsam_gui.engine.evaluate import mask_box
 
     auto = load_backend(device="cpu")
-    decoders = {"PyTorch": load_backend(precision=auto.precision, device="cpu",
-                                        decoder="pytorch"),
-                "OpenVINO f32": load_backend(precision=auto.precision, device="cpu",
-                                             decoder="openvino"),
-                "OpenVINO bf16": load_backend(precision="ov_bf16", device="cpu",
-                                              decoder="openvino")}
-    if auto.precision != "ov_bf16":
-        print(f"note: the encoder here is {auto.runtime_label}; the bf16 row's is openvino bf16")
+    decoders = {}
+    for name, precision in (("PyTorch", None), ("OpenVINO f32", "ov_f32"),
+                            ("OpenVINO bf16", "ov_bf16")):
+        # one encoder precision for all, so that all read the same cached embeddings
+        b = load_backend(precision=auto.precision, device="cpu", decoder="pytorch")
+        if precision is not None:
+            b.use_openvino_decoder("openvino", precision)
+            assert b.decoder_runtime == f"openvino {precision[3:]}", b.decoder_note
+        decoders[name] = b
     print(f"CPU: {cpu_model()} · fast bf16: {cpu_has_fast_bf16()} · auto: encoder "
           f"{auto.runtime_label}, decoder {auto.decoder_runtime}")
     times = {k: [] for k in decoders}
