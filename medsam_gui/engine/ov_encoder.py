@@ -76,8 +76,8 @@ def cpu_has_fast_bf16() -> bool:
 
 def float_hint(precision: str) -> str:
     """OpenVINO's inference precision for ``precision``'s float ops: for int8, that of the
-    runtime ``auto`` otherwise uses here (its convolutions are 1.8x faster in bf16 than in f32
-    on AVX-512 BF16, and bf16 met the same Dice bar)."""
+    runtime ``auto`` otherwise uses here (on AVX-512 BF16 the int8 model ran 1.4x faster with
+    them in bf16 than in f32, and bf16 met the same Dice bar)."""
     if precision == "ov_int8":
         from medsam_gui.engine.runtime import cpu_baseline
 

@@ -7,9 +7,8 @@ against ground truth (see ``BF16_WITHIN_TOLERANCE``), so ``auto`` picks it there
 (``engine.ov_int8``: NNCF post-training quantisation, quantised once and cached) is an explicit
 choice; ``auto`` would take it only within the same Dice bar AND measured faster on the machine
 (``INT8_WITHIN_TOLERANCE``, ``ov_int8.measured_speed``), which it has not earned so far (see
-``INT8_WITHIN_TOLERANCE``). Without
-OpenVINO (not installed, or a process with tcmalloc preloaded, where it aborts) the PyTorch
-variants below apply. CUDA and MPS always run PyTorch.
+``INT8_WITHIN_TOLERANCE``). Without OpenVINO (not installed, or a process with tcmalloc
+preloaded, where it aborts) the PyTorch variants below apply. CUDA and MPS always run PyTorch.
 
 Encoder variants, measured on the 2-core CI-like CPU on real slices (benchmarks/bench_engine.py):
 ``channels_last`` is exact (mask Dice 1.000 against fp32) and faster; bf16 autocast +
