@@ -123,15 +123,26 @@ def _good_manifest(cases, tmp_path) -> str:
     return str(path)
 
 
-def _same_as_one_worker(cases, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def one_worker(cases, tmp_path_factory):
+    """The good cases run in this process with the precision the workers use (channels_last):
+    what several workers must reproduce. (The first test's outputs ran on ``auto``, which on a
+    CPU with bf16 units is a bf16 encoder and decoder, another runtime.)"""
+    out = tmp_path_factory.mktemp("one-worker")
+    rc = main(["--batch", _good_manifest(cases, out), "--precision", "channels_last"])
+    assert rc == 0
+    return out
+
+
+def _same_as_one_worker(cases, one_worker, tmp_path) -> None:
     for name in ("pat1", "pat2"):
         truth, k = cases["truth"][name]
-        one = _labels(cases["root"] / "out" / f"{name}.nii.gz")
+        one = _labels(one_worker / f"{name}.nii.gz")
         got = _labels(tmp_path / f"{name}.nii.gz")
-        assert _dice(got, one) > 0.99 and _dice(got[:, :, k], truth[:, :, k]) > 0.75
+        assert _dice(got, one) > 0.995 and _dice(got[:, :, k], truth[:, :, k]) > 0.75
 
 
-def test_two_worker_processes(cases, tmp_path, capsys):
+def test_two_worker_processes(cases, one_worker, tmp_path, capsys):
     if not (cases["root"] / "out" / "pat1.nii.gz").exists():
         pytest.skip("needs the one-worker outputs of the test above")
     rc = main(["--batch", _good_manifest(cases, tmp_path), "--workers", "2",
@@ -140,10 +151,10 @@ def test_two_worker_processes(cases, tmp_path, capsys):
     assert rc == 0, err
     assert "2 written, 0 skipped (already written), 0 failed, of 2 cases" in err
     assert "(2 workers on this machine)" in err
-    _same_as_one_worker(cases, tmp_path)
+    _same_as_one_worker(cases, one_worker, tmp_path)
 
 
-def test_local_dask_cluster_of_two_workers(cases, tmp_path, capsys):
+def test_local_dask_cluster_of_two_workers(cases, one_worker, tmp_path, capsys):
     pytest.importorskip("distributed", reason="the cluster extra (Dask distributed) is not "
                         "installed: pip install 'medsam-gui[cluster]'")
     if not (cases["root"] / "out" / "pat1.nii.gz").exists():
@@ -154,7 +165,7 @@ def test_local_dask_cluster_of_two_workers(cases, tmp_path, capsys):
     assert rc == 0, err
     assert "2 written, 0 skipped (already written), 0 failed, of 2 cases" in err
     assert "a local Dask cluster (2 processes)" in err
-    _same_as_one_worker(cases, tmp_path)
+    _same_as_one_worker(cases, one_worker, tmp_path)
 
 
 # The CLI with its case runner wrapped: a case whose output is named "dies-*" ends its worker
