@@ -76,23 +76,24 @@ def test_f32_decoder_equals_pytorch_on_every_prompt_kind(pair, slices):
 
 @needs_openvino
 def test_click_refinement_runs_on_the_runtime_and_matches_pytorch(pair, slices):
+    """The same clicks (chosen on the OpenVINO masks) through both decoders give the same
+    masks. Each side choosing its own clicks is not comparable: logits ~2e-5 apart flip a few
+    boundary pixels, and where two error regions are nearly the same size the next corrective
+    click moves elsewhere (seen once, on the "points" method)."""
     ov, pt = pair
     for name, emb, shape, truth in slices:
         box = mask_box(truth)
         for method in ("points", "mask_prompt", "local"):
-            clicks, states = [], []
-            for b in (ov, pt):
-                state = refine.start(b, emb, shape, box)
-                for _ in range(2):
-                    c = refine.corrective_click(truth, state.mask)
-                    if c is None:
-                        break
-                    if b is ov:
-                        clicks.append(c)
-                    state = refine.step(b, emb, shape, state, c, method)
-                states.append(state)
-            assert states[0].clicks == states[1].clicks == clicks, (name, method)
-            assert np.array_equal(states[0].mask, states[1].mask), (name, method)
+            on_ov, on_pt = refine.start(ov, emb, shape, box), refine.start(pt, emb, shape, box)
+            for _ in range(2):
+                c = refine.corrective_click(truth, on_ov.mask)
+                if c is None:
+                    break
+                on_ov = refine.step(ov, emb, shape, on_ov, c, method)
+                on_pt = refine.step(pt, emb, shape, on_pt, c, method)
+                assert on_ov.clicks == on_pt.clicks, (name, method)
+                assert dice(on_ov.mask, on_pt.mask) > 0.995, (name, method)
+            assert len(on_ov.clicks) == 2 or c is None, (name, method)
 
 
 @needs_openvino
