@@ -113,20 +113,52 @@ def converted_path(digest: str, input_size: int, folder: Optional[Path] = None) 
     return (folder or cache_dir()) / name
 
 
-def make_core(folder: Optional[Path] = None):
+class CachingCore:
     """An ``openvino.Core`` whose compiled models are cached under ``folder``/compiled, so a
     second start reads the compiled blob instead of compiling (cold vs warm start:
-    ``benchmarks/bench_engine.py``). Without a writable folder it compiles every time."""
-    import openvino as ov
+    ``benchmarks/bench_engine.py``), in one folder per precision hint and thread count.
 
-    core = ov.Core()
-    compiled = (folder or cache_dir()) / "compiled"
-    try:
-        compiled.mkdir(parents=True, exist_ok=True)
-        core.set_property({"CACHE_DIR": str(compiled)})
-    except Exception as exc:  # read-only folder or an old runtime: compile each time
-        log.warning("no OpenVINO compiled-model cache in %s (%s)", compiled, exc)
-    return core
+    Why apart: OpenVINO (2026.4) names a cached blob after the model alone, not after the
+    precision hint or the thread count it was compiled with, and a model read back from a blob
+    that another precision wrote is not the model asked for. Measured on the decoder's 3-token
+    shape: compiled in f32 from a blob that a bf16 compile had written, its logits were 8.9 off
+    f32's (a test run's click comparison failed this way). Blobs of the old single folder are
+    removed. Without a writable folder it compiles every time."""
+
+    def __init__(self, folder: Optional[Path] = None) -> None:
+        import openvino as ov
+
+        self.core = ov.Core()
+        self.folder = (folder or cache_dir()) / "compiled"
+        try:  # blobs of the shared folder that earlier versions wrote: any may be wrong
+            for stale in self.folder.glob("*.blob"):
+                stale.unlink()
+        except OSError:
+            pass
+
+    def cache_folder(self, config: dict) -> Path:
+        """Where compiled models of ``config`` are cached."""
+        hint = str(config.get("INFERENCE_PRECISION_HINT", "default"))
+        threads = str(config.get("INFERENCE_NUM_THREADS", "all"))
+        return self.folder / f"{hint}-{threads}threads"
+
+    def compile_model(self, model, device: str = "CPU", config: Optional[dict] = None):
+        config = dict(config or {})
+        folder = self.cache_folder(config)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            config["CACHE_DIR"] = str(folder)
+        except OSError as exc:  # read-only folder: compile each time
+            log.warning("no OpenVINO compiled-model cache in %s (%s)", folder, exc)
+        return self.core.compile_model(model, device, config)
+
+    def __getattr__(self, name: str):  # read_model and the rest: OpenVINO's own
+        return getattr(self.core, name)
+
+
+def make_core(folder: Optional[Path] = None) -> CachingCore:
+    """The OpenVINO core of this app: compiled models cached per precision (``CachingCore``)."""
+    return CachingCore(folder)
 
 
 def save_atomically(ov, model, path: Path) -> None:
@@ -257,6 +289,6 @@ def encoder_for(image_encoder: torch.nn.Module, digest: str, input_size: int,
         return None, f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["HINTS", "OpenVinoEncoder", "blocked_reason", "cache_dir", "cpu_has_fast_bf16",
-           "decoder_precision", "encoder_for", "float_hint", "make_core", "parts_setting",
-           "preloaded_allocator", "save_atomically"]
+__all__ = ["HINTS", "CachingCore", "OpenVinoEncoder", "blocked_reason", "cache_dir",
+           "cpu_has_fast_bf16", "decoder_precision", "encoder_for", "float_hint", "make_core",
+           "parts_setting", "preloaded_allocator", "save_atomically"]
