@@ -81,15 +81,13 @@ def test_click_refinement_runs_on_the_runtime_and_matches_pytorch(pair, slices):
     boundary pixels, and where two error regions are nearly the same size the next corrective
     click moves elsewhere.
 
-    Only the default method ("local", box prompts): in two full runs on an AMD EPYC with
-    AVX-512 BF16 the "points" method's first click gave masks far apart (IoU 0.38 against
-    0.87, Dice 0.72) although this test passed alone and beside its neighbouring modules, and
-    the box + click prompt equals PyTorch in the test above; not yet explained (see the
-    closing note of that stop)."""
+    The "points" method once failed here in full test runs (first click: IoU 0.38 against
+    0.87): an earlier test had compiled the 3-token shape in bf16, and OpenVINO's compiled-model
+    cache handed that blob to the f32 compile (``ov_encoder.CachingCore``; the test below)."""
     ov, pt = pair
     for name, emb, shape, truth in slices:
         box = mask_box(truth)
-        for method in ("local",):
+        for method in ("points", "mask_prompt", "local"):
             on_ov, on_pt = refine.start(ov, emb, shape, box), refine.start(pt, emb, shape, box)
             for _ in range(2):
                 c = refine.corrective_click(truth, on_ov.mask)
@@ -112,6 +110,77 @@ def test_bf16_decoder_is_as_accurate_against_ground_truth(pair):
         ref = mean(gt_box_dice(Session(vol, pt), "axial", truth, picked))
         got = mean(gt_box_dice(Session(vol, bf16), "axial", truth, picked))
         assert got >= ref - 0.01, (name, got, ref)
+
+
+def _prompts(truth: np.ndarray):
+    """Box and click prompts of every token count from 2 to 6 (clicks inside the box, both
+    signs), with and without the box."""
+    box = mask_box(truth)
+    ys, xs = np.nonzero(truth)
+    picks = np.linspace(0, len(xs) - 1, 5).astype(int)
+    clicks = [(float(xs[i]), float(ys[i]), int(i % 2 == 0)) for i in picks]
+    clicks[1] = (box[0] + 2.0, box[1] + 2.0, 0)  # a negative click in the box's corner
+    for n in range(0, 5):
+        yield box, clicks[:n] or None
+        if n:
+            yield None, clicks[:n]
+
+
+@needs_openvino
+@pytest.mark.skipif(not ov_encoder.cpu_has_fast_bf16(), reason="no bf16 units on this CPU")
+def test_every_bf16_decoder_shape_stays_near_pytorch(pair, slices):
+    """Each (token count, mask prompt) shape in bf16 stays within ``BF16_LIMIT`` of PyTorch's
+    logits: a shape that OpenVINO computes wrongly in bf16 (the 3-token shape here, logits
+    15 to 29 off) is found on its first call and run in f32."""
+    _ov, pt = pair
+    bf16 = load_backend(precision="ov_bf16", decoder="openvino")
+    assert bf16.decoder_runtime == "openvino bf16", bf16.decoder_note
+    _name, emb, shape, truth = slices[0]
+    with torch.inference_mode():
+        low_box, _ = pt.low_res(emb, shape, mask_box(truth))
+        for box, clicks in _prompts(truth):
+            for mask_in in (None, low_box):
+                got, _ = bf16.low_res(emb, shape, box, clicks, mask_in)
+                ref, _ = pt.low_res(emb, shape, box, clicks, mask_in)
+                off = float((got - ref).abs().max())
+                what = (box is not None, len(clicks or ()), mask_in is not None)
+                assert off <= ov_decoder.BF16_LIMIT + 0.5, (what, off)
+                a, b = got > 0, ref > 0
+                if b.sum() > 50:
+                    assert 2 * float((a & b).sum()) / float(a.sum() + b.sum()) > 0.95, what
+
+
+@needs_openvino
+def test_compiled_models_are_cached_apart_per_precision(pair, slices, tmp_path, monkeypatch):
+    """A bf16 compile of a shape, then an f32 compile of the same shape in a fresh cache: the
+    f32 decoder still equals PyTorch (OpenVINO names both blobs alike; in one shared folder
+    the f32 model read back the bf16 blob, logits 8.9 off). Blobs of the old shared folder
+    are removed."""
+    ov, pt = pair
+    dec = ov._ov_dec
+    for with_mask in (False, True):  # the converted models, so that nothing converts again
+        for suffix in (".xml", ".bin"):
+            src = dec.path(with_mask).with_suffix(suffix)
+            (tmp_path / src.name).write_bytes(src.read_bytes())
+    stale = tmp_path / "compiled" / "1234.blob"
+    stale.parent.mkdir()
+    stale.write_bytes(b"an old blob")
+    pe, md, dense_pe = dec._parts
+    _name, emb, shape, truth = slices[0]
+    box = np.asarray(ov.box_to_model(mask_box(truth), shape), np.float32)
+    xy, labels = box[None, :2] + np.float32(2.0), np.array([0])  # box + one click: 3 tokens
+    with torch.inference_mode():
+        ref, _ = pt._prompt_decode(emb, box, xy, labels, None, None)
+        for precision in ("ov_bf16", "ov_f32"):
+            d = ov_decoder.OpenVinoDecoder(pe, md, dense_pe, dec.digest, precision,
+                                           folder=tmp_path)
+            assert not d.converted and not stale.exists()
+            got, _ = ov._prompt_decode(emb, box, xy, labels, None, d)
+    assert float((got - ref).abs().max()) < 1e-3  # the f32 decoder, compiled second
+    compiled = tmp_path / "compiled"
+    assert any((compiled / f"f32-{torch.get_num_threads()}threads").glob("*.blob"))
+    if ov_encoder.cpu_has_fast_bf16():
+        assert any((compiled / f"bf16-{torch.get_num_threads()}threads").glob("*.blob"))
 
 
 def test_decoder_runs_in_bf16_where_the_encoder_float_ops_do(monkeypatch):
@@ -157,10 +226,9 @@ def test_converted_and_compiled_models_are_cached(pair, monkeypatch):
     dec = ov._ov_dec
     assert dec.path(False).is_file() and dec.path(False).with_suffix(".bin").is_file()
     assert dec.path(True).is_file()  # the mask-prompt variant, converted on first use
-    compiled = dec.folder / "compiled"
-    assert any(compiled.iterdir())
     core = ov_encoder.make_core(dec.folder)
-    assert core.get_property("CACHE_DIR") == str(compiled)
+    assert core.cache_folder(dec._config).parent == dec.folder / "compiled"
+    assert any(core.cache_folder(dec._config).glob("*.blob"))
     again = load_backend(precision="ov_f32", decoder="openvino")
     assert again._ov_dec is not None and not again._ov_dec.converted
 

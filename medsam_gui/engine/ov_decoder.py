@@ -16,6 +16,13 @@ the caller slices single- or multi-mask output exactly as ``MaskDecoder.forward`
 Each (number of tokens, mask prompt or not) is compiled with static shapes on first use (a box:
 2 tokens). Whether it runs at all is decided by measurement (``faster_than_pytorch``), once per
 machine, weights and library versions, and remembered in the cache folder.
+
+In bf16, the first call of each shape is also run in f32, and a shape whose logits differ by
+more than ``BF16_LIMIT`` runs in f32 from then on. On AMD EPYC with AVX-512 BF16 (OpenVINO
+2026.4) the 3-token shape (a box and one click, or two clicks) came out wrong in bf16, and
+differently from one process to the next: logits 15 to 29 away from f32's, low-res masks with
+Dice 0.40 to 0.73 against f32's, where every other shape (2 to 9 tokens, with and without a mask
+prompt) stayed within 0.8 (Dice ≥ 0.98).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from medsam_gui.engine.ov_encoder import HINTS, cache_dir, make_core, save_atomi
 from medsam_gui.errors import MedsamError
 
 log = logging.getLogger(__name__)
+BF16_LIMIT = 4.0  # largest logit difference from f32 accepted of a bf16 shape's first call
 
 
 class PromptMaskDecoder(nn.Module):
@@ -109,6 +117,8 @@ class OpenVinoDecoder:
                         "PERFORMANCE_HINT": "LATENCY"}
         self._models: Dict[bool, object] = {}  # with_mask -> ov.Model (dynamic token count)
         self._compiled: Dict[Tuple[int, bool], object] = {}  # (tokens, with_mask) -> request
+        self._checked: set = set()  # bf16 shapes whose first call was compared with f32
+        self.f32_shapes: set = set()  # bf16 shapes that failed that comparison: run in f32
         self._lock = threading.Lock()
         self.converted = False  # True when this load had to convert (not read from the cache)
         self.emb_shape = (1, int(mask_decoder.transformer_dim),
@@ -155,16 +165,20 @@ class OpenVinoDecoder:
         save_atomically(self._ov, model, path)
         return model
 
-    def _request(self, tokens: int, with_mask: bool):
+    def _request(self, tokens: int, with_mask: bool, f32: bool = False):
+        """The compiled request of this shape (``f32``: a new one in f32, not kept)."""
         key = (tokens, with_mask)
-        req = self._compiled.get(key)
+        req = None if f32 else self._compiled.get(key)
         if req is None:
             model = self._model(with_mask).clone()
             shapes = {0: list(self.emb_shape), 1: [1, tokens, 2], 2: [1, tokens]}
             if with_mask:
                 shapes[3] = list(self.mask_shape)
             model.reshape(shapes)
-            req = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+            config = dict(self._config, INFERENCE_PRECISION_HINT="f32") if f32 else self._config
+            req = self._core.compile_model(model, "CPU", config).create_infer_request()
+            if f32:
+                return req
             self._compiled[key] = req
         return req
 
@@ -174,10 +188,26 @@ class OpenVinoDecoder:
                 coords, labels]
         if mask_input is not None:
             feed.append(np.ascontiguousarray(mask_input.detach().cpu().float().numpy()))
+        key = (int(coords.shape[1]), mask_input is not None)
         with self._lock:
-            req = self._request(int(coords.shape[1]), mask_input is not None)
-            out = req.infer(dict(enumerate(feed)))
-            low, iou = (torch.from_numpy(np.array(v, dtype=np.float32)) for v in out.values())
+            low, iou = self._infer(self._request(*key), feed)
+            if self._config["INFERENCE_PRECISION_HINT"] != "f32" and key not in self._checked:
+                self._checked.add(key)
+                exact = self._request(*key, f32=True)
+                f32_low, f32_iou = self._infer(exact, feed)
+                off = float((low - f32_low).abs().max())
+                if not off <= BF16_LIMIT:  # NaN too
+                    log.warning("decoder shape %s: %s off f32 by %.1f in logits; run in f32",
+                                key, self._config["INFERENCE_PRECISION_HINT"], off)
+                    self._compiled[key] = exact
+                    self.f32_shapes.add(key)
+                    low, iou = f32_low, f32_iou
+        return low, iou
+
+    @staticmethod
+    def _infer(req, feed) -> Tuple[torch.Tensor, torch.Tensor]:
+        out = req.infer(dict(enumerate(feed)))
+        low, iou = (torch.from_numpy(np.array(v, dtype=np.float32)) for v in out.values())
         return low, iou
 
 
