@@ -297,3 +297,21 @@ def test_int8_is_quantised_cached_by_settings_and_close_to_f32(ov32, tmp_path, m
     # scored in bench_runtime_accuracy.py and did not meet the 0.01 bar
     assert all(got >= 0.5 and got >= ref - 0.3 for got, ref in scores.values()), scores
     assert any(got != ref for got, ref in scores.values()), scores  # int8 really ran
+
+
+def test_compiled_blobs_are_pruned_least_recently_used_first(tmp_path):
+    """The compiled-model cache stays under its size: the least recently used blobs go first,
+    and blobs of the old shared folder are removed when a core is made."""
+    compiled = tmp_path / "compiled"
+    for i, hint in enumerate(("f32-2threads", "bf16-2threads", "f32-2threads", "f32-1threads")):
+        (compiled / hint).mkdir(parents=True, exist_ok=True)
+        blob = compiled / hint / f"{i}.blob"
+        blob.write_bytes(b"x" * 1000)
+        os.utime(blob, (1000.0 + i, 1000.0 + i))  # blob 0 the least recently used
+    (compiled / "old.blob").write_bytes(b"x" * 10)
+    assert ov_encoder.prune_compiled(compiled, max_bytes=2500) == 2000
+    left = sorted(p.name for p in compiled.glob("*/*.blob"))
+    assert left == ["2.blob", "3.blob"]
+    if ov_encoder.blocked_reason() is None:
+        ov_encoder.make_core(tmp_path)
+        assert not (compiled / "old.blob").exists() and len(list(compiled.glob("*/*.blob"))) == 2

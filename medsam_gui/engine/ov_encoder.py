@@ -113,6 +113,32 @@ def converted_path(digest: str, input_size: int, folder: Optional[Path] = None) 
     return (folder or cache_dir()) / name
 
 
+COMPILED_MAX_BYTES = 1 << 30  # compiled blobs kept (a decoder shape ~25 MB, an encoder ~28 MB)
+
+
+def prune_compiled(folder: Path, max_bytes: int = COMPILED_MAX_BYTES) -> int:
+    """Remove the least recently used compiled blobs under ``folder`` until they take at most
+    ``max_bytes`` (every fine-tune and prompt shape adds blobs; a removed one is compiled again
+    when needed). Returns the bytes removed."""
+    try:
+        blobs = []
+        for path in folder.glob("*/*.blob"):
+            st = path.stat()
+            blobs.append((max(st.st_atime, st.st_mtime), st.st_size, path))
+    except OSError:
+        return 0
+    total, removed = sum(b[1] for b in blobs), 0
+    for _used, size, path in sorted(blobs, key=lambda b: b[0]):
+        if total - removed <= max_bytes:
+            break
+        try:
+            path.unlink()
+            removed += size
+        except OSError:
+            pass
+    return removed
+
+
 class CachingCore:
     """An ``openvino.Core`` whose compiled models are cached under ``folder``/compiled, so a
     second start reads the compiled blob instead of compiling (cold vs warm start:
@@ -135,6 +161,7 @@ class CachingCore:
                 stale.unlink()
         except OSError:
             pass
+        prune_compiled(self.folder)
 
     def cache_folder(self, config: dict) -> Path:
         """Where compiled models of ``config`` are cached."""
@@ -289,6 +316,7 @@ def encoder_for(image_encoder: torch.nn.Module, digest: str, input_size: int,
         return None, f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["HINTS", "CachingCore", "OpenVinoEncoder", "blocked_reason", "cache_dir",
-           "cpu_has_fast_bf16", "decoder_precision", "encoder_for", "float_hint", "make_core",
-           "parts_setting", "preloaded_allocator", "save_atomically"]
+__all__ = ["COMPILED_MAX_BYTES", "HINTS", "CachingCore", "OpenVinoEncoder", "blocked_reason",
+           "cache_dir", "cpu_has_fast_bf16", "decoder_precision", "encoder_for", "float_hint",
+           "make_core", "parts_setting", "preloaded_allocator", "prune_compiled",
+           "save_atomically"]
