@@ -159,10 +159,12 @@ def test_local_dask_cluster_of_two_workers(cases, one_worker, tmp_path, capsys):
                         "installed: pip install 'medsam-gui[cluster]'")
     if not (cases["root"] / "out" / "pat1.nii.gz").exists():
         pytest.skip("needs the one-worker outputs of the first test")
+    environ = dict(os.environ)
     rc = main(["--batch", _good_manifest(cases, tmp_path), "--cluster", "local:2",
                "--precision", "channels_last"])
     err = capsys.readouterr().err
     assert rc == 0, err
+    assert dict(os.environ) == environ  # Dask sets OMP_NUM_THREADS=1 for its workers
     assert "2 written, 0 skipped (already written), 0 failed, of 2 cases" in err
     assert "a local Dask cluster (2 processes)" in err
     _same_as_one_worker(cases, one_worker, tmp_path)

@@ -11,11 +11,27 @@ Needs the ``cluster`` extra.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Sequence, Tuple
 
 from medsam_gui.engine.batch import Case, Done, Outcome, describe_error, run_case
 from medsam_gui.errors import MedsamError
+
+
+@contextlib.contextmanager
+def _environ_kept():
+    """This process's environment as it was before the block. Dask's local cluster sets
+    OMP_NUM_THREADS=1 (and MKL's, OpenBLAS's) in the parent for its workers and leaves them
+    there, so every later child of the parent ran on one thread (a medsam-segment started by
+    the test run afterwards compiled its runtime for 1 thread and drew different bf16 masks)."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        os.environ.update(saved)
 
 
 def _client(address: str):
@@ -35,7 +51,7 @@ def _client(address: str):
         if n < 1:
             raise MedsamError(f"--cluster {address}: local:N needs at least 1 worker")
         threads = max(1, (os.cpu_count() or 1) // n)
-        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        with dask.config.set({"distributed.scheduler.allowed-failures": 1}), _environ_kept():
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                    dashboard_address=None)
         return Client(cluster), cluster, threads, f"a local Dask cluster ({n} processes)"
