@@ -210,11 +210,9 @@ class Backend:
         every cached embedding of its base model. An int8 encoder adds its quantisation
         settings' digest and its float ops' precision: other settings, other embeddings.
         """
-        variant = self.precision
-        ov = getattr(self, "_ov", None)
-        if variant == "ov_int8" and ov is not None:
-            variant += f":{ov.path.stem.rsplit('-int8-', 1)[-1]}:{ov.float_hint}"
-        return f"{self.kind}:{self.encoder_sha256 or self.weights_sha256}:{variant}"
+        variant = getattr(getattr(self, "_ov", None), "variant", "")
+        suffix = f"{self.precision}:{variant}" if variant else self.precision
+        return f"{self.kind}:{self.encoder_sha256 or self.weights_sha256}:{suffix}"
 
     # --------------------------------------------------------------- per-family geometry
     def model_input(self, slice_uint8: np.ndarray) -> torch.Tensor:

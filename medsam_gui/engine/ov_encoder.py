@@ -249,7 +249,11 @@ class OpenVinoEncoder:
                 core, model, self.path, input_size, int8_settings)
             self.converted |= self.quantise_seconds > 0
         model.reshape([1, 3, input_size, input_size])  # static: ~10 % (f32) to 25 % (bf16) faster
-        self.float_hint = float_hint(precision)  # names the embeddings of int8 (cache_tag)
+        self.float_hint = float_hint(precision)
+        # what names int8 embeddings beside the precision (Backend.cache_tag): the quantisation
+        # settings' digest (the file's suffix, ov_int8.int8_path) and the float ops' precision
+        self.variant = (f"{self.path.stem.rsplit('-int8-', 1)[-1]}:{self.float_hint}"
+                        if precision == "ov_int8" else "")
         config = {"INFERENCE_PRECISION_HINT": self.float_hint,
                   "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
                   "PERFORMANCE_HINT": "LATENCY"}
